@@ -1,0 +1,50 @@
+"""The ``stexture`` command. Each subcommand is a module in :mod:`stexture.commands` with
+``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+# One line per subcommand module, in the order `stexture --help` lists them.
+COMMANDS = (
+    "split",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stexture",
+        description="Structure/texture decomposition, WebDataset shards and cue-conflict "
+        "training with soft labels.",
+    )
+    parser.add_argument("--version", action="version", version=f"stexture {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMANDS:
+        module = importlib.import_module(f"stexture.commands.{module_name}")
+        sub = subparsers.add_parser(
+            module.NAME, help=module.HELP, description=module.HELP,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("stexture: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"stexture {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``stexture`` command, one module each (see :mod:`stexture.cli`)."""

@@ -1,0 +1,38 @@
+"""Parsing ``--param name=value`` options into method parameters."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..smoothing import METHODS, get_method
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--method``, ``--param NAME=VALUE`` (repeatable) and ``--device``."""
+    parser.add_argument("--method", default="rtv", choices=sorted(METHODS),
+                        help="smoothing method")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a method parameter, repeatable (e.g. --param lam=0.02)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                        help="where to run the decomposition")
+
+
+def parse_params(method: str, pairs: list[str]) -> dict[str, Any]:
+    """``["lam=0.02", "n_iter=3"]`` -> ``{"lam": 0.02, "n_iter": 3}``, typed like the defaults."""
+    defaults = get_method(method).defaults
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--param {pair!r} is not of the form NAME=VALUE")
+        if name not in defaults:
+            raise ValueError(
+                f"unknown parameter {name!r} for method {method!r}; it takes {', '.join(defaults)}"
+            )
+        kind = type(defaults[name])
+        try:
+            params[name] = kind(text) if kind is not bool else text.lower() in ("1", "true", "yes")
+        except ValueError:
+            raise ValueError(f"--param {name}={text!r} is not a valid {kind.__name__}") from None
+    return params

@@ -1,0 +1,78 @@
+"""Edge-preserving smoothing methods and their registry.
+
+Every method is a public module (``rtv``, ``rgf``, ``tv``) whose smoothing function takes a
+float32 batch ``(N, H, W, C)`` with values in [0, 1] and keyword parameters, and returns the
+structure layer of the same shape. Kernels live in private modules beside it:
+``_<method>_cpu.py`` (Numba ``njit(parallel=True)``) and ``_<method>_cuda.py`` (Numba CUDA).
+
+``METHODS`` maps a method's name to a :class:`Method` that knows its defaults (read from the
+function's signature, so there is one source of truth) and checks parameter names.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from . import rgf, rtv, tv
+
+__all__ = ["METHODS", "Method", "get_method"]
+
+_NOT_PARAMETERS = ("batch", "device")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A smoothing method: its name, a one-line summary and its batch function."""
+
+    name: str
+    summary: str
+    function: Callable[..., np.ndarray]
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Parameter names and default values, from the function's signature."""
+        signature = inspect.signature(self.function)
+        return {
+            name: p.default
+            for name, p in signature.parameters.items()
+            if name not in _NOT_PARAMETERS
+        }
+
+    def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The defaults updated with ``params``; an unknown name is a ``ValueError``."""
+        defaults = self.defaults
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {self.name!r}; "
+                f"it takes {', '.join(defaults)}"
+            )
+        return {**defaults, **params}
+
+    def __call__(self, batch: np.ndarray, device: str = "cpu", **params: Any) -> np.ndarray:
+        return self.function(batch, device=device, **self.resolve_params(params))
+
+
+METHODS: Mapping[str, Method] = MappingProxyType(
+    {
+        "rtv": Method("rtv", rtv.SUMMARY, rtv.rtv_smooth),
+        "rgf": Method("rgf", rgf.SUMMARY, rgf.rgf_smooth),
+        "tv": Method("tv", tv.SUMMARY, tv.tv_smooth),
+    }
+)
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown method {name!r}; known methods: {', '.join(METHODS)}"
+        ) from None
