@@ -1,7 +1,12 @@
 """stexture: structure/texture decomposition and cue-conflict training data.
 
-The public API is re-exported here; see ``__all__``.
+The public API is re-exported here; see ``__all__``. The parts that need torch (mixing,
+loader, training) are imported on first use, so that decomposition workers, which never
+touch torch, start without paying for its import.
 """
+
+import importlib
+from typing import Any
 
 from ._device import CudaUnavailableError, cuda_available, resolve_device
 from .decompose import decompose
@@ -9,13 +14,38 @@ from .smoothing import METHODS, Method, get_method
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "CueConflictMix": "stexture.mixing",
+    "make_eval_loader": "stexture.loader",
+    "make_loader": "stexture.loader",
+    "shape_bias": "stexture.training.metrics",
+    "sweep": "stexture.training.sweep",
+}
+
 __all__ = [
     "METHODS",
     "CudaUnavailableError",
+    "CueConflictMix",
     "Method",
     "__version__",
     "cuda_available",
     "decompose",
     "get_method",
+    "make_eval_loader",
+    "make_loader",
     "resolve_device",
+    "shape_bias",
+    "sweep",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stexture' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

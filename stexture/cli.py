@@ -12,6 +12,7 @@ from . import __version__
 # One line per subcommand module, in the order `stexture --help` lists them.
 COMMANDS = (
     "split",
+    "sweep",
 )
 
 

@@ -1,0 +1,65 @@
+"""``stexture sweep SHARDS``: train one model per (k, seed) and report the best k."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..training.models import MODELS
+from ..training.sweep import parse_k_values, sweep
+from ..training.trainer import OPTIMIZERS
+
+NAME = "sweep"
+HELP = ("Train a model per label weight k and seed on cue-conflict batches (plus a vanilla "
+        "baseline and the k=0/k=1 ensemble) and report the k with the best clean accuracy.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shards", type=Path, help="shard folder written by `stexture decompose`")
+    parser.add_argument("--k", default="0,0.2,0.4,0.6,0.8,1",
+                        help="comma-separated grid of k in [0, 1]")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per k")
+    parser.add_argument("--epochs", type=int, default=10, help="most epochs per run")
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="stratified share of the training split to train on, in (0, 1]")
+    parser.add_argument("--out", type=Path, default=Path("runs"),
+                        help="output folder; rerun with the same settings to resume")
+    parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--model", default="small", choices=sorted(MODELS))
+    parser.add_argument("--image-size", type=int, default=64, help="side of the square crops")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--patience", type=int, default=3,
+                        help="stop a run after this many epochs without a gain in clean "
+                        "validation accuracy (0: never)")
+    parser.add_argument("--p-conflict", type=float, default=0.5,
+                        help="share of each batch that is cue-conflict")
+    parser.add_argument("--balance-classes", action="store_true",
+                        help="weight the loss by n / (C * n_c) per class")
+    parser.add_argument("--init-weights", type=Path, default=None,
+                        help="state_dict to start from (transfer learning)")
+    parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the vanilla baseline runs")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = sweep(
+        args.shards, parse_k_values(args.k), seeds=args.seeds, epochs=args.epochs,
+        train_fraction=args.train_fraction, out=args.out, device=args.device, model=args.model,
+        image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, optimizer=args.optimizer,
+        label_smoothing=args.label_smoothing, patience=args.patience or None,
+        p_conflict=args.p_conflict, balance_classes=args.balance_classes,
+        init_weights=args.init_weights, workers=args.workers, baseline=not args.no_baseline,
+        log=lambda message: print(message, flush=True),
+    )
+    best = summary["best"]
+    if best is not None and best.get("gain_over_vanilla") is not None:
+        se = best["gain_se"]
+        print(f"best k {best['k']:g}: gain over vanilla {best['gain_over_vanilla']:+.4f}"
+              + ("" if se is None else f" (SE {se:.4f})"))
+    return 0

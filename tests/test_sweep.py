@@ -1,0 +1,209 @@
+import csv
+import json
+import math
+
+import pytest
+import torch
+from shardfactory import make_shard_dir
+
+from stexture import cli
+from stexture.shards.format import INDEX_NAME, read_manifest
+from stexture.training.models import small_resnet
+from stexture.training.report import summarize
+from stexture.training.sweep import parse_k_values, stratified_subset, sweep
+
+CLASSES = ("armchair", "bed", "chair")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # the test machine is shared: two spinning OpenMP threads per process slow these tiny
+    # models down by an order of magnitude when the cores are busy
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shard_dir(tmp_path_factory.mktemp("shards") / "s", classes=CLASSES,
+                          per_class=6, val_per_class=2, size=32, shard_size=4)
+
+
+def test_cli_sweep_runs_end_to_end_and_writes_every_output(shards, tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = cli.main(["sweep", str(shards), "--k", "0,1", "--seeds", "1", "--epochs", "2",
+                     "--out", str(out), "--device", "cpu", "--image-size", "32",
+                     "--batch-size", "8", "--balance-classes"])
+    assert code == 0
+    names = ["vanilla-seed0", "k0-seed0", "k1-seed0", "ensemble-seed0"]
+    for name in names:
+        result = json.loads((out / "runs" / name / "result.json").read_text())
+        assert 0.0 <= result["metrics"]["clean_acc"] <= 1.0
+        assert result["metrics"]["conflict_n"] == 6  # every val pair has differing classes
+    for name in names[:3]:
+        result = json.loads((out / "runs" / name / "result.json").read_text())
+        assert (out / "runs" / name / "best.pt").is_file()
+        assert [h["epoch"] for h in result["history"]] == [1, 2]
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == names
+    assert {"acc_armchair", "acc_bed", "acc_chair", "shape_bias"} <= set(rows[0])
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["k"] for e in summary["per_k"]] == [0.0, 1.0]
+    assert summary["best"]["k"] in (0.0, 1.0)
+    assert summary["vanilla"]["clean_acc"]["n"] == 1
+    assert summary["ensemble_k0_k1"] is not None
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert "| vanilla | 1 |" in report and "sweep.png" in report
+    printed = capsys.readouterr().out
+    assert "[4/4] ensemble-seed0" in printed and "epoch 2/2" in printed
+
+
+class CountingTrainFn:
+    """A stand-in trainer: records its calls, can fail on the n-th like a killed run."""
+
+    def __init__(self, fail_on_call: int | None = None):
+        self.calls: list[tuple] = []
+        self.fail_on_call = fail_on_call
+
+    def __call__(self, train_loader, val_loaders, k, seed):
+        self.calls.append((k, seed))
+        if len(self.calls) == self.fail_on_call:
+            raise RuntimeError("killed")
+        samples = 0
+        for x, y in train_loader:
+            assert x.shape[1:] == (3, 24, 24)
+            torch.testing.assert_close(y.sum(dim=1), torch.ones(len(y)))
+            samples += len(x)
+        assert set(val_loaders) == {"clean", "conflict"}
+        return {"clean_acc": 0.5 if k is None else 0.6 + 0.1 * k, "shape_bias": k or 0.0,
+                "train_samples": samples}
+
+
+def test_a_killed_sweep_resumes_with_only_the_unfinished_runs(shards, tmp_path):
+    settings = dict(seeds=1, epochs=1, train_fraction=0.5, out=tmp_path / "runs",
+                    device="cpu", image_size=24, batch_size=4, log=None)
+    killed = CountingTrainFn(fail_on_call=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        sweep(shards, [0.5, 1.0], train_fn=killed, **settings)
+    assert killed.calls == [(None, 0), (0.5, 0)]  # the vanilla baseline finished, k=0.5 died
+    resumed = CountingTrainFn()
+    summary = sweep(shards, [0.5, 1.0], train_fn=resumed, **settings)
+    assert resumed.calls == [(0.5, 0), (1.0, 0)]
+    assert summary["best"]["k"] == 1.0
+    assert summary["best"]["gain_over_vanilla"] == pytest.approx(0.2)
+    with open(tmp_path / "runs" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    # train fraction 0.5 of 6 per class: 3 per class, every epoch sees 9 samples
+    assert [r["train_samples"] for r in rows] == ["9", "9", "9"]
+    # a third start has nothing left to do
+    again = CountingTrainFn()
+    sweep(shards, [0.5, 1.0], train_fn=again, **settings)
+    assert again.calls == []
+
+
+def test_resuming_with_other_settings_is_an_error(shards, tmp_path):
+    out = tmp_path / "runs"
+    sweep(shards, [1.0], seeds=1, out=out, device="cpu", image_size=24, batch_size=4,
+          train_fn=CountingTrainFn(), baseline=False, log=None)
+    with pytest.raises(ValueError, match="image_size differ"):
+        sweep(shards, [1.0], seeds=1, out=out, device="cpu", image_size=16, batch_size=4,
+              train_fn=CountingTrainFn(), baseline=False, log=None)
+
+
+def test_train_fn_must_report_clean_accuracy(shards, tmp_path):
+    with pytest.raises(ValueError, match="'clean_acc'"):
+        sweep(shards, [1.0], seeds=1, out=tmp_path / "runs", image_size=24, baseline=False,
+              train_fn=lambda *args: {"accuracy": 0.9}, log=None)
+
+
+def never_called(*args):
+    raise AssertionError("training started despite bad input")
+
+
+@pytest.mark.parametrize(("k_values", "message"), [
+    ([], "empty"), ([0.5, 1.5], r"\[0, 1\]"), ([-0.1], r"\[0, 1\]"), ([math.nan], r"\[0, 1\]"),
+    ([0.5, 0.5], "repeats"), ("0,x", "comma-separated"),
+])
+def test_bad_k_grids_fail_before_training(shards, tmp_path, k_values, message):
+    with pytest.raises(ValueError, match=message):
+        sweep(shards, k_values, out=tmp_path / "runs", train_fn=never_called, log=None)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"seeds": 0}, ValueError, "seeds must be >= 1"),
+    ({"train_fraction": 0.0}, ValueError, r"train fraction must lie in \(0, 1\]"),
+    ({"train_fraction": 1.5}, ValueError, r"train fraction must lie in \(0, 1\]"),
+    ({"epochs": 0}, ValueError, "epochs"),
+    ({"model": "vgg"}, ValueError, "unknown model"),
+    ({"p_conflict": 2.0}, ValueError, "p_conflict"),
+    ({"init_weights": "/no/such/file.pt"}, ValueError, "built-in trainer"),
+    ({"train_fn": None, "init_weights": "/no/such/file.pt"}, FileNotFoundError, "init weights"),
+])
+def test_bad_settings_fail_before_training(shards, tmp_path, options, error, message):
+    with pytest.raises(error, match=message):
+        sweep(shards, [0.0, 1.0], out=tmp_path / "runs", log=None,
+              **{"train_fn": never_called, **options})
+
+
+def test_init_weights_for_another_class_count_fail_before_training(shards, tmp_path):
+    torch.save(small_resnet(5).state_dict(), tmp_path / "five.pt")
+    with pytest.raises(ValueError, match="'fc.weight' has shape"):
+        sweep(shards, [1.0], init_weights=tmp_path / "five.pt", out=tmp_path / "runs",
+              log=None)
+
+
+def test_missing_shards_fail_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        sweep(tmp_path / "nowhere", [1.0], out=tmp_path / "runs", train_fn=never_called)
+
+
+def test_a_train_fraction_that_empties_a_class_fails_before_training(tmp_path):
+    root = make_shard_dir(tmp_path / "s", classes=CLASSES, per_class=2, val_per_class=1,
+                          shard_size=2)
+    index = (root / INDEX_NAME).read_text().splitlines()
+    kept = [line for line in index if not (",train," in line and line.endswith(",1"))]
+    (root / INDEX_NAME).write_text("\n".join(kept) + "\n")
+    with pytest.raises(ValueError, match="leaves class 'bed' empty"):
+        sweep(root, [1.0], train_fraction=0.5, out=tmp_path / "runs", train_fn=never_called)
+
+
+def test_stratified_subset_is_deterministic_nested_and_per_class(shards):
+    manifest = read_manifest(shards)
+    half = stratified_subset(manifest, 0.5)
+    assert half == stratified_subset(manifest, 0.5)
+    for name in CLASSES:
+        assert sum(key.startswith(f"{name}_train") for key in half) == 3
+    small = stratified_subset(manifest, 0.3)  # ceil(0.3 * 6) = 2 per class
+    assert len(small) == 6 and set(small) <= set(half)
+    assert len(stratified_subset(manifest, 1.0)) == 18
+
+
+def test_parse_k_values_reads_a_comma_list():
+    assert parse_k_values("0, 0.5,1") == [0.0, 0.5, 1.0]
+
+
+def fake_result(kind, k, seed, clean_acc):
+    return {"name": f"{kind}{k}-{seed}", "kind": kind, "k": k, "seed": seed,
+            "status": "completed", "metrics": {"clean_acc": clean_acc, "shape_bias": 0.5}}
+
+
+def test_summary_gain_and_its_standard_error():
+    results = [fake_result("vanilla", None, 0, 0.6), fake_result("vanilla", None, 1, 0.7),
+               fake_result("k", 0.5, 0, 0.8), fake_result("k", 0.5, 1, 0.9),
+               fake_result("k", 1.0, 0, 0.7), fake_result("k", 1.0, 1, 0.7)]
+    summary = summarize(results, [0.5, 1.0], CLASSES, {})
+    assert summary["per_k"][0]["clean_acc"] == pytest.approx(
+        {"mean": 0.85, "std": math.sqrt(0.005), "n": 2})
+    best = summary["best"]
+    assert best["k"] == 0.5
+    assert best["gain_over_vanilla"] == pytest.approx(0.2)
+    # SE = sqrt(0.005/2 + 0.005/2) = 0.0707, 2 SE = 0.141 < 0.2
+    assert best["gain_se"] == pytest.approx(math.sqrt(0.005))
+    assert best["gain_exceeds_2se"] is True
+    one_seed = summarize(results[::2], [0.5, 1.0], CLASSES, {})
+    assert one_seed["best"]["gain_se"] is None and one_seed["best"]["gain_exceeds_2se"] is None
