@@ -12,6 +12,8 @@ from . import __version__
 # One line per subcommand module, in the order `stexture --help` lists them.
 COMMANDS = (
     "split",
+    "decompose",
+    "inspect",
     "sweep",
 )
 
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stexture: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    # ImportError: an optional extra (Ray) that is not installed; its message says how
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"stexture {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,37 +1,166 @@
-"""Reading photos into 8-bit RGB arrays, and writing layers as PNG."""
+"""Reading photos into 8-bit RGB arrays, and writing layers as PNG.
+
+Every photo becomes an 8-bit RGB ``HxWx3`` array by one rule, applied in this order:
+
+1. the first frame of a multi-frame file (GIF, TIFF) is used;
+2. the EXIF orientation tag is applied (the pixels are rotated/flipped, the tag dropped);
+3. the mode is mapped to RGB:
+
+   - ``RGB``: unchanged; 16-bit-per-channel RGB PNG/TIFF arrive as 8-bit from Pillow
+     (the high byte);
+   - ``L`` / ``1`` (gray, bilevel): the gray value is copied to the three channels;
+   - ``I;16*`` and ``I`` (16- and 32-bit gray): taken as 16-bit, scaled to 8 bits by
+     ``round(v / 257)`` after clipping to [0, 65535] (so 65535 -> 255, not a clipped 255
+     for everything above 255, which is what a plain Pillow ``convert`` would do);
+   - ``F`` (float gray): clipped to [0, 255] and rounded;
+   - ``P`` (palette): looked up in the palette;
+   - any mode with transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent index):
+     composited over white, then the alpha is dropped;
+   - ``CMYK``: Pillow's conversion ``R = 255 - min(255, C + K)`` (likewise G, B); embedded
+     ICC profiles are not applied to any mode;
+   - anything else (``YCbCr``, ``LAB``, ``HSV``): Pillow's ``convert("RGB")``.
+
+:func:`decode_rgb_bytes` also checks the size from the header before any pixel is decoded
+(a decompression bomb costs nothing to reject), and raises :class:`ImageReadError` with a
+short ``reason`` code for everything that goes wrong.
+"""
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "read_rgb", "texture_to_display", "write_png"]
+__all__ = [
+    "REJECT_REASONS",
+    "ImageReadError",
+    "decode_rgb_bytes",
+    "read_rgb",
+    "texture_to_display",
+    "to_rgb",
+    "write_png",
+]
+
+# The reasons an input can be rejected for, with what each one means.
+REJECT_REASONS = {
+    "unreadable": "the file cannot be opened (missing, a permission problem, an I/O error)",
+    "empty": "the file has zero bytes",
+    "not_an_image": "the bytes are not an image format Pillow knows",
+    "corrupt": "the header is an image but the pixels cannot be decoded (truncated, damaged)",
+    "too_many_pixels": "more pixels than --max-pixels (a decompression bomb)",
+    "too_small": "the shorter side is below --min-side",
+    "duplicate": "the same decoded pixels as an earlier input (kept once)",
+    "no_class": "not inside a class folder, or no label in the manifest",
+    "empty_class": "a class folder with no image files",
+}
 
 
 class ImageReadError(ValueError):
-    """An image file that cannot be read; the message names the file and the reason."""
+    """An image that cannot be read; the message names the file and the reason.
 
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read ``path`` as 8-bit RGB ``HxWx3``, honouring the EXIF orientation.
-
-    Gray, palette and RGBA images become RGB (alpha is dropped by compositing on white).
+    ``reason`` is one of :data:`REJECT_REASONS`.
     """
+
+    def __init__(self, message: str, reason: str = "corrupt") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _composite_on_white(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """An opened Pillow image as 8-bit RGB ``HxWx3`` by the rule in the module docstring."""
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        return np.asarray(_composite_on_white(img))
+    if mode.startswith("I"):
+        wide = np.asarray(img).astype(np.float64)
+        gray = np.rint(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        gray = np.rint(np.clip(np.asarray(img), 0, 255)).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
+
+
+def decode_rgb_bytes(
+    data: bytes, name: str = "<bytes>", max_pixels: int | None = None, min_side: int = 0
+) -> np.ndarray:
+    """Decode image bytes to 8-bit RGB ``HxWx3`` (see the module docstring for the rule).
+
+    Parameters
+    ----------
+    data : bytes
+        The file's content.
+    name : str
+        How to name the input in error messages.
+    max_pixels : int, optional
+        Reject images with more pixels than this, judged from the header before decoding.
+    min_side : int
+        Reject images whose shorter side is below this.
+
+    Raises
+    ------
+    ImageReadError
+        With ``reason`` ``empty``, ``not_an_image``, ``corrupt``, ``too_many_pixels`` or
+        ``too_small``.
+    """
+    if len(data) == 0:
+        raise ImageReadError(f"{name}: cannot be read as an image (the file is empty)", "empty")
+    with warnings.catch_warnings():
+        # the pixel limit is ours (max_pixels): Pillow's own global limit must not interfere
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ImageReadError(f"{name}: too many pixels ({exc})", "too_many_pixels") from exc
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise ImageReadError(
+                f"{name}: cannot be read as an image (not an image format: {exc})",
+                "not_an_image",
+            ) from exc
+        with img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageReadError(
+                    f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
+                    f"{max_pixels} (a decompression bomb?)",
+                    "too_many_pixels",
+                )
+            if min(width, height) < min_side:
+                raise ImageReadError(
+                    f"{name}: {width}x{height} is smaller than the minimum side {min_side}",
+                    "too_small",
+                )
+            try:
+                img.load()
+                return to_rgb(img)
+            except Image.DecompressionBombError as exc:
+                raise ImageReadError(f"{name}: too many pixels ({exc})", "too_many_pixels") from exc
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                raise ImageReadError(
+                    f"{name}: cannot be read as an image (corrupt or truncated: {exc})", "corrupt"
+                ) from exc
+
+
+def read_rgb(path: str | Path, max_pixels: int | None = None, min_side: int = 0) -> np.ndarray:
+    """Read ``path`` as 8-bit RGB ``HxWx3`` (see :func:`decode_rgb_bytes`)."""
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+        raise ImageReadError(f"{path}: no such file", "unreadable")
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, rgba)
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: cannot be read as an image ({exc})") from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot be opened ({exc})", "unreadable") from exc
+    return decode_rgb_bytes(data, str(path), max_pixels=max_pixels, min_side=min_side)
 
 
 def texture_to_display(texture: np.ndarray) -> np.ndarray:

@@ -1,0 +1,50 @@
+"""Shards of decomposed images: the format, the writer (plan / write / assemble), the local
+and Ray engines, and validation. See :mod:`.format` for what a shard holds."""
+
+from .format import DecodedSample, Manifest, ShardInfo, decode_sample, read_manifest
+from .local import DecomposeInterrupted, write_dataset
+from .ray_engine import DecomposeFailed, write_dataset_ray
+from .sources import list_sources
+from .validate import Validation, contact_sheet, validate_dataset
+from .writer import (
+    Plan,
+    Settings,
+    ShardJob,
+    ShardResult,
+    Summary,
+    assemble_manifest,
+    finish_dataset,
+    iter_pending,
+    open_output,
+    plan_dataset,
+    record_shard,
+    write_shard,
+)
+
+__all__ = [
+    "DecodedSample",
+    "DecomposeFailed",
+    "DecomposeInterrupted",
+    "Manifest",
+    "Plan",
+    "Settings",
+    "ShardInfo",
+    "ShardJob",
+    "ShardResult",
+    "Summary",
+    "Validation",
+    "assemble_manifest",
+    "contact_sheet",
+    "decode_sample",
+    "finish_dataset",
+    "iter_pending",
+    "list_sources",
+    "open_output",
+    "plan_dataset",
+    "read_manifest",
+    "record_shard",
+    "validate_dataset",
+    "write_dataset",
+    "write_dataset_ray",
+    "write_shard",
+]

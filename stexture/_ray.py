@@ -1,0 +1,40 @@
+"""Joining a Ray cluster, for the Ray engines (``pip install 'stexture[ray]'``): Ray is
+imported only when one of them runs, so the package works without it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__all__ = ["connect", "error_line", "import_ray"]
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or an ``ImportError`` that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("the Ray engine needs Ray: pip install 'stexture[ray]'") from None
+    return ray
+
+
+def connect(address: str | None) -> bool:
+    """Join the Ray cluster at ``address`` (``"auto"``, ``"HOST:6379"``,
+    ``"ray://HOST:10001"``; ``None``: ``RAY_ADDRESS``, else a new local cluster) unless this
+    process is connected already. True when this call connected (the caller then shuts the
+    connection down when done)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    # a dashboard is for a cluster started on purpose (`ray start --head`), not this one
+    options = {"include_dashboard": False} if address is None else {}
+    ray.init(address=address, logging_level=logging.WARNING, **options)
+    return True
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: message`` of a task's own exception (Ray wraps it, with Ray's traceback)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]

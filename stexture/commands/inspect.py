@@ -1,0 +1,45 @@
+"""``stexture inspect OUT``: validate a shard folder against its manifest, print a table of
+samples per split and class, and write a contact sheet (image | structure | texture)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..shards.validate import contact_sheet, validate_dataset
+
+NAME = "inspect"
+HELP = ("Check every shard in OUT against manifest.json (files, checksums, counts, decoding, "
+        "structure), print samples per split and class, and write a contact sheet PNG.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", type=Path, help="a folder written by `stexture decompose`")
+    parser.add_argument("--sheet", type=Path, default=None,
+                        help="contact sheet PNG to write (default OUT/contact-sheet.png)")
+    parser.add_argument("--per-class", type=int, default=3,
+                        help="samples per class on the contact sheet (0: no sheet)")
+    parser.add_argument("--recompute", type=int, default=2,
+                        help="samples per split whose structure is computed again and compared")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = validate_dataset(args.out, recompute=args.recompute,
+                              examples_per_class=args.per_class)
+    if result.counts:
+        print(result.table())
+    if result.recomputed:
+        print(f"structure recomputed and matched on {result.recomputed} sample(s)"
+              if result.ok else f"structure recomputed on {result.recomputed} sample(s)")
+    if args.per_class > 0 and result.examples:
+        sheet = contact_sheet(result.examples, args.sheet or args.out / "contact-sheet.png")
+        print(f"contact sheet: {sheet}")
+    if result.problems:
+        for problem in result.problems:
+            print(f"stexture inspect: {problem}", file=sys.stderr)
+        print(f"stexture inspect: {len(result.problems)} problem(s) in {args.out}",
+              file=sys.stderr)
+        return 1
+    print(f"{args.out}: consistent with its manifest")
+    return 0
