@@ -44,6 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the vanilla baseline runs")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: one run after the other here; ray: each run a Ray Tune "
+                        "trial on the cluster at --address (pip install 'stexture[ray]')")
+    parser.add_argument("--address", default=None,
+                        help="ray engine: the cluster to join (auto, HOST:6379, "
+                        "ray://HOST:10001); default RAY_ADDRESS, else a new local one")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0,
+                        help="ray engine: cores reserved by each trial")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0,
+                        help="ray engine: GPUs reserved by each trial, fractions allowed "
+                        "(0.25: four runs share a GPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing, patience=args.patience or None,
         p_conflict=args.p_conflict, balance_classes=args.balance_classes,
         init_weights=args.init_weights, workers=args.workers, baseline=not args.no_baseline,
-        log=lambda message: print(message, flush=True),
+        engine=args.engine, address=args.address, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, log=lambda message: print(message, flush=True),
     )
     best = summary["best"]
     if best is not None and best.get("gain_over_vanilla") is not None:

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +335,10 @@ def sweep(
     baseline: bool = True,
     ensemble: bool = True,
     train_fn: TrainFn | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
     log: Log | None = print,
 ) -> dict[str, Any]:
     """Train and judge one model per (k, seed) on the shards in ``shards``; return the
@@ -359,6 +364,11 @@ def sweep(
         recorded. :func:`stexture.training.evaluate` computes the metric keys for a model.
         torch is seeded with ``seed`` before each call. The model, optimiser and trainer
         settings of this function are not used then.
+    engine : ``"local"`` runs one run after the other here; ``"ray"`` runs the trained runs
+        as Ray Tune trials (:mod:`stexture.training.ray_tune`) on the cluster at ``address``
+        with ``cpus_per_trial`` cores and ``gpus_per_trial`` GPUs (fractions allowed) each,
+        then the ensembles and the report here. The results are the same; ``out`` must be
+        on a file system every node shares.
     log : where progress lines go (``None`` for silence).
 
     Bad settings (an empty grid, k outside [0, 1], seeds < 1, a fraction outside (0, 1] or
@@ -376,6 +386,11 @@ def sweep(
                          f"{image_size}")
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}; expected local or ray")
+    if engine == "ray" and device == "cuda" and gpus_per_trial <= 0:
+        raise ValueError("device cuda on the ray engine needs gpus_per_trial > 0 "
+                         "(--gpus-per-trial 1, or 0.25 to share a GPU between four runs)")
     TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                 warmup_fraction=warmup_fraction, label_smoothing=label_smoothing,
                 patience=patience).validate()
@@ -413,6 +428,18 @@ def sweep(
         f"{', vanilla' if baseline else ''}{', ensemble' if with_ensemble else ''}) on "
         f"{state.device}, {len(keys) if keys is not None else manifest.count('train')} "
         f"training images -> {out}")
+    if engine == "ray":
+        from .ray_tune import run_trials
+
+        # a trial runs in another process and folder: it gets absolute paths
+        make_state = partial(_Sweep, read_manifest(manifest.root.resolve()), keys, settings,
+                             out.resolve(), device, workers, train_fn,
+                             None if init_weights is None else Path(init_weights).resolve(),
+                             log)
+        trained = [run for run in runs if run.kind != "ensemble"
+                   and not (state.run_dir(run) / RESULT_NAME).is_file()]
+        run_trials(make_state, trained, out, address=address, cpus_per_trial=cpus_per_trial,
+                   gpus_per_trial=gpus_per_trial, log=log)
     results = [_finished_or_run(state, run, f"[{i}/{len(runs)}] {run.name}")
                for i, run in enumerate(runs, 1)]
     summary = write_report(out, results, k_list, manifest.classes, settings)
