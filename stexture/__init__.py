@@ -9,6 +9,7 @@ import importlib
 from typing import Any
 
 from ._device import CudaUnavailableError, cuda_available, resolve_device
+from .datasets import make_furniture_dataset, render_furniture
 from .decompose import decompose
 from .smoothing import METHODS, Method, get_method
 
@@ -32,7 +33,9 @@ __all__ = [
     "decompose",
     "get_method",
     "make_eval_loader",
+    "make_furniture_dataset",
     "make_loader",
+    "render_furniture",
     "resolve_device",
     "shape_bias",
     "sweep",

@@ -15,6 +15,7 @@ COMMANDS = (
     "decompose",
     "inspect",
     "sweep",
+    "synth",
 )
 
 

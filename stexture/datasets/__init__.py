@@ -1,0 +1,30 @@
+"""A synthetic furniture dataset: the built-in demo data of stexture.
+
+Eight classes (:data:`CLASSES`) are drawn procedurally from parametric parts in a
+room-like scene. Each object's surfaces get a material (:data:`MATERIALS`): with
+probability ``texture_correlation`` its class's typical one (:data:`TYPICAL_MATERIALS`),
+otherwise any. So texture is a useful but imperfect cue and shape a reliable but harder
+one, which is what cue-conflict training with soft labels is meant to balance.
+
+``make_furniture_dataset`` writes an ImageFolder tree (``train``, ``test`` and a
+``test_shifted`` split with texture_correlation 0); ``render_furniture`` draws one image.
+"""
+
+from .furniture import CLASSES, TYPICAL_MATERIALS
+from .generate import SPLITS, DatasetSummary, image_rng, make_furniture_dataset
+from .materials import MATERIALS
+from .scene import MIN_SIZE, Rendering, encode_jpeg, render_furniture
+
+__all__ = [
+    "CLASSES",
+    "MATERIALS",
+    "MIN_SIZE",
+    "SPLITS",
+    "TYPICAL_MATERIALS",
+    "DatasetSummary",
+    "Rendering",
+    "encode_jpeg",
+    "image_rng",
+    "make_furniture_dataset",
+    "render_furniture",
+]

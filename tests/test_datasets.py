@@ -1,0 +1,198 @@
+"""The synthetic furniture dataset: determinism, drawability, materials, layout, errors."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stexture.commands import synth
+from stexture.datasets import (
+    CLASSES,
+    MATERIALS,
+    TYPICAL_MATERIALS,
+    image_rng,
+    make_furniture_dataset,
+    render_furniture,
+)
+from stexture.datasets.materials import BACKDROPS, backdrop_tile, material_tile, paint
+from stexture.datasets.scene import choose_material
+
+SMALL = {"per_class": 2, "test_per_class": 1, "shifted_per_class": 1, "size": 32,
+         "progress": False}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_at_least_eight_classes_each_with_known_typical_materials():
+    assert len(CLASSES) >= 8
+    assert {"chair", "armchair", "sofa", "table", "bed", "wardrobe", "bookcase", "lamp"} <= set(
+        CLASSES)
+    for name in CLASSES:
+        assert set(TYPICAL_MATERIALS[name]) <= set(MATERIALS)
+    # Typical materials are disjoint, so at correlation 1 the material names the class.
+    typical = [m for name in CLASSES for m in TYPICAL_MATERIALS[name]]
+    assert len(typical) == len(set(typical))
+
+
+def test_render_is_a_function_of_the_generator_state():
+    a = render_furniture("sofa", np.random.default_rng(5), 48, 0.8)
+    b = render_furniture("sofa", np.random.default_rng(5), 48, 0.8)
+    c = render_furniture("sofa", np.random.default_rng(6), 48, 0.8)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert a.record() == b.record()
+    assert np.abs(a.image.astype(int) - c.image.astype(int)).mean() > 5
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("name", CLASSES)
+def test_every_class_is_drawable_at_small_sizes(name, size):
+    for seed in range(4):
+        r = render_furniture(name, image_rng(seed, "train", name, 0), size, 0.5)
+        assert r.image.shape == (size, size, 3) and r.image.dtype == np.uint8
+        assert r.class_name == name
+        assert r.image.std() > 8, "image is nearly constant"
+        # The visible object: neither lost in the room nor filling the whole frame.
+        assert 0.02 < r.object_fraction < 0.85, r.object_fraction
+        assert 60 <= r.jpeg_quality <= 95
+
+
+def test_texture_correlation_decides_between_typical_and_random_materials():
+    for name in CLASSES:
+        always = [render_furniture(name, np.random.default_rng(s), 32, 1.0) for s in range(5)]
+        assert all(r.typical and r.material in TYPICAL_MATERIALS[name] for r in always)
+        never = [render_furniture(name, np.random.default_rng(s), 32, 0.0) for s in range(5)]
+        assert not any(r.typical for r in never)
+    # At correlation 0 the material is uniform over all materials, whatever the class.
+    rng = np.random.default_rng(0)
+    draws = [choose_material("chair", rng, 0.0)[0] for _ in range(2000)]
+    counts = np.array([draws.count(m) for m in MATERIALS])
+    expected = 2000 / len(MATERIALS)
+    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
+    # In between, the typical draw happens with probability texture_correlation.
+    typical = [choose_material("bed", rng, 0.3)[1] for _ in range(4000)]
+    assert abs(np.mean(typical) - 0.3) < 0.03
+
+
+def test_dataset_is_byte_identical_for_a_seed_and_differs_across_seeds(tmp_path):
+    kwargs = {**SMALL, "classes": ["chair", "lamp"]}
+    make_furniture_dataset(tmp_path / "a", seed=3, **kwargs)
+    make_furniture_dataset(tmp_path / "b", seed=3, **kwargs)
+    make_furniture_dataset(tmp_path / "c", seed=4, **kwargs)
+    a, b, c = (_files(tmp_path / d) for d in "abc")
+    assert a == b
+    images = [k for k in a if k.endswith(".jpg")]
+    assert images and all(a[k] != c[k] for k in images)
+
+
+def test_an_image_does_not_depend_on_the_other_classes_or_counts(tmp_path):
+    make_furniture_dataset(tmp_path / "one", classes=["bed"], seed=1, **SMALL)
+    make_furniture_dataset(tmp_path / "two", classes=["sofa", "bed"], seed=1,
+                           **{**SMALL, "per_class": 3})
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    for key in ("train/bed/bed-00000.jpg", "train/bed/bed-00001.jpg",
+                "test_shifted/bed/bed-00000.jpg"):
+        assert one[key] == two[key]
+
+
+def test_imagefolder_layout_records_and_info(tmp_path):
+    classes = ["table", "wardrobe", "bookcase"]
+    summary = make_furniture_dataset(tmp_path, classes=classes, per_class=3, test_per_class=2,
+                                     shifted_per_class=1, size=40, texture_correlation=1.0,
+                                     progress=False)
+    assert summary.counts == {"train": 9, "test": 6, "test_shifted": 3}
+    assert summary.typical_share == {"train": 1.0, "test": 1.0, "test_shifted": 0.0}
+    for split, n in (("train", 3), ("test", 2), ("test_shifted", 1)):
+        assert sorted(p.name for p in (tmp_path / split).iterdir()) == sorted(classes)
+        for name in classes:
+            files = sorted((tmp_path / split / name).glob("*.jpg"))
+            assert [p.name for p in files] == [f"{name}-{i:05d}.jpg" for i in range(n)]
+            with Image.open(files[0]) as img:
+                assert img.format == "JPEG" and img.mode == "RGB" and img.size == (40, 40)
+    with (tmp_path / "records.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == summary.total == 18
+    assert all((tmp_path / row["path"]).is_file() for row in rows)
+    shifted = [row for row in rows if row["split"] == "test_shifted"]
+    assert all(row["typical"] == "False" for row in shifted)
+    trained = [row for row in rows if row["split"] == "train"]
+    assert all(row["material"] in TYPICAL_MATERIALS[row["class_name"]] for row in trained)
+    info = json.loads((tmp_path / "dataset.json").read_text())
+    assert info["classes"] == classes and info["size"] == 40
+    assert info["splits"]["test_shifted"]["texture_correlation"] == 0.0
+
+
+def test_zero_skips_a_split(tmp_path):
+    summary = make_furniture_dataset(tmp_path, classes=["chair"], per_class=1, test_per_class=0,
+                                     size=32, progress=False)
+    assert summary.counts == {"train": 1}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["train"]
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"classes": ["chair", "stool"]}, "stool"),
+    ({"classes": []}, "classes"),
+    ({"classes": ["bed", "bed"]}, "duplicates"),
+    ({"size": 31}, "size"),
+    ({"texture_correlation": 1.5}, "texture_correlation"),
+    ({"texture_correlation": -0.1}, "texture_correlation"),
+    ({"per_class": 0}, "per_class"),
+    ({"test_per_class": -1}, "test_per_class"),
+    ({"shifted_per_class": -2}, "shifted_per_class"),
+    ({"seed": -1}, "seed"),
+])
+def test_bad_options_are_errors_naming_them(tmp_path, options, named):
+    with pytest.raises(ValueError, match=named):
+        make_furniture_dataset(tmp_path / "out", **{**SMALL, **options})
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_rejects_unknown_class_and_bad_size():
+    with pytest.raises(ValueError, match="stool"):
+        render_furniture("stool", np.random.default_rng(0), 64)
+    with pytest.raises(ValueError, match="size"):
+        render_furniture("chair", np.random.default_rng(0), 16)
+
+
+def test_non_empty_folder_needs_overwrite_which_removes_stale_classes(tmp_path):
+    make_furniture_dataset(tmp_path, classes=["lamp"], **SMALL)
+    with pytest.raises(ValueError, match="not empty"):
+        make_furniture_dataset(tmp_path, classes=["chair"], **SMALL)
+    make_furniture_dataset(tmp_path, classes=["chair"], overwrite=True, **SMALL)
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["chair"]
+
+
+def test_materials_are_grey_tiles_and_paint_is_a_colour_ramp():
+    for name in MATERIALS:
+        tile = material_tile(name)
+        assert tile.dtype == np.float32 and tile.ndim == 2
+        assert 0.0 <= tile.min() and tile.max() <= 1.0 and tile.std() > 0.1, name
+    for name in BACKDROPS:
+        assert backdrop_tile(name).std() > 0.05, name
+    with pytest.raises(ValueError, match="velvet"):
+        material_tile("velvet")
+    pattern = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    colour = np.array([0.5, 0.2, 0.8], dtype=np.float32)
+    painted = paint(pattern, colour, 0.5)
+    dark, light = colour * 0.5, colour + (1 - colour) * 0.3
+    np.testing.assert_allclose(painted, dark + pattern[:, :, None] * (light - dark), atol=1e-6)
+
+
+def test_synth_command_writes_the_tree_and_prints_a_summary(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    synth.add_arguments(parser)
+    args = parser.parse_args([str(tmp_path / "ds"), "--per-class", "2", "--size", "32",
+                              "--classes", "chair,sofa", "--texture-correlation", "0.5",
+                              "--seed", "7", "--quiet"])
+    assert synth.run(args) == 0
+    out = capsys.readouterr().out
+    assert "8 images of 2 classes" in out and "test_shifted" in out
+    assert len(list((tmp_path / "ds").rglob("*.jpg"))) == 2 * (2 + 2 * 1)
