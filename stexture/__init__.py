@@ -19,6 +19,7 @@ _LAZY = {
     "CueConflictMix": "stexture.mixing",
     "make_eval_loader": "stexture.loader",
     "make_loader": "stexture.loader",
+    "run_demo": "stexture.demo",
     "shape_bias": "stexture.training.metrics",
     "sweep": "stexture.training.sweep",
 }
@@ -37,6 +38,7 @@ __all__ = [
     "make_loader",
     "render_furniture",
     "resolve_device",
+    "run_demo",
     "shape_bias",
     "sweep",
 ]
