@@ -273,9 +273,25 @@ class _Normalize:
         return torch.addcmul(shift, x.float(), scale)
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Where DataLoader workers (and the counters shared with them) come from: a clean
+    forkserver process where the platform has one.
+
+    Forking the training process itself deadlocks a worker once OpenCV's or OpenMP's thread
+    pools have run in it (a lock held by a pool thread that the child does not have); the
+    sweep evaluates with OpenCV in the main process between epochs, so that is the normal
+    case. The server preloads this module, so a worker starts in milliseconds, not seconds.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context()  # spawn, the default there (macOS, Windows)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def _shared_counters() -> Any:
     # [skipped samples, cue-conflict pairs, same-class pairs], shared with DataLoader workers
-    return multiprocessing.Array("q", 3)
+    return worker_context().Array("q", 3)
 
 
 def _warn_corrupt(counters: Any, where: str, exc: Exception) -> None:
@@ -559,6 +575,7 @@ class CueConflictLoader:
         loader = DataLoader(
             self._stream, batch_size=None, num_workers=self.num_workers,
             pin_memory=self.mix_device is not None and self.mix_device.type == "cuda",
+            multiprocessing_context=worker_context() if self.num_workers else None,
         )
         for batch in loader:
             x, y, info = batch if self.mix_device is None else self._mix_on_device(batch)
@@ -902,4 +919,5 @@ def make_eval_loader(
     collate = _EvalCollate(manifest.num_classes, k if kind == "conflict" else 1.0, normalize,
                            kind == "conflict", image_size)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=collate)
+                      collate_fn=collate,
+                      multiprocessing_context=worker_context() if num_workers else None)
