@@ -5,7 +5,6 @@ import csv
 import json
 
 import pytest
-import torch
 from shardfactory import make_shard_dir
 
 from stexture import cli
@@ -23,14 +22,8 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # a Ray trial with one CPU trains with one thread: the local sweep does the same here, so
-    # both compute in the same order and give the same numbers
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one OpenMP thread per process: see the fixture in conftest.py
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,8 @@ from stexture.training.trainer import (
 NUM_CLASSES = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # the test machine is shared: two spinning OpenMP threads per process slow these tiny
-    # models down by an order of magnitude when the cores are busy
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one OpenMP thread per process: see the fixture in conftest.py
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def separable_batches(per_class: int, batch_size: int, seed: int, size: int = 32):
