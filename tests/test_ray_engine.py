@@ -10,13 +10,13 @@ import pytest
 from pipeline_data import FAST_ARGS, fast_settings, make_image_folder
 
 from stexture.cli import main
+from stexture.shards import local as local_engine
 from stexture.shards.format import MANIFEST_NAME
 from stexture.shards.local import write_dataset
 from stexture.shards.writer import PROGRESS_NAME
 
 ray = pytest.importorskip("ray")
 
-import stexture.shards.ray_engine as ray_engine  # noqa: E402
 from stexture.shards.ray_engine import write_dataset_ray  # noqa: E402
 
 
@@ -76,8 +76,9 @@ def test_a_slice_that_keeps_failing_is_named_and_the_good_shards_resume(
             (src / item.source).unlink()
         return done
 
-    open_output = ray_engine.open_output
-    monkeypatch.setattr(ray_engine, "open_output", open_output_then_lose_one_shards_images)
+    # both engines open the output through local.open_for_resume
+    open_output = local_engine.open_output
+    monkeypatch.setattr(local_engine, "open_output", open_output_then_lose_one_shards_images)
     code = main(["decompose", "src", "out", *FAST_ARGS, "--shard-size", "3",
                  "--val-fraction", "0.25", "--engine", "ray", "--max-retries", "1"])
     assert code == 1
@@ -89,7 +90,7 @@ def test_a_slice_that_keeps_failing_is_named_and_the_good_shards_resume(
     assert sorted(json.loads((out / PROGRESS_NAME).read_text())["done"]) == [
         "train-000000.tar", "train-000002.tar", "val-000000.tar"]
 
-    monkeypatch.setattr(ray_engine, "open_output", open_output)
+    monkeypatch.setattr(local_engine, "open_output", open_output)
     for path, data in moved.items():
         Path(path).write_bytes(data)
     again = run_ray("src", "out")

@@ -159,6 +159,26 @@ def _scan(src: str | Path, settings: Settings, engine: Any, show_progress: bool)
     return plan_dataset(src, settings, map_fn=map_with_bar)
 
 
+
+def open_for_resume(out: str, settings: Settings, plan: Plan, overwrite: bool,
+                    log: Callable[[str], None]) -> tuple[dict[str, ShardResult], list[ShardJob]]:
+    """The shards already complete in ``out`` and the jobs still to run (any engine)."""
+    done = open_output(out, settings, plan, overwrite)
+    pending = list(iter_pending(plan, done))
+    if done:
+        log(f"resuming: {len(done)} of {len(plan.jobs)} shard(s) already complete in {out}")
+    return done, pending
+
+
+def interrupted(out: str, plan: Plan | None, done: dict[str, ShardResult]) -> DecomposeInterrupted:
+    """What a Ctrl-C becomes once the workers are stopped: partial files removed, and a
+    message with what is complete and how to resume."""
+    remove_partials(out)
+    total = f" of {len(plan.jobs)}" if plan is not None else ""
+    return DecomposeInterrupted(
+        f"interrupted: {len(done)}{total} shard(s) complete in {out}; run the same command "
+        "again to resume")
+
 def write_dataset(
     src: str | Path,
     out: str | Path,
@@ -184,21 +204,14 @@ def write_dataset(
     plan: Plan | None = None
     try:
         plan = _scan(src, settings, engine, show_progress)
-        done = open_output(out, settings, plan, overwrite)
-        pending = list(iter_pending(plan, done))
-        if done:
-            log(f"resuming: {len(done)} of {len(plan.jobs)} shard(s) already complete in {out}")
+        done, pending = open_for_resume(out, settings, plan, overwrite, log)
         with _bar(sum(len(job.entries) for job in pending), "decomposing", show_progress) as bar:
             for result in engine.run(pending, settings, out, bar.update):
                 record_shard(out, settings, plan, done, result)
         summary = finish_dataset(out, plan, settings, done, written=len(pending))
     except KeyboardInterrupt:
         engine.stop()
-        remove_partials(out)
-        total = f" of {len(plan.jobs)}" if plan is not None else ""
-        raise DecomposeInterrupted(
-            f"interrupted: {len(done)}{total} shard(s) complete in {out}; run the same command "
-            "again to resume") from None
+        raise interrupted(out, plan, done) from None
     except BaseException:
         engine.stop()
         raise

@@ -30,7 +30,7 @@ from typing import Any
 
 from .._ray import connect, error_line, import_ray
 from . import storage
-from .local import DecomposeInterrupted, _bar, _scan
+from .local import _bar, _scan, interrupted, open_for_resume
 from .writer import (
     Plan,
     Settings,
@@ -38,10 +38,7 @@ from .writer import (
     ShardResult,
     Summary,
     finish_dataset,
-    iter_pending,
-    open_output,
     record_shard,
-    remove_partials,
     write_shard,
 )
 
@@ -191,10 +188,7 @@ def write_dataset_ray(
         # the items' paths are absolute, the recorded source is as given (as the local engine)
         plan = dataclasses.replace(_scan(_absolute(src), settings, tasks, show_progress),
                                    source=str(src))
-        done = open_output(out, settings, plan, overwrite)
-        pending = list(iter_pending(plan, done))
-        if done:
-            log(f"resuming: {len(done)} of {len(plan.jobs)} shard(s) already complete in {out}")
+        done, pending = open_for_resume(out, settings, plan, overwrite, log)
         with _bar(sum(len(job.entries) for job in pending), "decomposing", show_progress) as bar:
             def on_result(result: ShardResult) -> None:
                 record_shard(out, settings, plan, done, result)
@@ -207,11 +201,7 @@ def write_dataset_ray(
         return finish_dataset(out, plan, settings, done, written=len(pending))
     except KeyboardInterrupt:
         tasks.stop()
-        remove_partials(out)
-        total = f" of {len(plan.jobs)}" if plan is not None else ""
-        raise DecomposeInterrupted(
-            f"interrupted: {len(done)}{total} shard(s) complete in {out}; run the same command "
-            "again to resume") from None
+        raise interrupted(out, plan, done) from None
     except BaseException:
         tasks.stop()
         raise
