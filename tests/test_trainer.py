@@ -66,13 +66,14 @@ def test_trainer_reaches_high_accuracy_on_separable_data(data, tmp_path):
     assert saved["val_acc"] == pytest.approx(result.best_val_acc)
 
 
-def test_same_seed_gives_the_same_model(data):
+@pytest.mark.parametrize("strict", [False, True])
+def test_same_seed_gives_the_same_model(data, strict):
     train = data[0][:2]
     weights = []
     for _ in range(2):
         torch.manual_seed(0)
         model = small_resnet(NUM_CLASSES)
-        fit(model, train, None, TrainConfig(epochs=1, seed=3))
+        fit(model, train, None, TrainConfig(epochs=1, seed=3, deterministic_algorithms=strict))
         assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is back
         weights.append(torch.nn.utils.parameters_to_vector(model.parameters()))
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)

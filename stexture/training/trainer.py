@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,11 +71,11 @@ def seed_everything(seed: int) -> None:
 
 
 @contextmanager
-def _deterministic_algorithms(enabled: bool):
+def _deterministic_algorithms():
     # process-wide switches: restore them so a library call leaves the caller's settings alone
     previous = torch.are_deterministic_algorithms_enabled()
     previous_fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(enabled)
+    torch.use_deterministic_algorithms(True)
     # filling every new tensor with NaN only helps to find reads of uninitialised memory, a
     # debugging aid that costs a pass over each activation
     torch.utils.deterministic.fill_uninitialized_memory = False
@@ -99,6 +99,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     patience: int | None = 3
     seed: int = 0
+    # torch.use_deterministic_algorithms during CPU training. The built-in models give the
+    # same weights for the same seed without it (tested); it cost 17% of the training
+    # throughput here (benchmarks/bench_trainer.py), so it is for models that need it.
+    deterministic_algorithms: bool = False
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -266,8 +270,9 @@ def fit(
     ``{"model", "epoch", "val_acc"}``) and training stops after ``config.patience`` epochs
     without a gain. Without ``val_loader`` the last epoch counts as best. A non-finite loss
     stops training with ``status="diverged"``. On CUDA the forward pass runs under bf16
-    autocast with channels_last tensors; on the CPU torch's deterministic algorithms are on,
-    so a seed fixes the result.
+    autocast with channels_last tensors. On the CPU a seed fixes the result (same threads);
+    ``config.deterministic_algorithms`` also switches on torch's deterministic algorithms
+    for models whose layers need it.
     """
     config = config or TrainConfig()
     config.validate()
@@ -294,7 +299,8 @@ def fit(
     status, reason = "completed", f"ran all {config.epochs} epochs"
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with _deterministic_algorithms(not on_cuda):
+    strict = config.deterministic_algorithms and not on_cuda
+    with _deterministic_algorithms() if strict else nullcontext():
         for epoch in range(config.epochs):
             epoch_start = time.perf_counter()
             if hasattr(train_loader, "set_epoch"):
