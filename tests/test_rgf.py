@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 import pytest
+from photos import astronaut_crop, camera_crop, gradient_energy
 from skimage import data
 
 from stexture import decompose
@@ -15,20 +16,8 @@ from stexture.smoothing.rgf import rgf_smooth
 TOLERANCE = 2e-5
 
 
-def _astronaut(h=48, w=64):
-    return (data.astronaut()[100 : 100 + h, 180 : 180 + w] / 255).astype(np.float32)
-
-
-def _camera(h=40, w=56):
-    return (data.camera()[120 : 120 + h, 200 : 200 + w] / 255).astype(np.float32)
-
-
-def _gradient_energy(layer):
-    return float(np.mean(np.diff(layer, axis=1) ** 2) + np.mean(np.diff(layer, axis=2) ** 2))
-
-
 def test_smoke_decompose():
-    structure, texture = decompose(_astronaut(), method="rgf")
+    structure, texture = decompose(astronaut_crop(), method="rgf")
     assert structure.shape == texture.shape == (48, 64, 3)
     assert structure.dtype == texture.dtype == np.float32
     assert np.isfinite(structure).all()
@@ -43,12 +32,12 @@ def test_opencv_radius_conventions():
 @pytest.mark.parametrize(
     ("image", "params"),
     [
-        (_astronaut(), {}),
-        (_camera()[..., None], {}),
-        (_astronaut(), {"sigma_s": 2.0, "sigma_r": 0.05, "n_iter": 3}),
-        (_camera()[..., None], {"sigma_s": 5.0, "sigma_r": 0.2, "n_iter": 2}),
-        (_astronaut(12, 16), {}),  # Gaussian radius 12 > image: borders fold more than once
-        (_astronaut(), {"sigma_s": 0.05}),  # a 1-tap Gaussian, the bilateral disc wider
+        (astronaut_crop(), {}),
+        (camera_crop()[..., None], {}),
+        (astronaut_crop(), {"sigma_s": 2.0, "sigma_r": 0.05, "n_iter": 3}),
+        (camera_crop()[..., None], {"sigma_s": 5.0, "sigma_r": 0.2, "n_iter": 2}),
+        (astronaut_crop(12, 16), {}),  # Gaussian radius 12 > image: borders fold more than once
+        (astronaut_crop(), {"sigma_s": 0.05}),  # a 1-tap Gaussian, the bilateral disc wider
     ],
     ids=["rgb", "gray", "rgb-small-sigma", "gray-large-sigma", "tiny", "one-tap-gaussian"],
 )
@@ -60,7 +49,7 @@ def test_matches_opencv_composition(image, params):
 
 
 def test_single_pass_is_opencv_gaussian_blur():
-    image = _astronaut()
+    image = astronaut_crop()
     ours = rgf_smooth(image[None], n_iter=1)[0]
     ref = cv2.GaussianBlur(image, (0, 0), 3.0)
     assert np.abs(ours - ref).max() <= 1e-6
@@ -76,7 +65,7 @@ def test_shapes_and_dtypes_through_decompose(shape):
 
 
 def test_batch_equals_single_calls():
-    images = np.stack([_astronaut(), _astronaut()[::-1], _astronaut()[:, ::-1]])
+    images = np.stack([astronaut_crop(), astronaut_crop()[::-1], astronaut_crop()[:, ::-1]])
     batch = rgf_smooth(images)
     for image, smoothed in zip(images, batch, strict=True):
         np.testing.assert_allclose(rgf_smooth(image[None])[0], smoothed, rtol=0, atol=1e-6)
@@ -98,8 +87,8 @@ def test_step_edge_stays_sharp():
 
 def test_texture_energy_falls_as_sigma_s_rises():
     brick = (data.brick()[:64, :64] / 255).astype(np.float32)[None, :, :, None]
-    energies = [_gradient_energy(rgf_smooth(brick, sigma_s=s)) for s in (1.0, 2.0, 4.0)]
-    assert _gradient_energy(brick) > energies[0] > energies[1] > energies[2]
+    energies = [gradient_energy(rgf_smooth(brick, sigma_s=s)) for s in (1.0, 2.0, 4.0)]
+    assert gradient_energy(brick) > energies[0] > energies[1] > energies[2]
 
 
 @pytest.mark.parametrize(

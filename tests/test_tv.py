@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from photos import astronaut_crop, camera_crop, gradient_energy
 from skimage import data
 from skimage.restoration import denoise_tv_chambolle
 
@@ -14,20 +15,8 @@ from stexture.smoothing.tv import tv_smooth
 TOLERANCE = 1e-5
 
 
-def _astronaut(h=48, w=64):
-    return (data.astronaut()[100 : 100 + h, 180 : 180 + w] / 255).astype(np.float32)
-
-
-def _camera(h=40, w=56):
-    return (data.camera()[120 : 120 + h, 200 : 200 + w] / 255).astype(np.float32)
-
-
-def _gradient_energy(layer):
-    return float(np.mean(np.diff(layer, axis=1) ** 2) + np.mean(np.diff(layer, axis=2) ** 2))
-
-
 def test_smoke_decompose():
-    structure, texture = decompose(_astronaut(), method="tv")
+    structure, texture = decompose(astronaut_crop(), method="tv")
     assert structure.shape == texture.shape == (48, 64, 3)
     assert structure.dtype == texture.dtype == np.float32
 
@@ -35,10 +24,10 @@ def test_smoke_decompose():
 @pytest.mark.parametrize(
     ("image", "params"),
     [
-        (_astronaut(), {}),
-        (_camera()[..., None], {}),
-        (_astronaut(), {"weight": 0.3, "eps": 1e-3}),
-        (_camera()[..., None], {"weight": 0.05, "max_num_iter": 7}),
+        (astronaut_crop(), {}),
+        (camera_crop()[..., None], {}),
+        (astronaut_crop(), {"weight": 0.3, "eps": 1e-3}),
+        (camera_crop()[..., None], {"weight": 0.05, "max_num_iter": 7}),
     ],
     ids=["rgb", "gray", "rgb-strong", "gray-capped"],
 )
@@ -51,14 +40,14 @@ def test_matches_skimage(image, params):
 
 def test_stopping_rule_is_per_channel():
     # a flat channel stops at once, a textured one iterates: as skimage, channel by channel
-    image = np.stack([_camera(), np.full((40, 56), 0.5, np.float32)])
+    image = np.stack([camera_crop(), np.full((40, 56), 0.5, np.float32)])
     _, iterations = chambolle_planes(image, 0.1, 2e-4, 200)
     assert iterations[1] == 0
     assert 5 < iterations[0] < 199
 
 
 def test_one_iteration_returns_input():
-    image = _astronaut()[None]
+    image = astronaut_crop()[None]
     np.testing.assert_array_equal(tv_smooth(image, max_num_iter=1), image)
 
 
@@ -72,7 +61,9 @@ def test_shapes_and_dtypes_through_decompose(shape):
 
 
 def test_batch_equals_single_calls():
-    images = np.stack([_astronaut(), _astronaut()[::-1], np.full((48, 64, 3), 0.25, np.float32)])
+    images = np.stack(
+        [astronaut_crop(), astronaut_crop()[::-1], np.full((48, 64, 3), 0.25, np.float32)]
+    )
     batch = tv_smooth(images)
     for image, smoothed in zip(images, batch, strict=True):
         np.testing.assert_allclose(tv_smooth(image[None])[0], smoothed, rtol=0, atol=1e-6)
@@ -94,8 +85,8 @@ def test_step_edge_stays_sharp():
 
 def test_texture_energy_falls_as_weight_rises():
     brick = (data.brick()[:64, :64] / 255).astype(np.float32)[None, :, :, None]
-    energies = [_gradient_energy(tv_smooth(brick, weight=w)) for w in (0.05, 0.1, 0.3)]
-    assert _gradient_energy(brick) > energies[0] > energies[1] > energies[2]
+    energies = [gradient_energy(tv_smooth(brick, weight=w)) for w in (0.05, 0.1, 0.3)]
+    assert gradient_energy(brick) > energies[0] > energies[1] > energies[2]
 
 
 @pytest.mark.parametrize(
