@@ -21,40 +21,15 @@ the input as its guide (opencv_contrib issue 1738).
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from .._device import resolve_device
+from ._checks import check_batch, check_count, check_positive
 from ._rgf_cpu import rolling_guidance
 
 __all__ = ["SUMMARY", "rgf_smooth"]
 
 SUMMARY = "Rolling guidance filter (Zhang et al. 2014): Gaussian, then joint bilateral passes"
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _check_batch(batch: object) -> np.ndarray:
-    if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[-1] not in (1, 3):
-        shape = getattr(batch, "shape", None)
-        raise ValueError(f"batch must be an (N, H, W, C) array with C in {{1, 3}}, got {shape}")
-    if batch.dtype != np.float32:
-        raise ValueError(f"batch must be float32, got {batch.dtype}")
-    return np.ascontiguousarray(batch)
 
 
 def rgf_smooth(
@@ -90,10 +65,10 @@ def rgf_smooth(
     ----------
     Q. Zhang, X. Shen, L. Xu, J. Jia, "Rolling Guidance Filter", ECCV 2014.
     """
-    sigma_s = _check_positive("sigma_s", sigma_s)
-    sigma_r = _check_positive("sigma_r", sigma_r)
-    n_iter = _check_count("n_iter", n_iter)
-    batch = _check_batch(batch)
+    sigma_s = check_positive("sigma_s", sigma_s)
+    sigma_r = check_positive("sigma_r", sigma_r)
+    n_iter = check_count("n_iter", n_iter)
+    batch = check_batch(batch)
     if resolve_device(device) == "cuda":
         from ._rgf_cuda import rolling_guidance_cuda
 

@@ -30,11 +30,11 @@ sigma schedule and the Gaussian taps) live here so both import one definition.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from .._device import resolve_device
+from ._checks import check_count, check_positive
 
 __all__ = [
     "GRADIENT_EPS",
@@ -54,18 +54,6 @@ GRADIENT_EPS = 1e-3
 SIGMA_FLOOR = 0.5
 
 
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def validate_rtv_params(
     *,
     lam: float,
@@ -81,16 +69,16 @@ def validate_rtv_params(
     ``max_cg_iter`` integers >= 1, ``tol`` a number strictly between 0 and 1. ``tol`` and
     ``max_cg_iter`` are skipped when ``None`` (the direct-solve reference has neither).
     """
-    _check_positive("lam", lam)
-    _check_positive("sigma", sigma)
-    _check_positive("sharpness", sharpness)
-    _check_count("n_iter", n_iter)
+    check_positive("lam", lam)
+    check_positive("sigma", sigma)
+    check_positive("sharpness", sharpness)
+    check_count("n_iter", n_iter)
     if tol is not None:
-        _check_positive("tol", tol)
+        check_positive("tol", tol)
         if tol >= 1:
             raise ValueError(f"tol must lie strictly between 0 and 1, got {tol!r}")
     if max_cg_iter is not None:
-        _check_count("max_cg_iter", max_cg_iter)
+        check_count("max_cg_iter", max_cg_iter)
 
 
 def sigma_schedule(sigma: float, n_iter: int) -> list[float]:

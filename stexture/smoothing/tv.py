@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._device import resolve_device
+from ._checks import check_batch, check_count, check_positive
 from ._tv_cpu import chambolle_planes
-from .rgf import _check_batch, _check_count, _check_positive
 
 __all__ = ["SUMMARY", "tv_smooth"]
 
@@ -68,10 +68,10 @@ def tv_smooth(
     A. Chambolle, "An algorithm for total variation minimization and applications",
     Journal of Mathematical Imaging and Vision 20, 89-97 (2004).
     """
-    weight = _check_positive("weight", weight)
-    eps = _check_positive("eps", eps)
-    max_num_iter = _check_count("max_num_iter", max_num_iter)
-    batch = _check_batch(batch)
+    weight = check_positive("weight", weight)
+    eps = check_positive("eps", eps)
+    max_num_iter = check_count("max_num_iter", max_num_iter)
+    batch = check_batch(batch)
     if resolve_device(device) == "cuda":
         from ._tv_cuda import chambolle_cuda
 
