@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["connect", "error_line", "import_ray"]
+__all__ = ["cancel_unfinished", "connect", "error_line", "import_ray"]
 
 
 def import_ray() -> Any:
@@ -30,6 +30,22 @@ def connect(address: str | None) -> bool:
     options = {"include_dashboard": False} if address is None else {}
     ray.init(address=address, logging_level=logging.WARNING, **options)
     return True
+
+
+def cancel_unfinished(refs: list[Any]) -> None:
+    """Force-cancel the tasks behind ``refs`` whose results are not ready yet.
+
+    A ready result is left alone: Ray (2.60) publishes a task's result before its core worker
+    marks the task complete, and a force-cancel in between makes the completion fail Ray's
+    own check ``Tried to complete task that was not pending``, which ends the whole driver
+    process with status 1 and nothing on its stderr (only in Ray's driver log).
+    """
+    if not refs:
+        return
+    ray = import_ray()
+    _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+    for ref in unfinished:
+        ray.cancel(ref, force=True)
 
 
 def error_line(exc: BaseException) -> str:

@@ -4,11 +4,13 @@ resume, a slice that keeps failing named with its error, fsspec URLs across proc
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from pipeline_data import FAST_ARGS, fast_settings, make_image_folder
 
+from stexture._ray import cancel_unfinished
 from stexture.cli import main
 from stexture.shards import local as local_engine
 from stexture.shards.format import MANIFEST_NAME
@@ -109,6 +111,21 @@ def test_file_urls_reach_the_ray_workers(dataset, tmp_path):
     assert json.loads(ours.pop(MANIFEST_NAME))["source"] == f"file://{dataset / 'src'}"
     local.pop(MANIFEST_NAME)
     assert ours == local
+
+
+def test_stopping_cancels_only_the_tasks_still_running(monkeypatch):
+    """Force-cancelling a task whose result was already out crashed the driver (Ray 2.60):
+    a run that failed or was interrupted cancels only what has not finished."""
+    finished = ray.remote(lambda: 1).remote()
+    running = ray.remote(lambda: time.sleep(600)).remote()
+    assert ray.get(finished) == 1
+    cancelled = []
+    cancel = ray.cancel
+    monkeypatch.setattr(ray, "cancel", lambda ref, **kw: (cancelled.append(ref), cancel(ref, **kw)))
+    cancel_unfinished([finished, running])
+    assert cancelled == [running]
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(running, timeout=60)
 
 
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .._ray import connect, error_line, import_ray
+from .._ray import cancel_unfinished, connect, error_line, import_ray
 from . import storage
 from .local import _bar, _scan, interrupted, open_for_resume
 from .writer import (
@@ -119,8 +119,7 @@ class _RayTasks:
         return failures
 
     def stop(self) -> None:
-        for ref in self.refs:
-            self.ray.cancel(ref, force=True)
+        cancel_unfinished(self.refs)
 
 
 def _failure_message(failures: dict[str, str], plan: Plan, done: dict[str, ShardResult],
