@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .datasets import CLASSES, make_furniture_dataset
+from .datasets import CLASSES, make_furniture_dataset, synthetic_rtv_params
 from .imageio import texture_to_display
 from .shards import DecodedSample, Settings, validate_dataset, write_dataset
 
@@ -343,8 +343,8 @@ def run_demo(
           else "finished earlier, skipped")
 
     started = time.perf_counter()
-    settings = Settings(method="rtv", device=device, size=sizes.size,
-                        val_fraction=sizes.val_fraction,
+    settings = Settings(method="rtv", params=synthetic_rtv_params(sizes.size), device=device,
+                        size=sizes.size, val_fraction=sizes.val_fraction,
                         shard_size=max(16, math.ceil(total / 8)))
     summary = write_dataset(result.data / "train", result.shards, settings,
                             workers=_decompose_workers(total), show_progress=progress,

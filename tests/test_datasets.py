@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from stexture import decompose
 from stexture.commands import synth
 from stexture.datasets import (
     CLASSES,
@@ -19,6 +20,7 @@ from stexture.datasets import (
     image_rng,
     make_furniture_dataset,
     render_furniture,
+    synthetic_rtv_params,
 )
 from stexture.datasets.materials import BACKDROPS, backdrop_tile, material_tile, paint
 from stexture.datasets.scene import choose_material
@@ -196,3 +198,35 @@ def test_synth_command_writes_the_tree_and_prints_a_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "8 images of 2 classes" in out and "test_shifted" in out
     assert len(list((tmp_path / "ds").rglob("*.jpg"))) == 2 * (2 + 2 * 1)
+
+
+def _leg_on_checker(width: int, value: float) -> np.ndarray:
+    """A 64 px grey image: a fine checker (amplitude 0.08, 2 px squares, i.e. a material)
+    with a ``width`` px vertical bar of ``value`` on it (a chair leg)."""
+    y, x = np.mgrid[:64, :64]
+    image = (0.7 + 0.08 * ((x // 2 + y // 2) % 2 * 2 - 1)).astype(np.float32)
+    image[16:48, 30:30 + width] = value
+    return np.repeat(image[..., None], 3, axis=2)
+
+
+@pytest.mark.parametrize(("width", "value"), [(2, 0.55), (2, 0.45)])
+def test_synthetic_rtv_params_keep_thin_legs_in_the_structure(width, value):
+    image = _leg_on_checker(width, value)
+
+    def leg_contrast_kept(structure: np.ndarray) -> float:
+        background = structure[20:44, 10:20].mean()
+        return float((background - structure[20:44, 30:30 + width].mean()) / (0.7 - value))
+
+    default_structure, _ = decompose(image, "rtv")
+    structure, texture = decompose(image, "rtv", **synthetic_rtv_params(64))
+    assert leg_contrast_kept(default_structure) < 0.2  # the defaults wipe the leg out
+    assert leg_contrast_kept(structure) > 0.6
+    # the checker (the material) still goes to the texture layer in full
+    assert np.abs(texture[20:44, 10:20]).mean() == pytest.approx(0.08, abs=0.005)
+
+
+def test_synthetic_rtv_params_scale_sigma_with_size_and_reject_bad_sizes():
+    assert synthetic_rtv_params(64) == {"lam": 0.004, "sigma": 2.0}
+    assert synthetic_rtv_params(128)["sigma"] == 4.0
+    with pytest.raises(ValueError, match="size"):
+        synthetic_rtv_params(0)

@@ -11,7 +11,13 @@ one, which is what cue-conflict training with soft labels is meant to balance.
 """
 
 from .furniture import CLASSES, TYPICAL_MATERIALS
-from .generate import SPLITS, DatasetSummary, image_rng, make_furniture_dataset
+from .generate import (
+    SPLITS,
+    DatasetSummary,
+    image_rng,
+    make_furniture_dataset,
+    synthetic_rtv_params,
+)
 from .materials import MATERIALS
 from .scene import MIN_SIZE, Rendering, encode_jpeg, render_furniture
 
@@ -27,4 +33,5 @@ __all__ = [
     "image_rng",
     "make_furniture_dataset",
     "render_furniture",
+    "synthetic_rtv_params",
 ]
