@@ -135,6 +135,7 @@ def test_bad_k_grids_fail_before_training(shards, tmp_path, k_values, message):
     ({"epochs": 0}, ValueError, "epochs"),
     ({"model": "vgg"}, ValueError, "unknown model"),
     ({"p_conflict": 2.0}, ValueError, "p_conflict"),
+    ({"min_scale": 0.0}, ValueError, "min_scale"),
     ({"init_weights": "/no/such/file.pt"}, ValueError, "built-in trainer"),
     ({"train_fn": None, "init_weights": "/no/such/file.pt"}, FileNotFoundError, "init weights"),
 ])
@@ -142,6 +143,19 @@ def test_bad_settings_fail_before_training(shards, tmp_path, options, error, mes
     with pytest.raises(error, match=message):
         sweep(shards, [0.0, 1.0], out=tmp_path / "runs", log=None,
               **{"train_fn": never_called, **options})
+
+
+def test_min_scale_reaches_the_training_loader_and_the_settings(shards, tmp_path):
+    seen = []
+
+    def record_min_scale(train_loader, val_loaders, k, seed):
+        seen.append(train_loader._stream.min_scale)
+        return {"clean_acc": 0.5}
+
+    sweep(shards, [1.0], seeds=1, min_scale=0.8, baseline=False, train_fn=record_min_scale,
+          out=tmp_path / "runs", log=None)
+    assert seen == [0.8]
+    assert json.loads((tmp_path / "runs" / "sweep.json").read_text())["min_scale"] == 0.8
 
 
 def test_init_weights_for_another_class_count_fail_before_training(shards, tmp_path):

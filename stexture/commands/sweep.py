@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "validation accuracy (0: never)")
     parser.add_argument("--p-conflict", type=float, default=0.5,
                         help="share of each batch that is cue-conflict")
+    parser.add_argument("--min-scale", type=float, default=0.35,
+                        help="smallest share of the image area a training crop covers")
     parser.add_argument("--balance-classes", action="store_true",
                         help="weight the loss by n / (C * n_c) per class")
     parser.add_argument("--init-weights", type=Path, default=None,
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, optimizer=args.optimizer,
         label_smoothing=args.label_smoothing, patience=args.patience or None,
-        p_conflict=args.p_conflict, balance_classes=args.balance_classes,
+        p_conflict=args.p_conflict, min_scale=args.min_scale, balance_classes=args.balance_classes,
         init_weights=args.init_weights, workers=args.workers, baseline=not args.no_baseline,
         engine=args.engine, address=args.address, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, log=lambda message: print(message, flush=True),

@@ -236,7 +236,7 @@ class _Sweep:
             str(self.manifest.root), k=1.0 if vanilla else run.k, split="train",
             batch_size=s["batch_size"], image_size=s["image_size"], num_workers=self.workers,
             seed=run.seed, p_conflict=0.0 if vanilla else s["p_conflict"],
-            pairing=s["pairing"], keys=self.keys)
+            pairing=s["pairing"], min_scale=s["min_scale"], keys=self.keys)
 
     def execute(self, run: Run) -> dict[str, Any]:
         start = time.perf_counter()
@@ -329,6 +329,7 @@ def sweep(
     patience: int | None = 3,
     p_conflict: float = 0.5,
     pairing: str = "different-class",
+    min_scale: float = 0.35,
     balance_classes: bool = False,
     init_weights: str | Path | None = None,
     workers: int = 0,
@@ -352,6 +353,10 @@ def sweep(
     seeds : how many seeds per k (0 .. seeds-1), or the seeds themselves.
     train_fraction : the share of each class of the training split to train on, a
         deterministic stratified subset (:func:`stratified_subset`).
+    min_scale : the smallest share of an image's area the training crop covers (the
+        random-resized crop of :func:`stexture.make_loader`; 1 crops only to change the
+        aspect ratio). Raise it when objects fill only part of the frame, so that crops
+        keep them.
     baseline : also train the vanilla baseline per seed (original images, one-hot labels).
     ensemble : with 0 and 1 in the grid and the built-in trainer, also judge the ensemble of
         the k=0 and k=1 models per seed (their averaged probabilities).
@@ -413,7 +418,7 @@ def sweep(
         "model": model, "image_size": image_size, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay, "optimizer": optimizer,
         "warmup_fraction": warmup_fraction, "label_smoothing": label_smoothing,
-        "patience": patience, "p_conflict": p_conflict, "pairing": pairing,
+        "patience": patience, "p_conflict": p_conflict, "pairing": pairing, "min_scale": min_scale,
         "balance_classes": balance_classes,
         "init_weights": None if init_weights is None else str(Path(init_weights).resolve()),
     }
