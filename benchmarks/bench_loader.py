@@ -2,10 +2,12 @@
 
 Both read the same shards (256 px photos as JPEG, structure layers as the format stores them)
 with the same random-resized crop, flip, batch size and worker count. The plain pipeline
-decodes only the stored image and yields normalised images with integer labels; ours also
-decodes the structure layer, crops it with the image, and composes cue-conflict batches
-(``p_conflict=0.5``) with soft targets. Runs alternate between the two so that load on a
-shared machine hits both alike; the table gives the median samples/s per setting.
+decodes only the stored image and yields normalised images with integer labels (normalised
+by the same kernel as ours); ours also decodes the structure layer, crops it with the image,
+and composes cue-conflict batches (``p_conflict=0.5``) with soft targets. A third row reads
+the same samples with the structure stored as format version 1 did (``structure.webp``,
+lossless WebP). Runs alternate between the pipelines so that load on a shared machine hits
+all alike; the table gives the median samples/s per setting.
 
 Run from the repository root::
 
@@ -31,20 +33,25 @@ import numpy as np
 import torch
 import webdataset as wds
 from _common import machine_line, median_seconds, print_table
+from PIL import Image
 from skimage import data
 
 from stexture.loader import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    _compose_normalized,
     _decode_rgb,
+    _Normalize,
     crop_layers,
     make_loader,
     random_resized_crop_box,
 )
 from stexture.shards.format import (
     INDEX_NAME,
+    LEGACY_STRUCTURE_FIELD,
     MANIFEST_NAME,
     STRUCTURE_FIELD,
+    decode_structure,
     encode_image,
     encode_sample,
     iter_tar_samples,
@@ -69,9 +76,19 @@ def photo_crops(count: int, size: int, rng: np.random.Generator) -> list[np.ndar
     return crops
 
 
-def build_shards(root: Path, samples: int, size: int, shard_size: int, classes: int) -> Path:
-    """Shards in the stexture format; the structure is a bilateral filter of the photo (a
-    stand-in for a decomposition: edge-preserving, somewhat less smooth than RTV)."""
+def webp_lossless(pixels: np.ndarray) -> bytes:
+    """The structure encoding of format version 1: WebP lossless, method 0."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="WEBP", lossless=True, method=0, quality=0)
+    return buffer.getvalue()
+
+
+def build_shards(root: Path, samples: int, size: int, shard_size: int, classes: int,
+                 legacy: bool = False) -> Path:
+    """Shards in the stexture format (``legacy``: with format version 1's WebP structure);
+    the structure is a bilateral filter of the photo (a stand-in for a decomposition:
+    edge-preserving, somewhat less smooth than RTV)."""
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     rows, shards = [], []
     images = photo_crops(samples, size, rng)
@@ -81,8 +98,12 @@ def build_shards(root: Path, samples: int, size: int, shard_size: int, classes: 
         for i in range(start, min(start + shard_size, samples)):
             structure = cv2.bilateralFilter(images[i], 9, 50, 7)
             key = f"img{i:06d}"
-            chunk.append(encode_sample(key, encode_image(images[i], "jpg", 95), "jpg",
-                                       structure, i % classes, {"source": key}))
+            sample = encode_sample(key, encode_image(images[i], "jpg", 95), "jpg", structure,
+                                   i % classes, {"source": key})
+            if legacy:
+                del sample[STRUCTURE_FIELD]
+                sample[LEGACY_STRUCTURE_FIELD] = webp_lossless(structure)
+            chunk.append(sample)
             rows.append((key, "train", name, i % classes))
         buffer = io.BytesIO()
         write_tar(buffer, chunk)
@@ -111,17 +132,19 @@ class PlainTransform:
 
 
 class PlainNormalize:
-    """uint8 NHWC batch -> normalised float NCHW, as cheaply as the stexture loader does it."""
+    """uint8 NHWC batch -> normalised float NCHW, with the stexture loader's own kernel (every
+    sample an original), so that normalising costs both pipelines the same."""
 
     def __init__(self) -> None:
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        self.scale = 1.0 / (255.0 * std)
-        self.shift = -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std
+        normalize = _Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.scale, self.shift = normalize.channel_scale, normalize.channel_shift
 
     def __call__(self, batch: tuple) -> tuple:
         images, labels = batch
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-        return torch.addcmul(self.shift, x.float(), self.scale), torch.as_tensor(labels)
+        n = len(images)
+        x = _compose_normalized(images, images, np.arange(n), np.zeros(n, bool), self.scale,
+                                self.shift)
+        return torch.from_numpy(x), torch.as_tensor(labels)
 
 
 def plain_loader(root: Path, batch_size: int, image_size: int, workers: int) -> wds.WebLoader:
@@ -141,13 +164,16 @@ def epoch_samples(loader) -> int:
     return sum(len(batch[0]) for batch in loader)
 
 
-def decode_costs(root: Path) -> dict[str, float]:
-    """Milliseconds to decode one stored image and one structure layer."""
+def decode_costs(root: Path, legacy_root: Path) -> dict[str, float]:
+    """Milliseconds to decode one stored image and one structure layer (both encodings)."""
     sample = next(iter_tar_samples(root / shard_name("train", 0)))
+    legacy = next(iter_tar_samples(legacy_root / shard_name("train", 0)))
     return {
         "jpg": 1e3 * median_seconds(lambda: _decode_rgb(sample["jpg"]), repeats=50),
-        STRUCTURE_FIELD: 1e3 * median_seconds(lambda: _decode_rgb(sample[STRUCTURE_FIELD]),
-                                              repeats=50),
+        STRUCTURE_FIELD: 1e3 * median_seconds(
+            lambda: decode_structure(sample[STRUCTURE_FIELD]), repeats=50),
+        LEGACY_STRUCTURE_FIELD: 1e3 * median_seconds(
+            lambda: _decode_rgb(legacy[LEGACY_STRUCTURE_FIELD]), repeats=50),
     }
 
 
@@ -168,10 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        root = build_shards(Path(tmp), args.samples, args.size, shard_size, classes=8)
-        print(f"built {args.samples} samples of {args.size} px in 8 shards "
+        root = build_shards(Path(tmp) / "dzst", args.samples, args.size, shard_size, classes=8)
+        legacy_root = build_shards(Path(tmp) / "webp", args.samples, args.size, shard_size,
+                                   classes=8, legacy=True)
+        print(f"built {args.samples} samples of {args.size} px in 8 shards, twice "
               f"({time.perf_counter() - start:.0f} s)")
-        costs = decode_costs(root)
+        costs = decode_costs(root, legacy_root)
         print("decode ms per sample: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
         pipelines = {
             "plain webdataset": lambda w: plain_loader(root, args.batch_size, args.image_size, w),
@@ -181,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             "stexture, mixed in main": lambda w: make_loader(
                 root, k=0.8, p_conflict=0.5, num_workers=w, batch_size=args.batch_size,
                 image_size=args.image_size, mix_device="cpu"),
+            f"stexture, {LEGACY_STRUCTURE_FIELD} shards": lambda w: make_loader(
+                legacy_root, k=0.8, p_conflict=0.5, num_workers=w, batch_size=args.batch_size,
+                image_size=args.image_size),
         }
         rates: dict[tuple[str, int], list[float]] = {}
         for w in workers:

@@ -11,10 +11,12 @@ The mixing plan of a batch (which samples become cue-conflict, which donate thei
 drawn before the structure layers are decoded, and only the structures it needs are decoded:
 those of the cue-conflict samples, which are also the donors (see ``pairing`` in
 :class:`~stexture.mixing.CueConflictMix`), so a fraction ``p_conflict``; decoding the
-structure layer is the loader's main cost beyond what a plain image pipeline does. A batch is
-composed from the cropped uint8 layers, exactly (:func:`~stexture.mixing.compose_uint8`:
+structure layer is the loader's main cost beyond what a plain image pipeline does (the
+``structure.dzst`` encoding of :mod:`stexture.shards.format` was chosen to keep it small). A
+batch is composed from the cropped uint8 layers, exactly (:func:`~stexture.mixing.compose_uint8`:
 ``clip(s_a + i_b - s_b, 0, 255)``; an original sample is its cropped image), and normalised
-in one multiply-add.
+in one multiply-add; in the workers, composing, normalising and the HWC -> CHW transpose are
+one pass of a Numba kernel.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from numba import njit
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ._device import CudaUnavailableError
@@ -42,8 +45,10 @@ from .shards.format import (
     INDEX_NAME,
     STRUCTURE_FIELD,
     Manifest,
+    decode_structure,
     iter_tar_samples,
     read_manifest,
+    structure_field,
 )
 
 __all__ = [
@@ -152,23 +157,26 @@ def _decode_rgb(data: bytes) -> np.ndarray:
     return pixels
 
 
-def _decode_image(raw: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """(image, cls) of a raw sample; ``ValueError`` naming the sample when a field is missing
-    or corrupt. OpenCV's decoders give the pixels of
-    :func:`stexture.shards.format.decode_sample` and are faster here than Pillow's."""
+def _decode_image(raw: dict[str, Any]) -> tuple[np.ndarray, int, str]:
+    """(image, cls, name of the structure field) of a raw sample; ``ValueError`` naming the
+    sample when a field is missing or corrupt, or it has two structure fields. OpenCV's
+    decoders give the pixels of :func:`stexture.shards.format.decode_sample` and are faster
+    here than Pillow's."""
     key = raw.get("__key__", "<no key>")
     image_field = next((f for f in IMAGE_FIELDS if f in raw), None)
-    if image_field is None or STRUCTURE_FIELD not in raw or "cls" not in raw:
+    if image_field is None or "cls" not in raw:
         raise ValueError(f"sample {key!r} lacks a field (has {sorted(raw)})")
+    layer_field = structure_field(raw)
     try:
-        return _decode_rgb(raw[image_field]), int(raw["cls"])
+        return _decode_rgb(raw[image_field]), int(raw["cls"]), layer_field
     except ValueError as exc:
         raise ValueError(f"sample {key!r} cannot be decoded: {exc}") from exc
 
 
-def _decode_structure(data: bytes, key: str, shape: tuple[int, ...]) -> np.ndarray:
+def _decode_structure(data: bytes, field: str, key: str, shape: tuple[int, ...]) -> np.ndarray:
     try:
-        structure = _decode_rgb(data)
+        # format version 1's WebP goes through OpenCV, faster than the Pillow decode of format.py
+        structure = decode_structure(data) if field == STRUCTURE_FIELD else _decode_rgb(data)
     except ValueError as exc:
         raise ValueError(f"sample {key!r}: structure layer cannot be decoded: {exc}") from exc
     if structure.shape != shape:
@@ -178,8 +186,8 @@ def _decode_structure(data: bytes, key: str, shape: tuple[int, ...]) -> np.ndarr
 
 def _decode_layers(raw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
     """(image, structure, cls) of a raw sample; ``ValueError`` naming what is corrupt."""
-    image, cls = _decode_image(raw)
-    return image, _decode_structure(raw[STRUCTURE_FIELD], raw["__key__"], image.shape), cls
+    image, cls, field = _decode_image(raw)
+    return image, _decode_structure(raw[field], field, raw["__key__"], image.shape), cls
 
 
 def _check_class(cls: int, num_classes: int, key: str, where: str) -> None:
@@ -241,8 +249,41 @@ def center_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
 # --------------------------------------------------------------------------- batches
 
 
-def _to_chw(layers: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(layers)).permute(0, 3, 1, 2).contiguous()
+def _to_chw(batch: np.ndarray) -> torch.Tensor:
+    """uint8 ``B x H x W x C`` array -> ``B x C x H x W`` tensor."""
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+
+
+# compiled (or loaded from the cache) at import, so that the forkserver that preloads this
+# module hands it ready to every DataLoader worker: a first call in a fresh worker would cost
+# ~0.3 s of Numba start-up per worker and epoch
+@njit("float32[:, :, :, ::1](uint8[:, :, :, ::1], uint8[:, :, :, ::1], int64[::1], "
+      "boolean[::1], float32[::1], float32[::1])", cache=True)
+def _compose_normalized(images: np.ndarray, structures: np.ndarray, texture_index: np.ndarray,
+                        is_conflict: np.ndarray, scale: np.ndarray, shift: np.ndarray
+                        ) -> np.ndarray:
+    """``x[i, c] = scale[c] * v + shift[c]`` as float32 ``B x C x H x W`` from uint8
+    ``B x H x W x C`` layers, with ``v = clip(s_i + image_d - s_d, 0, 255)``, ``d =
+    texture_index[i]``, for a cue-conflict sample and ``v = image_i`` for an original.
+
+    :func:`~stexture.mixing.compose_uint8`, ``_Normalize.from_uint8`` and the HWC -> CHW
+    transpose in one pass over the batch: several times cheaper than the three tensor ops.
+    """
+    batch, height, width, channels = images.shape
+    out = np.empty((batch, channels, height, width), np.float32)
+    for i in range(batch):
+        d = texture_index[i]
+        for c in range(channels):
+            for y in range(height):
+                for x in range(width):
+                    if is_conflict[i]:
+                        v = (np.int32(structures[i, y, x, c]) + np.int32(images[d, y, x, c])
+                             - np.int32(structures[d, y, x, c]))
+                        v = min(max(v, 0), 255)
+                    else:
+                        v = np.int32(images[i, y, x, c])
+                    out[i, c, y, x] = np.float32(v) * scale[c] + shift[c]
+    return out
 
 
 def _layers_as_float(image: torch.Tensor, structure: torch.Tensor
@@ -263,6 +304,9 @@ class _Normalize:
         # (x / 255 - mean) / std as one multiply-add on uint8 input
         self.scale = 1.0 / (255.0 * self.std)
         self.shift = -self.mean / self.std
+        # the same per channel, for _compose_normalized
+        self.channel_scale = self.scale.flatten().numpy()
+        self.channel_shift = self.shift.flatten().numpy()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self.mean.to(x.device), self.std.to(x.device)
@@ -333,6 +377,7 @@ class _Item:
     shape: tuple[int, ...]  # of the stored image
     box: tuple[int, int, int, int]
     flip: bool
+    structure_field: str
     structure_data: bytes
     structure: np.ndarray | None = None
 
@@ -423,7 +468,7 @@ class _TrainStream(IterableDataset):
         for raw in samples:
             key = raw["__key__"]
             try:
-                image, cls = _decode_image(raw)
+                image, cls, field = _decode_image(raw)
             except ValueError as exc:
                 _warn_corrupt(self.counters, "a training shard", exc)
                 continue
@@ -431,13 +476,14 @@ class _TrainStream(IterableDataset):
             box = random_resized_crop_box(*image.shape[:2], rng, self.min_scale)
             flip = bool(rng.integers(2))
             cropped = crop_layers((image,), box, self.image_size, flip)[0]
-            yield _Item(key, cls, cropped, image.shape, box, flip, raw[STRUCTURE_FIELD])
+            yield _Item(key, cls, cropped, image.shape, box, flip, field, raw[field])
 
     def _add_structure(self, item: _Item) -> bool:
         """Decode and crop the item's structure; False (with a warning) if it is corrupt."""
         if item.structure is None:
             try:
-                structure = _decode_structure(item.structure_data, item.key, item.shape)
+                structure = _decode_structure(item.structure_data, item.structure_field,
+                                              item.key, item.shape)
             except ValueError as exc:
                 _warn_corrupt(self.counters, "a training shard", exc)
                 return False
@@ -463,11 +509,19 @@ class _TrainStream(IterableDataset):
         items, texture_index, is_conflict = self._planned(items)
         if not items:
             return None
-        image = _to_chw([it.image for it in items])
-        # a sample whose structure is not needed stands in its image: texture 0, never used
-        structure = _to_chw([it.image if it.structure is None else it.structure for it in items])
         labels = torch.tensor([it.cls for it in items], dtype=torch.int64)
-        plan = (image, structure, labels, texture_index, is_conflict, [it.key for it in items])
+        keys = [it.key for it in items]
+        images = np.stack([it.image for it in items])
+        # a sample whose structure is not needed stands in its image: texture 0, never used
+        structures = np.stack([it.image if it.structure is None else it.structure
+                               for it in items])
+        if self.mix_in_worker and self.mix.texture_scale == 1.0:
+            x = torch.from_numpy(_compose_normalized(
+                images, structures, texture_index.numpy(), is_conflict.numpy(),
+                self.normalize.channel_scale, self.normalize.channel_shift))
+            return _finish_batch(self.mix, x, labels, texture_index, is_conflict, keys,
+                                 self.counters)
+        plan = (_to_chw(images), _to_chw(structures), labels, texture_index, is_conflict, keys)
         if not self.mix_in_worker:
             return plan
         return _mix_batch(self.mix, *plan, self.normalize, self.counters)
@@ -505,16 +559,33 @@ def _mix_batch(mix: CueConflictMix, image: torch.Tensor, structure: torch.Tensor
                labels: torch.Tensor, texture_index: torch.Tensor, is_conflict: torch.Tensor,
                keys: list[str], normalize: _Normalize, counters: Any
                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    before = (mix.conflict_pairs, mix.same_class_pairs)
+    """Compose, normalise and label a planned batch of ``B x 3 x H x W`` uint8 tensors."""
     labels = labels.to(image.device)
     if mix.texture_scale == 1.0:  # exact in uint8, and several times cheaper than float
         donors = texture_index.to(image.device)
         x = normalize.from_uint8(compose_uint8(structure, image[donors], structure[donors]))
-        y, info = mix.targets(labels, texture_index, is_conflict)
-    else:
-        s, t = _layers_as_float(image, structure)
-        x, y, info = mix.apply(s, t, labels, texture_index, is_conflict, return_info=True)
-        x = normalize(x)
+        return _finish_batch(mix, x, labels, texture_index, is_conflict, keys, counters)
+    before = (mix.conflict_pairs, mix.same_class_pairs)
+    s, t = _layers_as_float(image, structure)
+    x, y, info = mix.apply(s, t, labels, texture_index, is_conflict, return_info=True)
+    return _with_keys(normalize(x), y, info, texture_index, keys, mix, before, counters)
+
+
+def _finish_batch(mix: CueConflictMix, x: torch.Tensor, labels: torch.Tensor,
+                  texture_index: torch.Tensor, is_conflict: torch.Tensor, keys: list[str],
+                  counters: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """``(x, y, info)`` of a batch already composed and normalised into ``x``."""
+    before = (mix.conflict_pairs, mix.same_class_pairs)
+    y, info = mix.targets(labels, texture_index, is_conflict)
+    return _with_keys(x, y, info, texture_index, keys, mix, before, counters)
+
+
+def _with_keys(x: torch.Tensor, y: torch.Tensor, info: dict[str, Any],
+               texture_index: torch.Tensor, keys: list[str], mix: CueConflictMix,
+               before: tuple[int, int], counters: Any
+               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Add the pairs ``mix`` counted since ``before`` to the shared counters, and the keys
+    of each sample and its texture donor to ``info``."""
     with counters.get_lock():
         counters[1] += mix.conflict_pairs - before[0]
         counters[2] += mix.same_class_pairs - before[1]
@@ -861,7 +932,8 @@ class _EvalCollate:
                 "structure_cls": torch.empty(0, dtype=torch.int64),
                 "texture_cls": torch.empty(0, dtype=torch.int64),
                 "is_conflict": torch.empty(0, dtype=torch.bool), "key": [], "texture_key": []}
-        structure_a, image_b, structure_b = (_to_chw([it[j] for it in items]) for j in (1, 2, 3))
+        structure_a, image_b, structure_b = (_to_chw(np.stack([it[j] for it in items]))
+                                             for j in (1, 2, 3))
         structure_cls = torch.tensor([it[4] for it in items], dtype=torch.int64)
         texture_cls = torch.tensor([it[5] for it in items], dtype=torch.int64)
         x = compose_uint8(structure_a, image_b, structure_b)

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import webdataset as wds
+from PIL import Image
 
 from stexture.shards.format import (
     INDEX_NAME,
+    LEGACY_STRUCTURE_FIELD,
     MANIFEST_NAME,
+    STRUCTURE_FIELD,
+    decode_structure,
     encode_image,
     encode_sample,
     shard_name,
@@ -36,6 +41,21 @@ def class_layers(cls: int, size: int, rng: np.random.Generator) -> tuple[np.ndar
     return image.clip(0, 255).astype(np.uint8), structure.astype(np.uint8)
 
 
+def webp_lossless(pixels: np.ndarray) -> bytes:
+    """The structure encoding of format version 1: WebP lossless, method 0."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="WEBP", lossless=True, method=0, quality=0)
+    return buffer.getvalue()
+
+
+def as_format_version_1(sample: dict) -> dict:
+    """The sample as format version 1 wrote it: the structure as ``structure.webp`` instead of
+    ``structure.dzst``."""
+    rest = {name: data for name, data in sample.items() if name != STRUCTURE_FIELD}
+    structure = decode_structure(sample[STRUCTURE_FIELD])
+    return {**rest, LEGACY_STRUCTURE_FIELD: webp_lossless(structure)}
+
+
 def make_shard_dir(
     root: Path,
     classes: tuple[str, ...] = ("armchair", "bed", "chair"),
@@ -44,8 +64,10 @@ def make_shard_dir(
     size: int = 32,
     shard_size: int = 4,
     seed: int = 0,
+    format_version: int = 2,
 ) -> Path:
-    """Write train/val shards, ``manifest.json`` and ``index.csv`` under ``root``."""
+    """Write train/val shards, ``manifest.json`` and ``index.csv`` under ``root``
+    (``format_version=1``: with the structure field of version 1, ``structure.webp``)."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     splits = {"train": per_class, "val": val_per_class}
@@ -59,8 +81,9 @@ def make_shard_dir(
                 key = f"{name}_{split}_{i:04d}"
                 record = {"source": f"{name}/{key}.png", "class_name": name,
                           "size": [size, size], "method": "flat-test", "params": {}}
-                samples.append(encode_sample(key, encode_image(image, "png"), "png",
-                                             structure, cls, record))
+                sample = encode_sample(key, encode_image(image, "png"), "png", structure, cls,
+                                       record)
+                samples.append(sample if format_version == 2 else as_format_version_1(sample))
         order = rng.permutation(len(samples))
         shards = []
         for start in range(0, len(samples), shard_size):
@@ -73,7 +96,8 @@ def make_shard_dir(
             digest = hashlib.sha256((root / name).read_bytes()).hexdigest()
             shards.append({"name": name, "count": len(chunk), "sha256": digest})
         manifest_splits[split] = {"count": len(samples), "shards": shards}
-    manifest = {"format": "stexture-shards", "format_version": 1, "classes": list(classes),
+    manifest = {"format": "stexture-shards", "format_version": format_version,
+                "classes": list(classes),
                 "splits": manifest_splits, "method": "flat-test", "params": {}}
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     with open(root / INDEX_NAME, "w", newline="") as f:

@@ -18,19 +18,24 @@ from stexture.loader import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CorruptSampleWarning,
+    _compose_normalized,
     _decode_layers,
+    _Normalize,
     center_crop_box,
     crop_layers,
     make_eval_loader,
     make_loader,
     random_resized_crop_box,
 )
+from stexture.mixing import compose_uint8
 from stexture.shards.format import (
+    LEGACY_STRUCTURE_FIELD,
     MANIFEST_NAME,
     STRUCTURE_FIELD,
     decode_sample,
     encode_image,
     encode_sample,
+    iter_tar_samples,
     read_manifest,
 )
 
@@ -190,6 +195,62 @@ def test_opencv_decoding_gives_the_format_modules_pixels():
     ref = decode_sample(sample)
     assert np.array_equal(ours[0], ref.image) and np.array_equal(ours[1], ref.structure)
     assert ours[2] == 1
+
+
+def test_shards_of_format_version_1_give_the_same_batches(tmp_path):
+    # the same layers stored with structure.webp (version 1) and structure.dzst (version 2)
+    new = make_shard_dir(tmp_path / "v2", per_class=4, val_per_class=2, size=20)
+    old = make_shard_dir(tmp_path / "v1", per_class=4, val_per_class=2, size=20,
+                         format_version=1)
+    first = next(iter_tar_samples(old / "train-000000.tar"))
+    assert LEGACY_STRUCTURE_FIELD in first and STRUCTURE_FIELD not in first
+    options = {"k": 0.5, "batch_size": 4, "image_size": 12, "p_conflict": 1.0,
+               "with_info": True}
+    for make in (lambda root: make_loader(root, **options),
+                 lambda root: make_eval_loader(root, kind="conflict", batch_size=4,
+                                               image_size=12)):
+        batches = [list(make(root)) for root in (new, old)]
+        assert len(batches[0]) == len(batches[1]) > 0
+        for (x2, y2, info2), (x1, y1, info1) in zip(*batches, strict=True):
+            assert info2["key"] == info1["key"] and info2["texture_key"] == info1["texture_key"]
+            assert torch.equal(x2, x1) and torch.equal(y2, y1)
+
+
+def test_a_sample_with_two_structure_fields_is_skipped_with_a_warning(tmp_path):
+    root = make_shard_dir(tmp_path / "s", per_class=2, val_per_class=1, size=8, shard_size=6)
+    path = root / "train-000000.tar"
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    victim = members[0][0].name.partition(".")[0]
+    with tarfile.open(path, "w") as tar:
+        for member, payload in members:
+            tar.addfile(member, io.BytesIO(payload))
+            if member.name == f"{victim}.{STRUCTURE_FIELD}":
+                twin = tarfile.TarInfo(f"{victim}.{LEGACY_STRUCTURE_FIELD}")
+                twin.size = len(payload)
+                tar.addfile(twin, io.BytesIO(payload))
+    loader = make_loader(root, k=0.5, batch_size=6, image_size=8, with_info=True)
+    with pytest.warns(CorruptSampleWarning, match=f"{victim}.*exactly one structure field"):
+        keys = epoch_keys(loader)
+    assert len(keys) == 5 and victim not in keys
+
+
+def test_fused_compose_and_normalise_matches_the_tensor_ops():
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (7, 5, 6, 3), dtype=np.uint8)
+    structures = rng.integers(0, 256, (7, 5, 6, 3), dtype=np.uint8)
+    texture_index = np.array([3, 1, 0, 0, 4, 6, 2])  # sample 1: an original; 4: its own donor
+    is_conflict = np.array([True, False, True, True, True, False, True])
+    normalize = _Normalize((0.4, 0.5, 0.6), (0.2, 0.3, 0.25))
+    x = _compose_normalized(images, structures, texture_index, is_conflict,
+                            normalize.channel_scale, normalize.channel_shift)
+    chw = [torch.from_numpy(a).permute(0, 3, 1, 2) for a in (images, structures)]
+    donors = torch.from_numpy(texture_index)
+    composed = compose_uint8(chw[1], chw[0][donors], chw[1][donors])
+    expected = normalize.from_uint8(
+        torch.where(torch.from_numpy(is_conflict)[:, None, None, None], composed, chw[0]))
+    assert x.shape == (7, 3, 5, 6) and x.dtype == np.float32
+    torch.testing.assert_close(torch.from_numpy(x), expected, rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- epochs
@@ -352,10 +413,12 @@ def corrupt_one_sample(root, shard="train-000000.tar", field="png"):
     return victim
 
 
-@pytest.mark.parametrize(("field", "p_conflict"), [("png", 0.5), (STRUCTURE_FIELD, 1.0)])
-def test_a_corrupt_sample_is_skipped_with_a_warning(tmp_path, field, p_conflict):
+@pytest.mark.parametrize(("field", "p_conflict", "version"), [
+    ("png", 0.5, 2), (STRUCTURE_FIELD, 1.0, 2), (LEGACY_STRUCTURE_FIELD, 1.0, 1)])
+def test_a_corrupt_sample_is_skipped_with_a_warning(tmp_path, field, p_conflict, version):
     # a structure layer is decoded only when the batch needs it: p_conflict=1 needs them all
-    root = make_shard_dir(tmp_path / "s", per_class=4, val_per_class=2, size=16)
+    root = make_shard_dir(tmp_path / "s", per_class=4, val_per_class=2, size=16,
+                          format_version=version)
     victim = corrupt_one_sample(root, field=field)
     loader = make_loader(root, k=0.5, batch_size=4, image_size=8, with_info=True,
                          p_conflict=p_conflict)

@@ -9,11 +9,16 @@ A shard is a WebDataset tar file ``{split}-{index:06d}.tar``. Each sample holds:
     stable, dot-free key derived from the source's relative path.
 ``jpg`` or ``png``
     the stored image, 8-bit RGB, exactly as written (its decoded pixels are the image).
-``structure.webp``
-    the structure layer, 8-bit RGB, WebP lossless (decoded pixels are the structure: the
-    method's float output rounded to 8 bits, so within 0.5/255 of it). Chosen by
-    measurement over PNG: about 30% fewer bytes than PNG level 6 at a third of its encoding
-    time, and faster to decode (numbers in the README).
+``structure.dzst``
+    the structure layer, 8-bit RGB: the method's float output rounded to 8 bits (so within
+    0.5/255 of it), stored losslessly as a vertical delta compressed with Zstandard (see
+    :func:`encode_structure` for the byte layout). Chosen by measurement for the loader,
+    which decodes a structure layer for every cue-conflict sample: it decodes in about a
+    quarter of the time of lossless WebP (faster than the JPEG image itself) and encodes
+    faster, for about 15-20% more bytes than WebP method 0 (numbers in the README and
+    ``benchmarks/bench_structure_codec.py``). Shards of format version 1 hold the structure
+    as ``structure.webp`` (WebP lossless) instead; every reader accepts both, and a sample
+    holds exactly one of them.
 ``cls``
     the integer class index (ASCII decimal); classes are sorted names, see the manifest.
 ``json``
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,24 +45,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zstandard
+from numba import njit, types
 from PIL import Image
 
 __all__ = [
     "IMAGE_FIELDS",
     "INDEX_NAME",
+    "LEGACY_STRUCTURE_FIELD",
     "MANIFEST_NAME",
     "REJECTED_NAME",
     "STRUCTURE_FIELD",
+    "STRUCTURE_FIELDS",
     "DecodedSample",
     "Manifest",
     "ShardInfo",
     "decode_sample",
+    "decode_structure",
     "encode_image",
     "encode_sample",
     "encode_structure",
     "iter_tar_samples",
     "read_manifest",
     "shard_name",
+    "structure_field",
     "texture_of",
     "write_tar",
 ]
@@ -65,9 +77,12 @@ MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.csv"
 REJECTED_NAME = "rejected.jsonl"
 IMAGE_FIELDS = ("jpg", "png")
-STRUCTURE_FIELD = "structure.webp"
+STRUCTURE_FIELD = "structure.dzst"
+# the structure field of format version 1 (lossless WebP), still read
+LEGACY_STRUCTURE_FIELD = "structure.webp"
+STRUCTURE_FIELDS = (STRUCTURE_FIELD, LEGACY_STRUCTURE_FIELD)
 FORMAT_NAME = "stexture-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def shard_name(split: str, index: int) -> str:
@@ -75,16 +90,19 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
 
 
-# WebP lossless at its fastest effort: ~5 ms for a 256x320 structure, as fast as PNG level 1
-# and 30% smaller than PNG level 6; method 1 costs 3x the time for 3% fewer bytes, a visible
-# share of a ~60 ms RTV decomposition (numbers: benchmarks/bench_pipeline.py).
-_WEBP_METHOD = 0
-_WEBP_QUALITY = 0
+# Zstandard level 6: the first level past the fast strategies (2-4 ms for a 256 px RGB
+# structure, under WebP method 0's encoding time); level 9 saves 2% more bytes for twice the
+# time, the optimal-parsing levels (15+) match WebP's size at 40-100 ms, more than an RTV
+# decomposition. Decoding speed does not depend on the level.
+_ZSTD_LEVEL = 6
+# "stexture delta-zstd, layout 1"; then height, width, channels (0: a 2-D array), little-endian
+_DZST_HEADER = struct.Struct("<4sIIB")
+_DZST_MAGIC = b"SXD1"
 # fixed metadata of every tar member, so that the same samples give the same bytes
 _TAR_MTIME = 0
 _TAR_MODE = 0o444
 # the order of a sample's fields in the tar (WebDataset groups consecutive members by key)
-_FIELD_ORDER = ("jpg", "png", STRUCTURE_FIELD, "cls", "json")
+_FIELD_ORDER = ("jpg", "png", *STRUCTURE_FIELDS, "cls", "json")
 
 
 def _encode_png(pixels: np.ndarray) -> bytes:
@@ -99,13 +117,90 @@ def _encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def encode_structure(structure: np.ndarray) -> bytes:
-    """Encode a uint8 ``HxWx3`` structure layer losslessly (WebP lossless)."""
-    buffer = io.BytesIO()
-    Image.fromarray(structure).save(
-        buffer, format="WEBP", lossless=True, method=_WEBP_METHOD, quality=_WEBP_QUALITY
-    )
-    return buffer.getvalue()
+def encode_structure(structure: np.ndarray, level: int = _ZSTD_LEVEL) -> bytes:
+    """Encode a uint8 ``HxW`` or ``HxWxC`` layer losslessly, as the ``structure.dzst`` field.
+
+    The bytes are a 13-byte header (``b"SXD1"``, then height, width and channels as
+    little-endian uint32, uint32, uint8; channels 0 for a 2-D array) and one Zstandard frame
+    (with content size and checksum) of the rows ``d[0] = s[0]``, ``d[i] = s[i] - s[i-1]``
+    mod 256, each row the ``W*C`` interleaved bytes of ``s[i]``. The vertical delta turns the
+    smooth structure into small residuals that compress well, and it is undone by a running
+    sum down each column that vectorises along the row, so decoding costs little more than
+    Zstandard's own decompression. ``level`` is the Zstandard level (decoding does not
+    depend on it).
+    """
+    if structure.dtype != np.uint8 or structure.ndim not in (2, 3):
+        raise ValueError(
+            f"a structure layer must be uint8 HxW or HxWxC, got {structure.dtype} of shape "
+            f"{structure.shape}"
+        )
+    if 0 in structure.shape:
+        raise ValueError(f"a structure layer must not be empty, got shape {structure.shape}")
+    height, width = structure.shape[:2]
+    channels = structure.shape[2] if structure.ndim == 3 else 0
+    rows = np.ascontiguousarray(structure).reshape(height, -1)
+    delta = rows.copy()
+    np.subtract(rows[1:], rows[:-1], out=delta[1:])  # uint8 arithmetic wraps: mod 256
+    # one compressor per call: zstandard's contexts must not be shared between threads
+    frame = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(
+        delta.tobytes())
+    return _DZST_HEADER.pack(_DZST_MAGIC, height, width, channels) + frame
+
+
+# compiled at import (see _compose_normalized in stexture.loader), for the read-only rows of
+# np.frombuffer
+@njit(types.uint8[:, ::1](types.Array(types.uint8, 2, "C", readonly=True)), cache=True)
+def _undo_vertical_delta(delta: np.ndarray) -> np.ndarray:
+    """Running sum mod 256 down each column of a uint8 ``rows x bytes`` array."""
+    out = np.empty(delta.shape, np.uint8)
+    out[0] = delta[0]
+    for i in range(1, delta.shape[0]):
+        for j in range(delta.shape[1]):
+            out[i, j] = out[i - 1, j] + delta[i, j]  # stored as uint8: mod 256
+    return out
+
+
+def _decode_dzst(data: bytes) -> np.ndarray:
+    if len(data) < _DZST_HEADER.size or data[:4] != _DZST_MAGIC:
+        raise ValueError("not a delta-zstd structure layer (bad header)")
+    _, height, width, channels = _DZST_HEADER.unpack_from(data)
+    row_bytes = width * max(channels, 1)
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(
+            data[_DZST_HEADER.size:], max_output_size=height * row_bytes)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"corrupt Zstandard data ({exc})") from exc
+    if len(raw) != height * row_bytes or height * row_bytes == 0:
+        raise ValueError(f"{len(raw)} bytes of pixels for a {height}x{width}x{channels} layer")
+    pixels = _undo_vertical_delta(np.frombuffer(raw, np.uint8).reshape(height, row_bytes))
+    return pixels.reshape((height, width, channels) if channels else (height, width))
+
+
+def structure_field(sample: dict[str, Any]) -> str:
+    """The name of the one structure field of a raw sample (``structure.dzst``, or
+    ``structure.webp`` in format version 1); ``ValueError`` when it has none or both."""
+    present = [name for name in STRUCTURE_FIELDS if name in sample]
+    if len(present) != 1:
+        key = sample.get("__key__", "<no key>")
+        has = f"has {' and '.join(present)}" if present else "has none"
+        raise ValueError(
+            f"sample {key!r} must hold exactly one structure field of {STRUCTURE_FIELDS}; it "
+            f"{has}"
+        )
+    return present[0]
+
+
+def decode_structure(data: bytes, field_name: str = STRUCTURE_FIELD) -> np.ndarray:
+    """Decode a structure field's bytes to its uint8 pixels; ``field_name`` says which
+    encoding (``structure.dzst`` gives the array as encoded, ``structure.webp`` 8-bit RGB).
+
+    ``ValueError`` when the bytes are corrupt or the field is not a structure field.
+    """
+    if field_name == STRUCTURE_FIELD:
+        return _decode_dzst(data)
+    if field_name == LEGACY_STRUCTURE_FIELD:
+        return decode_rgb(data)
+    raise ValueError(f"unknown structure field {field_name!r}; expected one of {STRUCTURE_FIELDS}")
 
 
 def encode_image(pixels: np.ndarray, image_format: str = "jpg", quality: int = 95) -> bytes:
@@ -170,7 +265,9 @@ def texture_of(image: np.ndarray, structure: np.ndarray) -> np.ndarray:
 def decode_sample(sample: dict[str, Any]) -> DecodedSample:
     """Decode a raw WebDataset sample (bytes per field) written by :func:`encode_sample`.
 
-    Raises ``ValueError`` naming the key and the field when a field is missing or corrupt.
+    The structure layer is read from whichever structure field the sample has
+    (:func:`structure_field`). Raises ``ValueError`` naming the key and the field when a
+    field is missing or corrupt, or when the sample holds two structure fields.
     """
     key = sample.get("__key__", "<no key>")
     image_field = next((f for f in IMAGE_FIELDS if f in sample), None)
@@ -178,16 +275,17 @@ def decode_sample(sample: dict[str, Any]) -> DecodedSample:
         name
         for name, present in (
             ("jpg/png", image_field is not None),
-            (STRUCTURE_FIELD, STRUCTURE_FIELD in sample),
+            ("/".join(STRUCTURE_FIELDS), any(f in sample for f in STRUCTURE_FIELDS)),
             ("cls", "cls" in sample),
         )
         if not present
     ]
     if missing:
         raise ValueError(f"sample {key!r} lacks field(s) {', '.join(missing)}")
+    layer_field = structure_field(sample)
     try:
         image = decode_rgb(sample[image_field])
-        structure = decode_rgb(sample[STRUCTURE_FIELD])
+        structure = decode_structure(sample[layer_field], layer_field)
         cls = int(sample["cls"])
         record = json.loads(sample["json"]) if "json" in sample else {}
     except Exception as exc:
@@ -225,15 +323,19 @@ def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
     """The raw samples of a WebDataset tar in file order: dicts ``{"__key__", field: bytes}``.
 
     The key is the member name up to the first dot of its last path component, as in
-    WebDataset. ``ValueError`` names the file when the tar itself is damaged.
+    WebDataset. ``ValueError`` names the file when the tar itself is damaged. An uncompressed
+    tar (what the writer makes) is read by :func:`_tar_files`, 0.03 ms per sample against
+    0.1-0.25 ms through :mod:`tarfile` (a tenth of a loader worker's time per sample); a
+    compressed one goes through :mod:`tarfile`.
     """
     current: dict[str, Any] | None = None
     try:
-        with tarfile.open(path, mode="r:*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                folder, _, base = member.name.rpartition("/")
+        with open(path, "rb") as f:
+            compressed = f.read(6).startswith(_COMPRESSED_MAGICS)
+            f.seek(0)
+            members = _tarfile_files(path) if compressed else _tar_files(f)
+            for name, payload in members:
+                folder, _, base = name.rpartition("/")
                 stem, dot, field_name = base.partition(".")
                 if not dot:
                     continue
@@ -243,12 +345,98 @@ def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
                     current = None
                 if current is None:
                     current = {"__key__": key}
-                handle = tar.extractfile(member)
-                current[field_name] = handle.read() if handle is not None else b""
-    except (tarfile.TarError, OSError, EOFError) as exc:
+                current[field_name] = payload
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         raise ValueError(f"{path}: damaged tar file ({exc})") from exc
     if current is not None:
         yield current
+
+
+# gzip, bzip2, xz, zstd: read through tarfile's decompressors
+_COMPRESSED_MAGICS = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
+_BLOCK = 512
+# member types (POSIX.1-2001 / GNU): regular files, and the headers that describe the next one
+_FILE_TYPES = (b"0", b"\0", b"7")
+_PAX_HEADER, _GNU_LONGNAME = b"x", b"L"
+_DESCRIBING_TYPES = (b"g", b"K")  # a global PAX header, a GNU long link name: not needed here
+_GNU_TYPES = (b"L", b"K", b"S")
+
+
+def _tarfile_files(path: str | Path) -> Iterator[tuple[str, bytes]]:
+    with tarfile.open(path, mode="r:*") as tar:
+        for member in tar:
+            if member.isfile():
+                handle = tar.extractfile(member)
+                yield member.name, handle.read() if handle is not None else b""
+
+
+def _tar_number(field: bytes) -> int:
+    """A numeric header field: NUL/space-terminated octal, or GNU base-256 (high bit set)."""
+    if field[0] in (0o200, 0o377):
+        value = int.from_bytes(field[1:], "big")
+        return value - 256 ** (len(field) - 1) if field[0] == 0o377 else value
+    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+
+
+def _tar_text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _check_header_sum(header: bytes) -> None:
+    """The header checksum: the byte sum with the checksum field as spaces, as unsigned or
+    (old tars) signed bytes."""
+    stored = _tar_number(header[148:156])
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    if stored != unsigned:
+        high = sum(1 for b in header[:148] + header[156:] if b > 127)
+        if stored != unsigned - 256 * high:
+            raise ValueError("bad header checksum")
+
+
+def _pax_records(payload: bytes) -> dict[str, str]:
+    """``"length key=value\\n"`` records of a PAX extended header."""
+    records, pos = {}, 0
+    while pos < len(payload) and payload[pos:pos + 1] != b"\0":
+        length = int(payload[pos:payload.index(b" ", pos)])
+        key, _, value = payload[payload.index(b" ", pos) + 1:pos + length - 1].partition(b"=")
+        records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def _tar_files(f: Any) -> Iterator[tuple[str, bytes]]:
+    """(name, payload) of each regular file of an uncompressed tar read from ``f``, in order;
+    ``ValueError`` for a bad header checksum or a truncated member. Handles ustar name
+    prefixes, PAX extended headers (``path``, ``size``) and GNU long names, as tarfile does."""
+    overrides: dict[str, str] = {}
+    while True:
+        header = f.read(_BLOCK)
+        if 0 < len(header) < _BLOCK:
+            raise ValueError("truncated header")
+        if not header or header.count(0) == _BLOCK:  # the end, with or without its marker
+            return
+        _check_header_sum(header)
+        kind = header[156:157]
+        size = int(overrides.get("size", _tar_number(header[124:136])))
+        payload = f.read(size)
+        if len(payload) < size:
+            raise ValueError("truncated member")
+        f.seek(-size % _BLOCK, 1)
+        if kind == _PAX_HEADER:
+            overrides.update(_pax_records(payload))
+            continue
+        if kind == _GNU_LONGNAME:
+            overrides["path"] = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            continue
+        if kind in _DESCRIBING_TYPES:
+            continue
+        name, prefix = _tar_text(header[:100]), _tar_text(header[345:500])
+        if prefix and kind not in _GNU_TYPES:
+            name = f"{prefix}/{name}"
+        name = overrides.get("path", name)
+        overrides = {}
+        if kind in _FILE_TYPES and not name.endswith("/"):
+            yield name, payload
 
 
 @dataclass(frozen=True)

@@ -477,7 +477,9 @@ def _read_record(out: Location) -> dict[str, Any] | None:
                 record = json.loads(storage.read_bytes(path).decode("utf-8"))
                 return {"settings": record["settings"], "plan_digest": record["plan_digest"],
                         "done": record["done"] if name == PROGRESS_NAME
-                        else _done_of_manifest(record)}
+                        else _done_of_manifest(record),
+                        # version 1 wrote no version into its progress file
+                        "format_version": record.get("format_version", 1)}
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path} is damaged ({exc!r}); use --overwrite to start over"
                                  ) from None
@@ -521,6 +523,13 @@ def open_output(out: str | Path, settings: Settings, plan: Plan,
             raise ValueError(f"{out} holds shards but no {MANIFEST_NAME} or {PROGRESS_NAME}; "
                              "use --overwrite to replace them or choose another folder")
     else:
+        if record["format_version"] != FORMAT_VERSION:
+            # shards of two versions in one folder would load, but not be what a clean run
+            # writes (the structure field differs)
+            raise ValueError(f"{out} was written in shard format version "
+                             f"{record['format_version']}; this stexture writes version "
+                             f"{FORMAT_VERSION}: use --overwrite to start over, or another "
+                             "output folder")
         differences = _differences(record["settings"], settings.content())
         if differences:
             raise ValueError(f"{out} was written with other settings:\n  "
@@ -546,7 +555,8 @@ def open_output(out: str | Path, settings: Settings, plan: Plan,
 def _write_progress(out: Location, settings: Settings, plan: Plan,
                     done: dict[str, ShardResult]) -> None:
     _write_json(storage.join(out, PROGRESS_NAME), {
-        "settings": settings.content(), "plan_digest": plan.digest,
+        "format_version": FORMAT_VERSION, "settings": settings.content(),
+        "plan_digest": plan.digest,
         "done": {name: {"count": r.count, "sha256": r.sha256} for name, r in sorted(done.items())},
     })
 
@@ -595,7 +605,8 @@ def assemble_manifest(plan: Plan, settings: Settings,
         "splits": splits,
         "method": settings.method,
         "params": settings.params,
-        "structure_encoding": "webp-lossless, 8-bit rounding of the method's output",
+        "structure_encoding": "structure.dzst: vertical delta + zstd, 8-bit rounding of the "
+                              "method's output",
         "settings": settings.content(),
         "plan_digest": plan.digest,
         "source": plan.source,
