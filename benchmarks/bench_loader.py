@@ -33,7 +33,6 @@ import numpy as np
 import torch
 import webdataset as wds
 from _common import machine_line, median_seconds, print_table
-from PIL import Image
 from skimage import data
 
 from stexture.loader import (
@@ -53,6 +52,7 @@ from stexture.shards.format import (
     STRUCTURE_FIELD,
     decode_structure,
     encode_image,
+    encode_legacy_structure,
     encode_sample,
     iter_tar_samples,
     shard_name,
@@ -76,13 +76,6 @@ def photo_crops(count: int, size: int, rng: np.random.Generator) -> list[np.ndar
     return crops
 
 
-def webp_lossless(pixels: np.ndarray) -> bytes:
-    """The structure encoding of format version 1: WebP lossless, method 0."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="WEBP", lossless=True, method=0, quality=0)
-    return buffer.getvalue()
-
-
 def build_shards(root: Path, samples: int, size: int, shard_size: int, classes: int,
                  legacy: bool = False) -> Path:
     """Shards in the stexture format (``legacy``: with format version 1's WebP structure);
@@ -102,7 +95,7 @@ def build_shards(root: Path, samples: int, size: int, shard_size: int, classes: 
                                    i % classes, {"source": key})
             if legacy:
                 del sample[STRUCTURE_FIELD]
-                sample[LEGACY_STRUCTURE_FIELD] = webp_lossless(structure)
+                sample[LEGACY_STRUCTURE_FIELD] = encode_legacy_structure(structure)
             chunk.append(sample)
             rows.append((key, "train", name, i % classes))
         buffer = io.BytesIO()

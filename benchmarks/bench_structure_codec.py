@@ -29,11 +29,17 @@ import cv2
 import numpy as np
 import zstandard
 from _common import machine_line, print_table
-from bench_loader import photo_crops, webp_lossless
+from bench_loader import photo_crops
 from PIL import Image
 
 from stexture import decompose, make_furniture_dataset
-from stexture.shards.format import decode_rgb, decode_structure, encode_image, encode_structure
+from stexture.shards.format import (
+    decode_rgb,
+    decode_structure,
+    encode_image,
+    encode_legacy_structure,
+    encode_structure,
+)
 
 Codec = tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray]]
 
@@ -99,7 +105,7 @@ def zstd_bytes(level: int) -> Callable[[bytes], bytes]:
 def candidates() -> dict[str, Codec]:
     unzstd = zstandard.ZstdDecompressor().decompress
     codecs: dict[str, Codec] = {"WebP lossless method 0 (format version 1)": (
-        webp_lossless, opencv_decode)}
+        encode_legacy_structure, opencv_decode)}
     for level in (1, 3):
         codecs[f"PNG level {level} (OpenCV's default filter)"] = png_codec(level, None)
         codecs[f"PNG level {level}, Paeth filter"] = png_codec(level, cv2.IMWRITE_PNG_FILTER_PAETH)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import webdataset as wds
-from PIL import Image
 
 from stexture.shards.format import (
     INDEX_NAME,
@@ -25,6 +23,7 @@ from stexture.shards.format import (
     STRUCTURE_FIELD,
     decode_structure,
     encode_image,
+    encode_legacy_structure,
     encode_sample,
     shard_name,
 )
@@ -41,19 +40,12 @@ def class_layers(cls: int, size: int, rng: np.random.Generator) -> tuple[np.ndar
     return image.clip(0, 255).astype(np.uint8), structure.astype(np.uint8)
 
 
-def webp_lossless(pixels: np.ndarray) -> bytes:
-    """The structure encoding of format version 1: WebP lossless, method 0."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="WEBP", lossless=True, method=0, quality=0)
-    return buffer.getvalue()
-
-
 def as_format_version_1(sample: dict) -> dict:
     """The sample as format version 1 wrote it: the structure as ``structure.webp`` instead of
     ``structure.dzst``."""
     rest = {name: data for name, data in sample.items() if name != STRUCTURE_FIELD}
     structure = decode_structure(sample[STRUCTURE_FIELD])
-    return {**rest, LEGACY_STRUCTURE_FIELD: webp_lossless(structure)}
+    return {**rest, LEGACY_STRUCTURE_FIELD: encode_legacy_structure(structure)}
 
 
 def make_shard_dir(

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import webdataset as wds
 import zstandard
-from shardfactory import webp_lossless
 from skimage import data
 
 from stexture.shards.format import (
@@ -22,6 +21,7 @@ from stexture.shards.format import (
     decode_sample,
     decode_structure,
     encode_image,
+    encode_legacy_structure,
     encode_sample,
     encode_structure,
     iter_tar_samples,
@@ -115,7 +115,7 @@ def test_decode_sample_reads_either_structure_field():
     new = sample_with(image, structure)
     assert STRUCTURE_FIELD in new and LEGACY_STRUCTURE_FIELD not in new
     old = {name: value for name, value in new.items() if name != STRUCTURE_FIELD}
-    old[LEGACY_STRUCTURE_FIELD] = webp_lossless(structure)
+    old[LEGACY_STRUCTURE_FIELD] = encode_legacy_structure(structure)
     for sample in (new, old):
         decoded = decode_sample(sample)
         assert np.array_equal(decoded.structure, structure)
@@ -129,7 +129,7 @@ def test_decode_sample_reads_either_structure_field():
 def test_a_sample_with_no_or_two_structure_fields_is_an_error():
     image = smooth_layer()
     sample = sample_with(image, image)
-    both = {**sample, LEGACY_STRUCTURE_FIELD: webp_lossless(image)}
+    both = {**sample, LEGACY_STRUCTURE_FIELD: encode_legacy_structure(image)}
     with pytest.raises(ValueError, match="exactly one structure field.*has structure.dzst and "
                                          "structure.webp"):
         decode_sample(both)

@@ -63,6 +63,7 @@ __all__ = [
     "decode_sample",
     "decode_structure",
     "encode_image",
+    "encode_legacy_structure",
     "encode_sample",
     "encode_structure",
     "iter_tar_samples",
@@ -188,6 +189,15 @@ def structure_field(sample: dict[str, Any]) -> str:
             f"{has}"
         )
     return present[0]
+
+
+def encode_legacy_structure(structure: np.ndarray) -> bytes:
+    """Encode a uint8 ``HxWx3`` layer as format version 1's ``structure.webp`` field did:
+    WebP lossless, method 0. Nothing writes version 1 any more; this makes such samples for
+    checking that the readers still take them."""
+    buffer = io.BytesIO()
+    Image.fromarray(structure).save(buffer, format="WEBP", lossless=True, method=0, quality=0)
+    return buffer.getvalue()
 
 
 def decode_structure(data: bytes, field_name: str = STRUCTURE_FIELD) -> np.ndarray:
