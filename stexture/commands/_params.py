@@ -1,4 +1,5 @@
-"""Parsing ``--param name=value`` options into method parameters."""
+"""Options shared by several commands, and parsing ``--param name=value`` into method
+parameters."""
 
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a method parameter, repeatable (e.g. --param lam=0.02)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                         help="where to run the decomposition")
+
+
+def add_ray_address_argument(parser: argparse.ArgumentParser) -> None:
+    """``--address``: the Ray cluster a command with ``--engine ray`` joins."""
+    parser.add_argument("--address", default=None,
+                        help="ray engine: the cluster to join (auto, HOST:6379, "
+                        "ray://HOST:10001); default RAY_ADDRESS, else a new local one")
 
 
 def parse_params(method: str, pairs: list[str]) -> dict[str, Any]:

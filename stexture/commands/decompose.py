@@ -11,7 +11,7 @@ from functools import partial
 from ..shards.local import DecomposeInterrupted, write_dataset
 from ..shards.ray_engine import DecomposeFailed, write_dataset_ray
 from ..shards.writer import Settings
-from ._params import add_method_arguments, parse_params
+from ._params import add_method_arguments, add_ray_address_argument, parse_params
 
 NAME = "decompose"
 HELP = ("Decompose an image folder (SRC/<class>/...), a CSV/JSONL manifest (path,label) or "
@@ -48,9 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="local engine: worker processes (each gets cores/workers Numba "
                         "threads)")
-    parser.add_argument("--address", default=None,
-                        help="ray engine: the cluster to join (auto, HOST:6379, "
-                        "ray://HOST:10001); default RAY_ADDRESS, else a new local one")
+    add_ray_address_argument(parser)
     parser.add_argument("--cpus-per-task", type=float, default=1.0,
                         help="ray engine: cores reserved by each task")
     parser.add_argument("--gpus-per-task", type=float, default=None,

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..training.models import MODELS
 from ..training.sweep import parse_k_values, sweep
 from ..training.trainer import OPTIMIZERS
+from ._params import add_ray_address_argument
 
 NAME = "sweep"
 HELP = ("Train a model per label weight k and seed on cue-conflict batches (plus a vanilla "
@@ -49,9 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: one run after the other here; ray: each run a Ray Tune "
                         "trial on the cluster at --address (pip install 'stexture[ray]')")
-    parser.add_argument("--address", default=None,
-                        help="ray engine: the cluster to join (auto, HOST:6379, "
-                        "ray://HOST:10001); default RAY_ADDRESS, else a new local one")
+    add_ray_address_argument(parser)
     parser.add_argument("--cpus-per-trial", type=float, default=1.0,
                         help="ray engine: cores reserved by each trial")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0,
