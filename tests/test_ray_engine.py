@@ -21,12 +21,7 @@ ray = pytest.importorskip("ray")
 
 from stexture.shards.ray_engine import write_dataset_ray  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 @pytest.fixture(scope="module")

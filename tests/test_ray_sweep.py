@@ -15,15 +15,8 @@ ray = pytest.importorskip("ray")
 REPORT_FILES = ("results.csv", "summary.json", "sweep.png", "report.md")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 # one OpenMP thread per process: see the fixture in conftest.py
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("ray_cluster", "one_torch_thread")
 
 
 @pytest.fixture(scope="module")
