@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import tarfile
@@ -218,17 +219,10 @@ def test_shards_of_format_version_1_give_the_same_batches(tmp_path):
 
 def test_a_sample_with_two_structure_fields_is_skipped_with_a_warning(tmp_path):
     root = make_shard_dir(tmp_path / "s", per_class=2, val_per_class=1, size=8, shard_size=6)
-    path = root / "train-000000.tar"
-    with tarfile.open(path) as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    victim = members[0][0].name.partition(".")[0]
-    with tarfile.open(path, "w") as tar:
-        for member, payload in members:
-            tar.addfile(member, io.BytesIO(payload))
-            if member.name == f"{victim}.{STRUCTURE_FIELD}":
-                twin = tarfile.TarInfo(f"{victim}.{LEGACY_STRUCTURE_FIELD}")
-                twin.size = len(payload)
-                tar.addfile(twin, io.BytesIO(payload))
+    victim = rewrite_first_sample(
+        root / "train-000000.tar",
+        lambda field, data: [(field, data)] + ([(LEGACY_STRUCTURE_FIELD, data)]
+                                               if field == STRUCTURE_FIELD else []))
     loader = make_loader(root, k=0.5, batch_size=6, image_size=8, with_info=True)
     with pytest.warns(CorruptSampleWarning, match=f"{victim}.*exactly one structure field"):
         keys = epoch_keys(loader)
@@ -398,19 +392,26 @@ def test_manifest_and_shard_disagreeing_are_errors(tmp_path):
         make_eval_loader(root)
 
 
-def corrupt_one_sample(root, shard="train-000000.tar", field="png"):
-    """Truncate a field of the first sample of a shard; returns the sample's key."""
-    path = root / shard
+def rewrite_first_sample(path, edit):
+    """Rewrite the tar at ``path`` with each field of its first sample replaced by the
+    ``(field, data)`` pairs of ``edit(field, data)``; returns that sample's key."""
     with tarfile.open(path) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
     victim = members[0][0].name.partition(".")[0]
     with tarfile.open(path, "w") as tar:
         for member, data in members:
-            if member.name == f"{victim}.{field}":
-                data = data[: len(data) // 2]
-                member.size = len(data)
-            tar.addfile(member, io.BytesIO(data))
+            key, _, field = member.name.partition(".")
+            for new_field, new_data in edit(field, data) if key == victim else [(field, data)]:
+                info = copy.copy(member)
+                info.name, info.size = f"{key}.{new_field}", len(new_data)
+                tar.addfile(info, io.BytesIO(new_data))
     return victim
+
+
+def corrupt_one_sample(root, shard="train-000000.tar", field="png"):
+    """Truncate a field of the first sample of a shard; returns the sample's key."""
+    return rewrite_first_sample(root / shard, lambda name, data: [
+        (name, data[: len(data) // 2] if name == field else data)])
 
 
 @pytest.mark.parametrize(("field", "p_conflict", "version"), [
