@@ -38,18 +38,18 @@ from skimage import data
 from stexture.loader import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    _compose_normalized,
-    _decode_rgb,
-    _Normalize,
     crop_layers,
     make_loader,
     random_resized_crop_box,
 )
+from stexture.loader.batch import Normalize
+from stexture.mixing import MixPlan, compose_normalized
 from stexture.shards.format import (
     INDEX_NAME,
     LEGACY_STRUCTURE_FIELD,
     MANIFEST_NAME,
     STRUCTURE_FIELD,
+    decode_rgb,
     decode_structure,
     encode_image,
     encode_legacy_structure,
@@ -119,7 +119,7 @@ class PlainTransform:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, jpg: bytes) -> np.ndarray:
-        image = _decode_rgb(jpg)
+        image = decode_rgb(jpg)
         box = random_resized_crop_box(*image.shape[:2], self.rng, 0.35)
         return crop_layers((image,), box, self.image_size, flip=bool(self.rng.integers(2)))[0]
 
@@ -129,14 +129,14 @@ class PlainNormalize:
     sample an original), so that normalising costs both pipelines the same."""
 
     def __init__(self) -> None:
-        normalize = _Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        self.scale, self.shift = normalize.channel_scale, normalize.channel_shift
+        normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.scale, self.shift = normalize.scale, normalize.shift
 
     def __call__(self, batch: tuple) -> tuple:
         images, labels = batch
         n = len(images)
-        x = _compose_normalized(images, images, np.arange(n), np.zeros(n, bool), self.scale,
-                                self.shift)
+        originals = MixPlan(torch.arange(n), torch.arange(n), torch.zeros(n, dtype=torch.bool))
+        x = compose_normalized(images, images, originals, scale=self.scale, shift=self.shift)
         return torch.from_numpy(x), torch.as_tensor(labels)
 
 
@@ -162,11 +162,11 @@ def decode_costs(root: Path, legacy_root: Path) -> dict[str, float]:
     sample = next(iter_tar_samples(root / shard_name("train", 0)))
     legacy = next(iter_tar_samples(legacy_root / shard_name("train", 0)))
     return {
-        "jpg": 1e3 * median_seconds(lambda: _decode_rgb(sample["jpg"]), repeats=50),
+        "jpg": 1e3 * median_seconds(lambda: decode_rgb(sample["jpg"]), repeats=50),
         STRUCTURE_FIELD: 1e3 * median_seconds(
             lambda: decode_structure(sample[STRUCTURE_FIELD]), repeats=50),
         LEGACY_STRUCTURE_FIELD: 1e3 * median_seconds(
-            lambda: _decode_rgb(legacy[LEGACY_STRUCTURE_FIELD]), repeats=50),
+            lambda: decode_rgb(legacy[LEGACY_STRUCTURE_FIELD]), repeats=50),
     }
 
 

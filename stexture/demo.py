@@ -173,20 +173,21 @@ def _tile(pixels: np.ndarray, height: int) -> np.ndarray:
 
 
 def _composite(sample: DecodedSample, donor: DecodedSample) -> np.ndarray:
-    """``sample``'s structure plus ``donor``'s texture, as the loader composes it."""
+    """``sample``'s structure plus ``donor``'s texture, by the loader's composition."""
     import torch
 
-    from .mixing import compose_uint8
+    from .mixing import MixPlan, compose_normalized
 
     donor_image, donor_structure = donor.image, donor.structure
     if donor_image.shape != sample.image.shape:
         size = (sample.image.shape[1], sample.image.shape[0])
         donor_image = cv2.resize(donor_image, size, interpolation=cv2.INTER_AREA)
         donor_structure = cv2.resize(donor_structure, size, interpolation=cv2.INTER_AREA)
-    # decoded layers may be read-only views; torch wants arrays it may write
-    layers = [torch.from_numpy(np.array(layer)) for layer in
-              (sample.structure, donor_image, donor_structure)]
-    return compose_uint8(*layers).numpy()
+    plan = MixPlan(torch.tensor([0]), torch.tensor([1]), torch.tensor([True]))
+    composed = compose_normalized(
+        np.stack([sample.image, donor_image]), np.stack([sample.structure, donor_structure]),
+        plan, scale=np.ones(3, np.float32), shift=np.zeros(3, np.float32))
+    return composed[0].transpose(1, 2, 0).astype(np.uint8)  # integers: alpha 1, no scaling
 
 
 def soft_label_text(k: float, structure_class: str, texture_class: str) -> str:

@@ -1,16 +1,31 @@
 """Cue-conflict mixing: the structure of one image with the texture of another, soft labels.
 
-A cue-conflict sample joins the structure layer of image *a* with the texture layer of image
-*b* and is labelled with both classes,
+A cue-conflict sample joins the structure layer ``s_a`` of image *a* with the texture layer
+``t_b`` of image *b* and is labelled with both classes,
 
-    x = clip(s_a + texture_scale * t_b, 0, 1),
+    x = clip(s_a + (1 - alpha) * t_a + alpha * texture_scale * P(t_b), 0, 1),
     y = k * onehot(c_a) + (1 - k) * onehot(c_b),
 
-optionally label-smoothed as in timm, ``y <- y * (1 - ls) + ls / C``. With ``k = 1`` the target
-names the structure (shape) class only, with ``k = 0`` the texture class only. The soft-target
-cross-entropy ``-sum_c y_c log p_c`` equals ``k * CE(c_a) + (1 - k) * CE(c_b)``, the loss of
-Li et al., "Shape-Texture Debiased Neural Network Training", ICLR 2021 (their ``gamma`` is
-``k``), who mix originals and cue-conflict images 1:1 in a batch (``p_conflict = 0.5``).
+optionally label-smoothed as in timm, ``y <- y * (1 - ls) + ls / C``. ``alpha`` is the share
+of the texture that is transferred (1: all of it, ``s_a + t_b``; Li et al. transfer feature
+statistics partially with ``alpha = 0.5``), and ``P`` the donor texture's layout:
+``"aligned"`` (as in *b*) or ``"shuffled"`` (rearranged in square tiles, so that the
+composite carries *b*'s texture statistics but not the places of *b*'s edges and seams).
+With ``k = 1`` the target names the structure (shape) class only, with ``k = 0`` the
+texture class only. The soft-target cross-entropy ``-sum_c y_c log p_c`` equals
+``k * CE(c_a) + (1 - k) * CE(c_b)``, the loss of Li et al., "Shape-Texture Debiased Neural
+Network Training", ICLR 2021 (their ``gamma`` is ``k``).
+
+A batch is mixed in one of two modes: ``"replace"`` turns a fraction ``p_conflict`` of the
+batch into composites (the batch keeps its size), ``"add"`` keeps every original and appends
+``round(p_conflict * B)`` composites after them, as Li et al. do (their batch doubles at
+``p_conflict = 1``).
+
+The composition exists twice, side by side, as timm's ``Mixup`` holds its float and uint8
+paths: :func:`compose` on float tensors (any device; the definition), and
+:func:`compose_normalized` on the 8-bit layers of a CPU batch, which composes, normalises and
+transposes to ``B x C x H x W`` in one pass (what the loader's workers run). Both take the
+same :class:`MixPlan`; a test holds them equal.
 
 :class:`CueConflictMix` follows the conventions of timm's ``Mixup`` and torchvision's
 ``v2.MixUp`` (``num_classes``, ``label_smoothing``, a callable returning ``(x, y)``), so its
@@ -20,12 +35,26 @@ targets go straight into ``nn.CrossEntropyLoss`` (probability targets).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
+from numba import njit
 
-__all__ = ["PAIRINGS", "CueConflictMix", "compose", "compose_uint8", "soft_targets"]
+__all__ = [
+    "MODES",
+    "PAIRINGS",
+    "TEXTURE_LAYOUTS",
+    "CueConflictMix",
+    "MixPlan",
+    "compose",
+    "compose_normalized",
+    "soft_targets",
+]
 
 PAIRINGS = ("different-class", "random")
+MODES = ("replace", "add")
+TEXTURE_LAYOUTS = ("aligned", "shuffled")
 
 
 def check_unit_interval(name: str, value: float, *, closed_right: bool = True) -> float:
@@ -59,22 +88,139 @@ def soft_targets(
     return y
 
 
-def compose(structure: torch.Tensor, texture: torch.Tensor) -> torch.Tensor:
-    """``clip(structure + texture, 0, 1)``: the texture is clipped where the sum would leave
-    the image range."""
-    return (structure + texture).clamp_(0.0, 1.0)
+# --------------------------------------------------------------------------- the plan
 
 
-def compose_uint8(
-    structure: torch.Tensor, donor_image: torch.Tensor, donor_structure: torch.Tensor
-) -> torch.Tensor:
-    """:func:`compose` on 8-bit layers: ``clip(s + (i_b - s_b), 0, 255)`` as uint8, exact.
+@dataclass(frozen=True)
+class MixPlan:
+    """Which samples of a batch make each output row: the random part of mixing.
 
-    Equals ``255 * compose(s / 255, (i_b - s_b) / 255)`` and costs a fraction of the float
-    version (int16 arithmetic, no scaling); with ``donor = self`` it returns the image.
+    Row ``r`` of the mixed batch takes its structure (and, as an original, its own texture)
+    from sample ``structure_index[r]`` and, as a composite (``is_conflict[r]``), the texture
+    of sample ``texture_index[r]``, laid out by ``tiles[r]``: tile ``j`` of the row's texture
+    (row-major over a grid of ``tile_size`` squares) is tile ``tiles[r, j]`` of the donor's.
+    ``tiles`` is ``None`` for the aligned layout; pixels past the last whole tile keep their
+    place. Originals have ``texture_index[r] == structure_index[r]`` and identity tiles.
     """
-    texture = donor_image.to(torch.int16) - donor_structure.to(torch.int16)
-    return (structure.to(torch.int16) + texture).clamp_(0, 255).to(torch.uint8)
+
+    structure_index: torch.Tensor  # int64 (R,)
+    texture_index: torch.Tensor  # int64 (R,)
+    is_conflict: torch.Tensor  # bool (R,)
+    tiles: torch.Tensor | None = None  # int64 (R, tiles per image)
+    tile_size: int = 0
+
+    def __len__(self) -> int:
+        return int(self.structure_index.shape[0])
+
+    def subset(self, rows: torch.Tensor) -> MixPlan:
+        """The plan of some of the rows (e.g. those whose samples could be decoded)."""
+        tiles = None if self.tiles is None else self.tiles[rows]
+        return MixPlan(self.structure_index[rows], self.texture_index[rows],
+                       self.is_conflict[rows], tiles, self.tile_size)
+
+    def needs_structure(self) -> set[int]:
+        """Samples whose structure layer the plan uses: those of every composite and its donor
+        (an original needs only its image)."""
+        rows = self.is_conflict
+        return set(self.structure_index[rows].tolist()) | set(self.texture_index[rows].tolist())
+
+
+def _donor_pixel_map(plan: MixPlan, height: int, width: int) -> torch.Tensor | None:
+    """Per row, the flat donor pixel index of each output pixel (``None``: aligned)."""
+    if plan.tiles is None:
+        return None
+    t = plan.tile_size
+    ny, nx = height // t, width // t
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    inside = (ys < ny * t) & (xs < nx * t)
+    tile_of = torch.where(inside, (ys // t) * nx + xs // t, 0)
+    source_tile = plan.tiles[:, tile_of]  # R x H x W
+    sy = torch.where(inside, (source_tile // nx) * t + ys % t, ys)
+    sx = torch.where(inside, (source_tile % nx) * t + xs % t, xs)
+    return (sy * width + sx).reshape(len(plan), -1)
+
+
+def _laid_out(texture: torch.Tensor, pixel_map: torch.Tensor | None) -> torch.Tensor:
+    if pixel_map is None:
+        return texture
+    rows, channels = texture.shape[:2]
+    flat = texture.reshape(rows, channels, -1)
+    index = pixel_map.to(texture.device)[:, None, :].expand(rows, channels, -1)
+    return torch.gather(flat, 2, index).reshape(texture.shape)
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def compose(structure: torch.Tensor, texture: torch.Tensor, plan: MixPlan, *,
+            alpha: float = 1.0, texture_scale: float = 1.0) -> torch.Tensor:
+    """The mixed batch ``x`` in [0, 1] for ``plan`` (float path, any device).
+
+    ``x[r] = clip(s_a + (1 - alpha) t_a + alpha * texture_scale * P(t_b), 0, 1)`` for a
+    composite (``a = structure_index[r]``, ``b = texture_index[r]``, ``P`` the tile layout)
+    and ``clip(s_a + t_a, 0, 1)`` for an original; ``structure`` and ``texture`` are float
+    ``B x C x H x W`` (texture in [-1, 1]).
+    """
+    device = structure.device
+    a = plan.structure_index.to(device)
+    s_a, t_a = structure[a], texture[a]
+    t_b = _laid_out(texture[plan.texture_index.to(device)],
+                    _donor_pixel_map(plan, *structure.shape[2:]))
+    mixed = s_a + (1.0 - alpha) * t_a + (alpha * texture_scale) * t_b
+    conflict = plan.is_conflict.to(device)[:, None, None, None]
+    return torch.where(conflict, mixed, s_a + t_a).clamp_(0.0, 1.0)
+
+
+@njit(cache=True)
+def _compose_normalized_kernel(images, structures, structure_index, texture_index, is_conflict,
+                               tiles, tile_size, own_weight, donor_weight, scale, shift):
+    rows = structure_index.shape[0]
+    _, height, width, channels = images.shape
+    out = np.empty((rows, channels, height, width), np.float32)
+    nx = width // tile_size if tile_size > 0 else 0
+    ny = height // tile_size if tile_size > 0 else 0
+    for r in range(rows):
+        a = structure_index[r]
+        b = texture_index[r]
+        for y in range(height):
+            for x in range(width):
+                sy, sx = y, x
+                if is_conflict[r] and tile_size > 0 and y < ny * tile_size and x < nx * tile_size:
+                    src = tiles[r, (y // tile_size) * nx + x // tile_size]
+                    sy = (src // nx) * tile_size + y % tile_size
+                    sx = (src % nx) * tile_size + x % tile_size
+                for c in range(channels):
+                    if is_conflict[r]:
+                        s = np.float32(structures[a, y, x, c])
+                        t_a = np.float32(images[a, y, x, c]) - s
+                        t_b = (np.float32(images[b, sy, sx, c])
+                               - np.float32(structures[b, sy, sx, c]))
+                        v = s + own_weight * t_a + donor_weight * t_b
+                        v = min(max(v, np.float32(0.0)), np.float32(255.0))
+                    else:
+                        v = np.float32(images[a, y, x, c])
+                    out[r, c, y, x] = v * scale[c] + shift[c]
+    return out
+
+
+def compose_normalized(images: np.ndarray, structures: np.ndarray, plan: MixPlan, *,
+                       alpha: float = 1.0, texture_scale: float = 1.0,
+                       scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """:func:`compose` on uint8 ``B x H x W x C`` layers, normalised: float32 ``R x C x H x W``
+    with ``x[r, c] = scale[c] * (255 * compose(...)[r, c]) + shift[c]``.
+
+    The CPU fast path of the loader: composing, normalising and the HWC -> CHW transpose in
+    one pass, several times cheaper than the tensor ops. With ``alpha = texture_scale = 1`` a
+    composite is the exact integer ``clip(s_a + i_b - s_b, 0, 255)`` before scaling.
+    ``structures`` rows that no composite uses may hold anything.
+    """
+    tiles = np.zeros((len(plan), 1), np.int64) if plan.tiles is None else plan.tiles.numpy()
+    return _compose_normalized_kernel(
+        np.ascontiguousarray(images), np.ascontiguousarray(structures),
+        plan.structure_index.numpy(), plan.texture_index.numpy(), plan.is_conflict.numpy(),
+        np.ascontiguousarray(tiles), plan.tile_size if plan.tiles is not None else 0,
+        np.float32(1.0 - alpha), np.float32(alpha * texture_scale),
+        np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(shift, np.float32))
 
 
 def _check_batch(structure: torch.Tensor, texture: torch.Tensor, labels: torch.Tensor,
@@ -103,8 +249,11 @@ def _check_batch(structure: torch.Tensor, texture: torch.Tensor, labels: torch.T
         )
 
 
+# --------------------------------------------------------------------------- the mixer
+
+
 class CueConflictMix:
-    """Turn a fraction of a batch into cue-conflict samples with soft labels.
+    """Mix a batch with cue-conflict composites and soft labels.
 
     Parameters
     ----------
@@ -114,37 +263,45 @@ class CueConflictMix:
         Weight of the structure class in a cue-conflict target (1 - k goes to the texture
         class).
     p_conflict : float in [0, 1]
-        Fraction of each batch made cue-conflict; the rest stay original images
-        (``structure + texture`` of the same sample) with one-hot targets. The count per batch
-        of ``B`` samples is ``floor(p * B)`` or ``ceil(p * B)``, the latter with probability
-        ``p * B - floor(p * B)`` (stochastic rounding): every batch is within one sample of
-        ``p * B`` and the expected fraction is exactly ``p`` whatever the batch size. Which
-        samples become cue-conflict is drawn uniformly.
+        Composites per batch of ``B`` samples, as a fraction of ``B``. The count is
+        ``floor(p * B)`` or ``ceil(p * B)``, the latter with probability
+        ``p * B - floor(p * B)`` (stochastic rounding): within one of ``p * B`` and exactly
+        ``p`` in expectation whatever the batch size. Which samples give their structure is
+        drawn uniformly, without repetition.
     pairing : {"different-class", "random"}
-        How a cue-conflict sample's texture donor is drawn from the batch. "different-class":
+        How a composite's texture donor is drawn from the batch. "different-class":
         uniformly among the samples of another class whenever the batch has one; otherwise
         (a batch of one class) among the other samples, and such a pair is counted in
         :attr:`same_class_pairs`. "random": uniformly among the other samples, whatever their
-        class. In both, donors are drawn among the batch's other *cue-conflict* samples when
-        one qualifies, and among all its samples only when none does: the set of cue-conflict
-        samples is a uniform draw, so every qualifying sample of the batch is equally likely
-        to be a donor either way, and only the cue-conflict samples need a structure layer
-        (a loader decodes p_conflict of them, not about 70% at p_conflict = 0.5). A donor
-        gives its own original texture even though it is itself cue-conflict.
-    texture_scale : float
-        Factor on the donor's texture in a cue-conflict sample (1 = as decomposed); originals
-        keep their own texture unscaled.
+        class. In both, donors are drawn among the batch's other structure-giving samples
+        when one qualifies, and among all its samples only when none does: that set is a
+        uniform draw, so every qualifying sample is equally likely to be a donor either way,
+        and a loader decodes the structure layer of only about ``p * B`` samples.
+    texture_scale : float >= 0
+        Factor on the donor's texture in a composite (1 = as decomposed).
     label_smoothing : float in [0, 1)
         timm-style smoothing of every target row: ``y * (1 - ls) + ls / C``.
+    mode : {"replace", "add"}
+        "replace": the chosen samples become composites, the batch keeps ``B`` rows.
+        "add": all ``B`` originals stay (one-hot), the composites are appended after them
+        (``B + round(p * B)`` rows), as in Li et al.
+    alpha : float in [0, 1]
+        Share of the texture transferred: a composite is ``s_a + (1 - alpha) t_a +
+        alpha t_b``; 1 swaps the texture whole.
+    texture_layout : {"aligned", "shuffled"}
+        "shuffled" rearranges the donor's texture in tiles of ``tile_size`` pixels (a uniform
+        permutation per composite), removing the donor's silhouette from the composite.
+    tile_size : int >= 1
+        Side of the tiles of the shuffled layout, in pixels of the mixed images.
     generator : torch.Generator, optional
-        CPU generator for every random draw (which samples, which donors, the rounding); the
-        draws do not depend on the tensors' device, so a seeded generator gives the same
-        batches on CPU and CUDA. ``None`` uses torch's global RNG.
+        CPU generator for every random draw; the draws do not depend on the tensors' device,
+        so a seeded generator gives the same batches on CPU and CUDA. ``None`` uses torch's
+        global RNG.
 
     Attributes
     ----------
     conflict_pairs : int
-        Cue-conflict samples made so far.
+        Composites made so far.
     same_class_pairs : int
         Of those, how many got a donor of their own class (one-hot targets).
 
@@ -164,20 +321,36 @@ class CueConflictMix:
         texture_scale: float = 1.0,
         label_smoothing: float = 0.0,
         generator: torch.Generator | None = None,
+        *,
+        mode: str = "replace",
+        alpha: float = 1.0,
+        texture_layout: str = "aligned",
+        tile_size: int = 16,
     ) -> None:
         if int(num_classes) != num_classes or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
         if pairing not in PAIRINGS:
             raise ValueError(f"unknown pairing {pairing!r}; expected one of {', '.join(PAIRINGS)}")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        if texture_layout not in TEXTURE_LAYOUTS:
+            raise ValueError(f"unknown texture_layout {texture_layout!r}; expected one of "
+                             f"{', '.join(TEXTURE_LAYOUTS)}")
         if not math.isfinite(texture_scale) or texture_scale < 0:
             raise ValueError(f"texture_scale must be finite and >= 0, got {texture_scale}")
+        if int(tile_size) != tile_size or tile_size < 1:
+            raise ValueError(f"tile_size must be an integer >= 1, got {tile_size}")
         self.num_classes = int(num_classes)
         self.k = check_unit_interval("k", k)
         self.p_conflict = check_unit_interval("p_conflict", p_conflict)
         self.label_smoothing = check_unit_interval(
             "label_smoothing", label_smoothing, closed_right=False
         )
+        self.alpha = check_unit_interval("alpha", alpha)
         self.pairing = pairing
+        self.mode = mode
+        self.texture_layout = texture_layout
+        self.tile_size = int(tile_size)
         self.texture_scale = float(texture_scale)
         self.generator = generator
         self.conflict_pairs = 0
@@ -187,7 +360,9 @@ class CueConflictMix:
         return (
             f"{type(self).__name__}(num_classes={self.num_classes}, k={self.k}, "
             f"p_conflict={self.p_conflict}, pairing={self.pairing!r}, "
-            f"texture_scale={self.texture_scale}, label_smoothing={self.label_smoothing})"
+            f"texture_scale={self.texture_scale}, label_smoothing={self.label_smoothing}, "
+            f"mode={self.mode!r}, alpha={self.alpha}, texture_layout={self.texture_layout!r}, "
+            f"tile_size={self.tile_size})"
         )
 
     def _conflict_count(self, batch: int) -> int:
@@ -216,24 +391,47 @@ class CueConflictMix:
         scores = torch.rand(len(chosen), batch, generator=self.generator)
         return torch.where(allowed, scores, -1.0).argmax(dim=1)
 
-    def draw(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The random part of a call, on the CPU: ``(texture_index, is_conflict)``.
+    def _draw_tiles(self, rows: torch.Tensor, image_size: tuple[int, int] | None
+                    ) -> torch.Tensor | None:
+        if self.texture_layout == "aligned":
+            return None
+        if image_size is None:
+            raise ValueError("texture_layout='shuffled' needs the image size to draw tiles")
+        count = (image_size[0] // self.tile_size) * (image_size[1] // self.tile_size)
+        if count < 2:
+            raise ValueError(f"tile_size={self.tile_size} leaves fewer than 2 tiles in a "
+                             f"{image_size[0]}x{image_size[1]} image")
+        tiles = torch.arange(count).repeat(len(rows), 1)
+        for r in torch.nonzero(rows).flatten().tolist():
+            tiles[r] = torch.randperm(count, generator=self.generator)
+        return tiles
 
-        ``texture_index[i]`` is the sample whose texture goes into sample ``i`` (``i`` itself
-        for an original). A loader can draw the plan before decoding and decode the structure
-        layer only of the samples that need it (cue-conflict samples and donors), then call
-        :meth:`apply`.
+    def draw(self, labels: torch.Tensor, image_size: tuple[int, int] | None = None) -> MixPlan:
+        """The random part of mixing a batch with these ``labels``, on the CPU.
+
+        A loader draws the plan before decoding and decodes the structure layer only of the
+        samples in :meth:`MixPlan.needs_structure`, then composes. ``image_size`` (height,
+        width) is needed by the shuffled layout.
         """
         labels = labels.cpu()
         batch = labels.shape[0]
         count = self._conflict_count(batch)
         chosen = torch.randperm(batch, generator=self.generator)[:count]
-        texture_index = torch.arange(batch)
-        is_conflict = torch.zeros(batch, dtype=torch.bool)
-        if count:
-            texture_index[chosen] = self._draw_donors(labels, chosen)
+        if self.mode == "add":
+            chosen = chosen.sort().values  # composites follow the originals in batch order
+        donors = self._draw_donors(labels, chosen) if count else chosen
+        if self.mode == "replace":
+            structure_index = torch.arange(batch)
+            texture_index = torch.arange(batch)
+            texture_index[chosen] = donors
+            is_conflict = torch.zeros(batch, dtype=torch.bool)
             is_conflict[chosen] = True
-        return texture_index, is_conflict
+        else:
+            structure_index = torch.cat([torch.arange(batch), chosen])
+            texture_index = torch.cat([torch.arange(batch), donors])
+            is_conflict = torch.arange(batch + count) >= batch
+        return MixPlan(structure_index, texture_index, is_conflict,
+                       self._draw_tiles(is_conflict, image_size), self.tile_size)
 
     def __call__(
         self,
@@ -250,59 +448,52 @@ class CueConflictMix:
         texture : float tensor B x 3 x H x W in [-1, 1], same device
         labels : int64 tensor B, the class of each sample
         return_info : bool
-            Also return ``info``: ``structure_cls``, ``texture_cls`` (int64 B),
-            ``is_conflict`` (bool B) and ``texture_index`` (int64 B, the donor in the batch).
+            Also return ``info``: ``structure_cls``, ``texture_cls`` (int64 R),
+            ``is_conflict`` (bool R), ``structure_index`` and ``texture_index`` (int64 R,
+            the samples of the batch each row comes from).
 
         Returns
         -------
-        x : float tensor B x 3 x H x W in [0, 1]
-        y : float32 tensor B x C, rows summing to 1
+        x : float tensor R x 3 x H x W in [0, 1] (R = B in "replace" mode)
+        y : float32 tensor R x C, rows summing to 1
         info : dict, only with ``return_info=True``
         """
-        texture_index, is_conflict = self.draw(labels)
-        return self.apply(structure, texture, labels, texture_index, is_conflict, return_info)
+        plan = self.draw(labels, tuple(structure.shape[2:]))
+        return self.apply(structure, texture, labels, plan, return_info)
 
     def apply(
         self,
         structure: torch.Tensor,
         texture: torch.Tensor,
         labels: torch.Tensor,
-        texture_index: torch.Tensor,
-        is_conflict: torch.Tensor,
+        plan: MixPlan,
         return_info: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, dict]:
         """The deterministic part of a call: compose and label the batch for a plan from
         :meth:`draw`. Arguments and results as in :meth:`__call__`."""
         _check_batch(structure, texture, labels, self.num_classes)
-        if texture_index.shape != labels.shape or is_conflict.shape != labels.shape:
-            raise ValueError("texture_index and is_conflict must have the labels' shape")
-        device = structure.device
-        texture_index = texture_index.to(device)
-        is_conflict = is_conflict.to(device)
-        donor_texture = texture[texture_index]
-        if self.texture_scale != 1.0:  # originals keep their own texture unscaled
-            scale = torch.where(is_conflict, self.texture_scale, 1.0)
-            donor_texture = donor_texture * scale.to(device, texture.dtype)[:, None, None, None]
-        x = compose(structure, donor_texture)
-        y, info = self.targets(labels, texture_index, is_conflict)
+        x = compose(structure, texture, plan, alpha=self.alpha, texture_scale=self.texture_scale)
+        y, info = self.targets(labels, plan)
         return (x, y, info) if return_info else (x, y)
 
-    def targets(
-        self, labels: torch.Tensor, texture_index: torch.Tensor, is_conflict: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Soft targets and ``info`` of a planned batch (all on the labels' device), counting
-        the pairs; the labelling half of :meth:`apply`, for callers that compose themselves
-        (the loader composes uint8 layers with :func:`compose_uint8`)."""
-        texture_index = texture_index.to(labels.device)
-        is_conflict = is_conflict.to(labels.device)
-        texture_cls = labels[texture_index]
+    def targets(self, labels: torch.Tensor, plan: MixPlan
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Soft targets and ``info`` of a planned batch (on the labels' device), counting the
+        pairs: the labelling half of :meth:`apply`, for callers that compose themselves."""
+        device = labels.device
+        structure_index = plan.structure_index.to(device)
+        texture_index = plan.texture_index.to(device)
+        is_conflict = plan.is_conflict.to(device)
+        structure_cls, texture_cls = labels[structure_index], labels[texture_index]
         self.conflict_pairs += int(is_conflict.sum())
-        self.same_class_pairs += int((texture_cls == labels)[is_conflict].sum())
-        y = soft_targets(labels, texture_cls, self.k, self.num_classes, self.label_smoothing)
+        self.same_class_pairs += int((texture_cls == structure_cls)[is_conflict].sum())
+        y = soft_targets(structure_cls, texture_cls, self.k, self.num_classes,
+                         self.label_smoothing)
         info = {
-            "structure_cls": labels,
+            "structure_cls": structure_cls,
             "texture_cls": texture_cls,
             "is_conflict": is_conflict,
+            "structure_index": structure_index,
             "texture_index": texture_index,
         }
         return y, info

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from stexture.mixing import CueConflictMix, compose, compose_uint8, soft_targets
+from stexture.mixing import (
+    CueConflictMix,
+    MixPlan,
+    compose,
+    compose_normalized,
+    soft_targets,
+)
 
 
 def make_batch(labels: list[int], size: int = 4, seed: int = 0):
@@ -156,22 +163,89 @@ def test_same_generator_seed_gives_the_same_batch():
     assert torch.equal(a[3], b[3]) and torch.equal(a[4], b[4])
 
 
-def test_soft_targets_and_compose_helpers():
+def test_soft_targets_and_a_clipped_composite():
     y = soft_targets(torch.tensor([0, 1]), torch.tensor([2, 1]), 0.6, 3)
     torch.testing.assert_close(y, torch.tensor([[0.6, 0.0, 0.4], [0.0, 1.0, 0.0]]))
-    x = compose(torch.tensor([0.9, 0.1, 0.5]), torch.tensor([0.3, -0.4, 0.2]))
-    torch.testing.assert_close(x, torch.tensor([1.0, 0.0, 0.7]))
+    s = torch.tensor([0.9, 0.1, 0.5]).view(1, 3, 1, 1).repeat(2, 1, 1, 1)
+    t = torch.tensor([[0.3, -0.4, 0.2], [0.0, 0.0, 0.0]]).view(2, 3, 1, 1)
+    plan = MixPlan(torch.tensor([1]), torch.tensor([0]), torch.tensor([True]))
+    x = compose(s, t, plan)  # s_1 + t_0, clipped
+    torch.testing.assert_close(x.flatten(), torch.tensor([1.0, 0.0, 0.7]))
 
 
-def test_uint8_composition_equals_the_float_one():
-    g = torch.Generator().manual_seed(5)
-    s, i_b, s_b = (torch.randint(0, 256, (2, 3, 5, 5), generator=g, dtype=torch.uint8)
-                   for _ in range(3))
-    x = compose_uint8(s, i_b, s_b)
-    assert x.dtype == torch.uint8
-    reference = compose(s.float() / 255, (i_b.float() - s_b.float()) / 255)
-    torch.testing.assert_close(x.float() / 255, reference, rtol=0, atol=1e-6)
-    assert torch.equal(compose_uint8(s_b, i_b, s_b), i_b)  # own texture: the image
+def reference_composite(images, structures, plan, alpha, texture_scale):
+    """Row by row, pixel by pixel, in float64: the composite's definition."""
+    images, structures = images.astype(np.float64), structures.astype(np.float64)
+    rows = []
+    for r in range(len(plan)):
+        a, b = int(plan.structure_index[r]), int(plan.texture_index[r])
+        if not plan.is_conflict[r]:
+            rows.append(images[a])
+            continue
+        t_b = images[b] - structures[b]
+        if plan.tiles is not None:
+            t, moved = plan.tile_size, t_b.copy()
+            nx = images.shape[2] // t
+            for j, src in enumerate(plan.tiles[r].tolist()):
+                ty, tx, sy, sx = j // nx, j % nx, src // nx, src % nx
+                moved[ty * t:(ty + 1) * t, tx * t:(tx + 1) * t] = \
+                    t_b[sy * t:(sy + 1) * t, sx * t:(sx + 1) * t]
+            t_b = moved
+        t_a = images[a] - structures[a]
+        rows.append(np.clip(structures[a] + (1 - alpha) * t_a + alpha * texture_scale * t_b,
+                            0, 255))
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("mode", ["replace", "add"])
+@pytest.mark.parametrize("layout", ["aligned", "shuffled"])
+@pytest.mark.parametrize(("alpha", "texture_scale"), [(1.0, 1.0), (0.5, 1.0), (0.7, 0.5)])
+def test_uint8_kernel_and_float_path_both_equal_the_definition(mode, layout, alpha,
+                                                              texture_scale):
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (6, 9, 8, 3), dtype=np.uint8)  # 9 x 8: a strip past the tiles
+    structures = rng.integers(0, 256, (6, 9, 8, 3), dtype=np.uint8)
+    mix = CueConflictMix(3, 0.5, p_conflict=0.5, mode=mode, alpha=alpha,
+                         texture_scale=texture_scale, texture_layout=layout, tile_size=4,
+                         generator=torch.Generator().manual_seed(1))
+    plan = mix.draw(torch.tensor([0, 1, 2, 0, 1, 2]), (9, 8))
+    assert len(plan) == (9 if mode == "add" else 6)
+    expected = reference_composite(images, structures, plan, alpha, texture_scale)
+    scale, shift = np.array([0.5, 2.0, 1.0], np.float32), np.array([0.1, -1.0, 0.0], np.float32)
+    fast = compose_normalized(images, structures, plan, alpha=alpha,
+                              texture_scale=texture_scale, scale=scale, shift=shift)
+    wanted = expected.transpose(0, 3, 1, 2) * scale[:, None, None] + shift[:, None, None]
+    np.testing.assert_allclose(fast, wanted, rtol=1e-6, atol=1e-4)
+    chw = [torch.from_numpy(a).permute(0, 3, 1, 2).double() / 255 for a in (images, structures)]
+    slow = compose(chw[1], chw[0] - chw[1], plan, alpha=alpha, texture_scale=texture_scale)
+    np.testing.assert_allclose(slow.numpy() * 255, expected.transpose(0, 3, 1, 2), atol=1e-9)
+    if alpha == texture_scale == 1.0:  # the exact integer composite clip(s_a + i_b - s_b)
+        ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+        exact = compose_normalized(images, structures, plan, scale=ones, shift=zeros)
+        assert np.array_equal(exact, expected.transpose(0, 3, 1, 2))
+
+
+def test_add_mode_keeps_every_original_and_appends_the_composites():
+    labels = [0, 1, 2, 3, 0, 1, 2, 3]
+    mix, structure, texture, x, y, info = mixed(labels, p_conflict=0.5, mode="add")
+    assert x.shape[0] == y.shape[0] == 12
+    assert torch.equal(info["structure_index"][:8], torch.arange(8))
+    assert not info["is_conflict"][:8].any() and info["is_conflict"][8:].all()
+    torch.testing.assert_close(x[:8], (structure + texture).clamp(0, 1))
+    assert torch.equal(y[:8], torch.nn.functional.one_hot(torch.tensor(labels), 4).float())
+    chosen = info["structure_index"][8:]
+    assert len(set(chosen.tolist())) == 4 and (info["texture_index"][8:] != chosen).all()
+    assert mix.conflict_pairs == 4
+
+
+def test_shuffled_layout_permutes_whole_tiles_of_the_donor_texture():
+    mix = CueConflictMix(2, 0.5, p_conflict=1.0, texture_layout="shuffled", tile_size=2,
+                         generator=torch.Generator().manual_seed(0))
+    plan = mix.draw(torch.tensor([0, 1]), (4, 4))
+    assert plan.tiles.shape == (2, 4)
+    assert all(sorted(row.tolist()) == [0, 1, 2, 3] for row in plan.tiles)
+    with pytest.raises(ValueError, match="fewer than 2 tiles"):
+        mix.draw(torch.tensor([0, 1]), (3, 3))
 
 
 def test_without_info_returns_two_tensors():
@@ -192,6 +266,10 @@ def test_without_info_returns_two_tensors():
         ({"num_classes": 1}, "num_classes"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
         ({"texture_scale": -1.0}, "texture_scale"),
+        ({"mode": "concat"}, "mode"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"texture_layout": "tiled"}, "texture_layout"),
+        ({"tile_size": 0}, "tile_size"),
     ],
 )
 def test_bad_arguments_are_value_errors_naming_them(options, name):

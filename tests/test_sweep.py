@@ -149,7 +149,7 @@ def test_min_scale_reaches_the_training_loader_and_the_settings(shards, tmp_path
     seen = []
 
     def record_min_scale(train_loader, val_loaders, k, seed):
-        seen.append(train_loader._stream.min_scale)
+        seen.append(train_loader.dataset.min_scale)
         return {"clean_acc": 0.5}
 
     sweep(shards, [1.0], seeds=1, min_scale=0.8, baseline=False, train_fn=record_min_scale,

@@ -35,6 +35,7 @@ per rejected input with its reason.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import struct
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import zstandard
 from numba import njit, types
@@ -61,15 +63,19 @@ __all__ = [
     "Manifest",
     "ShardInfo",
     "decode_sample",
+    "decode_rgb",
     "decode_structure",
     "encode_image",
     "encode_legacy_structure",
     "encode_sample",
     "encode_structure",
     "iter_tar_samples",
+    "read_index",
     "read_manifest",
     "shard_name",
+    "split_member_name",
     "structure_field",
+    "tar_member_offsets",
     "texture_of",
     "write_tar",
 ]
@@ -223,9 +229,13 @@ def encode_image(pixels: np.ndarray, image_format: str = "jpg", quality: int = 9
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Decode image bytes to an 8-bit RGB ``HxWx3`` array."""
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
+    """Decode stored image bytes (JPEG, PNG, WebP) to an 8-bit RGB ``HxWx3`` array;
+    ``ValueError`` when they are not a decodable image. OpenCV's decoders give the pixels of
+    Pillow's for these formats and are faster (this runs for every sample a loader reads)."""
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if pixels is None:
+        raise ValueError("not a decodable image")
+    return pixels
 
 
 def encode_sample(
@@ -345,11 +355,9 @@ def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
             f.seek(0)
             members = _tarfile_files(path) if compressed else _tar_files(f)
             for name, payload in members:
-                folder, _, base = name.rpartition("/")
-                stem, dot, field_name = base.partition(".")
-                if not dot:
+                key, field_name = split_member_name(name)
+                if not field_name:
                     continue
-                key = f"{folder}/{stem}" if folder else stem
                 if current is not None and current["__key__"] != key:
                     yield current
                     current = None
@@ -370,6 +378,7 @@ _FILE_TYPES = (b"0", b"\0", b"7")
 _PAX_HEADER, _GNU_LONGNAME = b"x", b"L"
 _DESCRIBING_TYPES = (b"g", b"K")  # a global PAX header, a GNU long link name: not needed here
 _GNU_TYPES = (b"L", b"K", b"S")
+_INDEX_COLUMNS = ("key", "split", "shard", "cls")
 
 
 def _tarfile_files(path: str | Path) -> Iterator[tuple[str, bytes]]:
@@ -416,9 +425,35 @@ def _pax_records(payload: bytes) -> dict[str, str]:
 
 def _tar_files(f: Any) -> Iterator[tuple[str, bytes]]:
     """(name, payload) of each regular file of an uncompressed tar read from ``f``, in order;
-    ``ValueError`` for a bad header checksum or a truncated member. Handles ustar name
-    prefixes, PAX extended headers (``path``, ``size``) and GNU long names, as tarfile does."""
+    see :func:`_tar_entries`."""
+    for name, _, _, payload in _tar_entries(f, with_payload=True):
+        yield name, payload
+
+
+def tar_member_offsets(path: str | Path) -> Iterator[tuple[str, int, int]]:
+    """(name, offset of the data, size) of each regular file of an uncompressed tar, reading
+    headers only: the index behind random access into a shard. ``ValueError`` naming the
+    file for a compressed or damaged tar."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(6).startswith(_COMPRESSED_MAGICS):
+                raise ValueError("compressed; random access needs an uncompressed tar "
+                                 "(what `stexture decompose` writes)")
+            f.seek(0)
+            for name, offset, size, _ in _tar_entries(f, with_payload=False):
+                yield name, offset, size
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable tar file ({exc})") from exc
+
+
+def _tar_entries(f: Any, *, with_payload: bool) -> Iterator[tuple[str, int, int, bytes]]:
+    """(name, data offset, size, payload or b"") of each regular file of an uncompressed tar
+    read from ``f``, in order; ``ValueError`` for a bad header checksum or a truncated member.
+    Handles ustar name prefixes, PAX extended headers (``path``, ``size``) and GNU long
+    names, as tarfile does. Without ``with_payload`` the data of regular files is skipped."""
     overrides: dict[str, str] = {}
+    end = f.seek(0, 2)
+    f.seek(0)
     while True:
         header = f.read(_BLOCK)
         if 0 < len(header) < _BLOCK:
@@ -428,10 +463,12 @@ def _tar_files(f: Any) -> Iterator[tuple[str, bytes]]:
         _check_header_sum(header)
         kind = header[156:157]
         size = int(overrides.get("size", _tar_number(header[124:136])))
-        payload = f.read(size)
-        if len(payload) < size:
-            raise ValueError("truncated member")
-        f.seek(-size % _BLOCK, 1)
+        offset = f.tell()
+        if size < 0 or offset + size > end:
+            raise ValueError(f"member size {size} runs past the end of the file")
+        describing = kind in (_PAX_HEADER, _GNU_LONGNAME, *_DESCRIBING_TYPES)
+        payload = f.read(size) if with_payload or describing else b""
+        f.seek(offset + size + (-size % _BLOCK))
         if kind == _PAX_HEADER:
             overrides.update(_pax_records(payload))
             continue
@@ -446,7 +483,31 @@ def _tar_files(f: Any) -> Iterator[tuple[str, bytes]]:
         name = overrides.get("path", name)
         overrides = {}
         if kind in _FILE_TYPES and not name.endswith("/"):
-            yield name, payload
+            yield name, offset, size, payload
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """``dir/key.structure.dzst`` -> (``dir/key``, ``structure.dzst``): WebDataset's
+    convention, the key ending at the first dot of the last path component (no dot: the
+    field is empty)."""
+    folder, slash, base = name.rpartition("/")
+    stem, _, field_name = base.partition(".")
+    return folder + slash + stem, field_name
+
+
+def read_index(root: str | Path) -> list[dict[str, str]]:
+    """The rows of ``root/index.csv`` (``key``, ``split``, ``shard``, ``cls``);
+    ``FileNotFoundError`` when it is missing, ``ValueError`` for a row lacking a column."""
+    path = Path(root) / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {INDEX_NAME} in {root}: is it a directory written by "
+                                "`stexture decompose`?")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for number, row in enumerate(rows, start=2):
+        if any(row.get(column) is None for column in _INDEX_COLUMNS):
+            raise ValueError(f"{path}, line {number}: a row needs {', '.join(_INDEX_COLUMNS)}")
+    return rows
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ stored image (within one 8-bit level).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,7 +21,14 @@ from PIL import Image, ImageDraw
 from ..decompose import decompose
 from ..imageio import texture_to_display
 from ..smoothing import METHODS
-from .format import INDEX_NAME, DecodedSample, decode_sample, iter_tar_samples, read_manifest
+from .format import (
+    INDEX_NAME,
+    DecodedSample,
+    decode_sample,
+    iter_tar_samples,
+    read_index,
+    read_manifest,
+)
 
 __all__ = ["Validation", "contact_sheet", "validate_dataset"]
 
@@ -59,17 +65,20 @@ class Validation:
 
 
 def _read_index(root: Path, problems: list[str]) -> dict[str, tuple[str, str, int]]:
-    path = root / INDEX_NAME
-    if not path.is_file():
+    try:
+        rows = read_index(root)
+    except FileNotFoundError:
         problems.append(f"{INDEX_NAME} is missing")
         return {}
+    except ValueError as exc:
+        problems.append(str(exc))
+        return {}
     index = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            try:
-                index[row["key"]] = (row["split"], row["shard"], int(row["cls"]))
-            except (KeyError, ValueError, TypeError):
-                problems.append(f"{INDEX_NAME} has a malformed row: {row}")
+    for row in rows:
+        try:
+            index[row["key"]] = (row["split"], row["shard"], int(row["cls"]))
+        except ValueError:
+            problems.append(f"{INDEX_NAME} has a malformed row: {row}")
     return index
 
 

@@ -12,7 +12,6 @@ Run names: ``k0.4-seed1``, ``vanilla-seed1`` (original images only, one-hot labe
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from ..loader import make_eval_loader, make_loader
-from ..shards.format import INDEX_NAME, Manifest, read_manifest
+from ..shards.format import Manifest, read_index, read_manifest
 from .models import MODELS, build_model
 from .report import REQUIRED_METRIC, write_report
 from .trainer import (
@@ -119,15 +118,10 @@ def stratified_subset(manifest: Manifest, fraction: float, split: str = "train")
 
 
 def _keys_by_class(manifest: Manifest, split: str) -> dict[int, list[str]]:
-    path = manifest.root / INDEX_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no {INDEX_NAME} in {manifest.root}; it is needed to take a "
-                                "class-stratified subset of the training split")
     by_class: dict[int, list[str]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["split"] == split:
-                by_class.setdefault(int(row["cls"]), []).append(row["key"])
+    for row in read_index(manifest.root):
+        if row["split"] == split:
+            by_class.setdefault(int(row["cls"]), []).append(row["key"])
     return by_class
 
 

@@ -1,0 +1,80 @@
+"""What both loaders do to a batch once its layers are decoded: normalise, count, collate
+uint8 layers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from .index import warn_corrupt
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Counters", "Normalize"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+SKIPPED, CONFLICT_PAIRS, SAME_CLASS_PAIRS = range(3)
+
+
+class Normalize:
+    """``(x / 255 - mean) / std`` per channel, as one multiply-add ``scale * v + shift`` on
+    8-bit values ``v``. Holds plain float arrays only (no views of torch tensors), so it
+    survives being sent to workers whatever their start method."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        mean = tuple(float(m) for m in mean)
+        std = tuple(float(s) for s in std)
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need 3 values each, got {len(mean)} and {len(std)}")
+        if not all(math.isfinite(v) for v in mean + std):
+            raise ValueError(f"mean and std must be finite, got mean={mean}, std={std}")
+        if min(std) <= 0:
+            raise ValueError(f"std values must be > 0, got {std}")
+        self.mean, self.std = mean, std
+        self.scale = np.array([1.0 / (255.0 * s) for s in std], np.float32)
+        self.shift = np.array([-m / s for m, s in zip(mean, std, strict=True)], np.float32)
+
+    def unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``B x 3 x H x W`` values in [0, 1] (any device)."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+    def undo(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to [0, 1]: the inverse of :meth:`unit`."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return x * std + mean
+
+
+class Counters:
+    """Skipped samples, composites and same-class composites, counted across worker
+    processes: one row of a shared tensor per process (the main one and each worker), so
+    no two processes write the same memory and no lock is needed."""
+
+    def __init__(self, num_workers: int) -> None:
+        self.table = torch.zeros(num_workers + 1, 3, dtype=torch.int64).share_memory_()
+
+    def _row(self) -> int:
+        info, rows = get_worker_info(), self.table.shape[0]
+        return 0 if info is None or rows == 1 else 1 + info.id % (rows - 1)
+
+    def add(self, column: int, count: int) -> None:
+        if count:
+            self.table[self._row(), column] += count
+
+    def skip(self, where: str, exc: Exception) -> None:
+        self.add(SKIPPED, 1)
+        warn_corrupt(where, exc, int(self.table[:, SKIPPED].sum()))
+
+    def total(self, column: int) -> int:
+        return int(self.table[:, column].sum())
+
+
+def to_chw(batch: np.ndarray) -> torch.Tensor:
+    """uint8 ``B x H x W x C`` array -> ``B x C x H x W`` tensor."""
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,343 @@
+"""The loaders users get: :func:`make_loader` and :func:`make_eval_loader`, both
+``torch.utils.data.DataLoader`` (the training one a subclass with epochs and resume)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .._device import CudaUnavailableError
+from ..mixing import CueConflictMix, check_unit_interval
+from ..shards.format import Manifest
+from .batch import (
+    CONFLICT_PAIRS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SAME_CLASS_PAIRS,
+    SKIPPED,
+    Counters,
+    Normalize,
+)
+from .evaluation import EVAL_KINDS, EvalCollate, EvalSet, conflict_donors
+from .index import locate_split, manifest_of
+from .sampler import EpochSampler
+from .train import PlannedBatch, TrainCollate, TrainSet, compose_on_device
+
+__all__ = ["CueConflictLoader", "make_eval_loader", "make_loader"]
+
+
+class _WorkerInit:
+    """Runs in each worker before the user's ``worker_init_fn``: one OpenCV thread per worker
+    (the workers are the parallelism, and a forked worker must not use the pool threads of
+    the process it was forked from)."""
+
+    def __init__(self, user_fn: Callable[[int], None] | None) -> None:
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        cv2.setNumThreads(1)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
+class CueConflictLoader(DataLoader):
+    """The training loader: a ``DataLoader`` over a map-style dataset of cropped samples, an
+    :class:`~stexture.loader.sampler.EpochSampler` and a collate that mixes each batch.
+
+    Each ``iter()`` runs one epoch: the one set by :meth:`set_epoch`, or the one after the
+    last. Batch ``j`` of an epoch holds the same samples and the same pixels whatever the
+    number of workers (crops and mixing are seeded by the epoch and the samples' places in
+    the epoch's order, not by the worker); batches arrive in order. :meth:`state_dict` /
+    :meth:`load_state_dict` resume at the next unseen batch. ``skipped_samples``,
+    ``conflict_pairs`` and ``same_class_pairs`` count over the loader's life, across its
+    workers.
+    """
+
+    def __init__(self, dataset: TrainSet, *, sampler: EpochSampler, collate: TrainCollate,
+                 batch_size: int, drop_last: bool, mix_device: torch.device | None,
+                 counters: Counters, worker_init_fn: Callable[[int], None] | None = None,
+                 **options: Any) -> None:
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                         drop_last=drop_last, worker_init_fn=_WorkerInit(worker_init_fn),
+                         **options)
+        self.mix_device = mix_device
+        self.counters = counters
+        self._position = (sampler.epoch, 0)  # (epoch, batches yielded in it)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration run epoch ``epoch`` (as ``DistributedSampler.set_epoch``)."""
+        self.sampler.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def __iter__(self) -> Iterator[tuple]:
+        sampler: EpochSampler = self.sampler
+        epoch = sampler.epoch + sampler._started
+        resume = sampler._resume
+        seen = resume[1] if resume is not None and resume[0] == epoch else 0
+        collate: TrainCollate = self.collate_fn
+        for batch in super().__iter__():
+            if isinstance(batch, PlannedBatch):
+                batch = compose_on_device(batch, collate, self.mix_device)
+            seen += 1
+            self._position = (epoch, seen)
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader stands: the epoch in progress and the batches it has yielded
+        (the next epoch and 0 after a finished one), with what identifies the data."""
+        epoch, seen = self._position
+        if seen >= len(self):
+            epoch, seen = epoch + 1, 0
+        return {"epoch": epoch, "batches": seen, "seed": self.sampler.seed,
+                "samples": self.sampler.size, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next iteration continue ``state``'s epoch at its next unseen batch."""
+        mine = {"seed": self.sampler.seed, "samples": self.sampler.size,
+                "batch_size": self.batch_size}
+        differs = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        if differs:
+            raise ValueError(f"the state is of another loader (state vs this loader: {differs})")
+        self.sampler.resume_at(int(state["epoch"]), int(state["batches"]))
+        self._position = (int(state["epoch"]), int(state["batches"]))
+
+    @property
+    def skipped_samples(self) -> int:
+        return self.counters.total(SKIPPED)
+
+    @property
+    def conflict_pairs(self) -> int:
+        return self.counters.total(CONFLICT_PAIRS)
+
+    @property
+    def same_class_pairs(self) -> int:
+        return self.counters.total(SAME_CLASS_PAIRS)
+
+
+def make_loader(
+    source: str | Path | Manifest,
+    *,
+    k: float,
+    split: str = "train",
+    batch_size: int = 64,
+    image_size: int = 96,
+    num_workers: int = 0,
+    seed: int = 0,
+    p_conflict: float = 0.5,
+    pairing: str = "different-class",
+    texture_scale: float = 1.0,
+    label_smoothing: float = 0.0,
+    mode: str = "replace",
+    alpha: float = 1.0,
+    texture_layout: str = "aligned",
+    tile_size: int = 16,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    keys: Collection[str] | None = None,
+    with_info: bool = False,
+    shuffle: bool = True,
+    shuffle_buffer: int | None = None,
+    drop_last: bool = False,
+    mix_device: str | torch.device | None = None,
+    samples_per_epoch: int | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    min_scale: float = 0.35,
+    **dataloader_options: Any,
+) -> CueConflictLoader:
+    """A training loader of cue-conflict batches over the shards in ``source``.
+
+    Parameters
+    ----------
+    source : path or Manifest
+        A shard directory with ``manifest.json`` (or its :class:`Manifest`).
+    k, p_conflict, pairing, texture_scale, label_smoothing, mode, alpha, texture_layout, \
+tile_size
+        As in :class:`~stexture.mixing.CueConflictMix`; the batch is the mixing unit. With
+        ``mode="add"`` a batch has ``batch_size`` originals plus the composites.
+    split : str
+        The split to read.
+    batch_size, image_size : int
+        Samples per batch (per rank); side of the square crops.
+    num_workers : int
+        DataLoader worker processes. They change how fast, never what: batch ``j`` of an epoch
+        is the same samples with the same pixels and labels for any ``num_workers``.
+    seed : int
+        Seeds the epoch's order, the crops and the mixing (per epoch, sample and batch).
+    mean, std : 3 floats
+        ``x`` is normalised as ``(x - mean) / std``.
+    keys : collection of str, optional
+        Only these sample keys of the split (e.g. a stratified subset computed from
+        ``index.csv``).
+    with_info : bool
+        Yield ``(x, y, info)``: ``structure_cls``, ``texture_cls``, ``is_conflict``,
+        ``structure_index``, ``texture_index`` (tensors), ``key`` and ``texture_key`` (lists).
+    shuffle : bool
+        Draw a new global permutation every epoch (else the manifest's order).
+    shuffle_buffer : int, optional
+        Deprecated (the loader now permutes globally): 0 means ``shuffle=False``.
+    drop_last : bool
+        As in ``DistributedSampler`` and ``DataLoader``: leave out the last ``size mod
+        world_size`` samples of the epoch's order (instead of repeating up to ``world_size
+        - 1`` of its first ones so that every rank gets as many) and the last incomplete
+        batch of each rank.
+    mix_device : str or torch.device, optional
+        Compose and normalise on this device in the main process: workers decode, crop and
+        plan, and send uint8 layers (4x fewer bytes than float). ``None``: all in the workers.
+        Applies when iterating this loader; a trainer that rebuilds the DataLoader
+        (``accelerate.prepare``) should use ``None``.
+    samples_per_epoch : int, optional
+        Fixed epoch length in samples for all ranks together: each rank yields
+        ``samples_per_epoch // (batch_size * world_size)`` full batches, going over the data
+        again (freshly permuted) when it runs out. ``None``: one pass.
+    rank, world_size : int, optional
+        This process's place among data-parallel processes. By default resolved when each
+        epoch starts: an initialised ``torch.distributed``, else ``RANK`` / ``WORLD_SIZE``
+        (torchrun, Lightning), else 0 of 1; so the loader may be built before the process
+        group.
+    min_scale : float in (0, 1]
+        Smallest crop area of the random-resized crop, as a fraction of the image.
+    **dataloader_options
+        Passed to ``torch.utils.data.DataLoader``: ``pin_memory``, ``persistent_workers``,
+        ``prefetch_factor``, ``multiprocessing_context`` (default: the platform's),
+        ``worker_init_fn``, ``generator``, ``timeout``, ``in_order``.
+
+    Returns
+    -------
+    CueConflictLoader
+        A ``DataLoader``: one epoch per ``iter``, with ``len``, ``set_epoch``, ``state_dict``
+        and ``load_state_dict``; yields ``(x, y)`` with ``x`` float32 ``R x 3 x S x S``
+        (normalised) and ``y`` float32 ``R x C`` (rows sum to 1), or ``(x, y, info)``.
+
+    Raises
+    ------
+    ValueError
+        Out-of-range arguments; keys not in the split; a shard whose sample count or class
+        indices disagree with the manifest. (A sample that cannot be decoded is skipped with
+        a :class:`CorruptSampleWarning`, and its batch is smaller.)
+    FileNotFoundError
+        No manifest, or a shard it lists is missing.
+    CudaUnavailableError
+        ``mix_device`` is a CUDA device and torch sees no GPU.
+    """
+    mix_options = {"p_conflict": p_conflict, "pairing": pairing, "texture_scale": texture_scale,
+                   "label_smoothing": label_smoothing, "mode": mode, "alpha": alpha,
+                   "texture_layout": texture_layout, "tile_size": tile_size}
+    CueConflictMix(2, k, **mix_options)  # checked before anything is read from disk
+    _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
+    _check_seed(seed)
+    shuffle = _shuffle_from(shuffle, shuffle_buffer)
+    if not 0.0 < min_scale <= 1.0:
+        raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
+    if samples_per_epoch is not None and samples_per_epoch < 1:
+        raise ValueError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
+    normalize = Normalize(mean, std)
+    device = None if mix_device is None else _mix_device(mix_device)
+    manifest = manifest_of(source)
+    counters = Counters(num_workers)
+    samples = locate_split(manifest, split, keys)
+    sampler = EpochSampler(len(samples), batch_size=batch_size, seed=seed, shuffle=shuffle,
+                           drop_last=drop_last, samples_per_epoch=samples_per_epoch,
+                           rank=rank, world_size=world_size)
+    if len(sampler) == 0:
+        raise ValueError(f"samples_per_epoch={samples_per_epoch} is less than one batch of "
+                         f"{batch_size} per rank ({sampler.num_replicas} rank(s))")
+    dataset = TrainSet(samples, image_size=image_size, min_scale=min_scale, seed=seed,
+                       counters=counters)
+    mix = CueConflictMix(manifest.num_classes, k, **mix_options)
+    collate = TrainCollate(mix, normalize, seed=seed, image_size=image_size,
+                           with_info=with_info, mix_in_worker=device is None, counters=counters)
+    return CueConflictLoader(dataset, sampler=sampler, collate=collate, batch_size=batch_size,
+                             drop_last=drop_last, mix_device=device, counters=counters,
+                             num_workers=num_workers, **dataloader_options)
+
+
+def make_eval_loader(
+    source: str | Path | Manifest,
+    *,
+    kind: str = "clean",
+    split: str = "val",
+    batch_size: int = 64,
+    image_size: int = 96,
+    num_workers: int = 0,
+    seed: int = 0,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    k: float = 1.0,
+    **dataloader_options: Any,
+) -> DataLoader:
+    """A deterministic evaluation loader over ``split``; yields ``(x, y, info)``.
+
+    Every image is resized so its shorter side is ``image_size`` and centre-cropped (no flip).
+    Samples come in manifest order (shard by shard, tar order within a shard), whatever
+    ``num_workers``.
+
+    ``kind="clean"``: the original images, one-hot ``y``; ``info`` has ``structure_cls`` =
+    ``texture_cls`` = the label and ``is_conflict`` False. ``kind="conflict"``: every sample's
+    structure with the texture of a sample of another class drawn once from ``seed`` (the same
+    set on every call), ``y = k * onehot(structure) + (1 - k) * onehot(texture)``,
+    ``is_conflict`` True; this is the set for the shape-bias metric. ``info`` also holds
+    ``key`` and ``texture_key``. Undecodable samples are dropped with a
+    :class:`CorruptSampleWarning`, so a batch may be smaller. ``dataloader_options`` go to
+    ``torch.utils.data.DataLoader`` (``pin_memory``, ``persistent_workers``, ...).
+    """
+    if kind not in EVAL_KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(EVAL_KINDS)}")
+    k = check_unit_interval("k", k)
+    _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
+    _check_seed(seed)
+    normalize = Normalize(mean, std)
+    manifest = manifest_of(source)
+    samples = locate_split(manifest, split)
+    if kind == "clean":
+        donors = np.arange(len(samples))
+    else:
+        donors = conflict_donors(np.array([s.cls for s in samples]), seed)
+    dataset = EvalSet(samples, donors, image_size, Counters(num_workers),
+                      with_structure=kind == "conflict")
+    collate = EvalCollate(manifest.num_classes, k if kind == "conflict" else 1.0, normalize,
+                          kind == "conflict", image_size)
+    worker_init_fn = _WorkerInit(dataloader_options.pop("worker_init_fn", None))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=collate, worker_init_fn=worker_init_fn, **dataloader_options)
+
+
+def _shuffle_from(shuffle: bool, shuffle_buffer: int | None) -> bool:
+    if shuffle_buffer is None:
+        return bool(shuffle)
+    _check_sizes(shuffle_buffer=shuffle_buffer, least=0)
+    warnings.warn("shuffle_buffer is deprecated: the loader draws a global permutation every "
+                  "epoch; shuffle_buffer=0 is shuffle=False, other values are ignored",
+                  DeprecationWarning, stacklevel=3)
+    return bool(shuffle) and shuffle_buffer > 0
+
+
+def _mix_device(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CudaUnavailableError(
+            f"mix_device={str(device)!r} but torch sees no CUDA GPU; use mix_device=None to "
+            "mix in the workers")
+    return device
+
+
+def _check_seed(seed: int) -> None:
+    if int(seed) != seed or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed}")
+
+
+def _check_sizes(*, least: int | None = None, **sizes: int) -> None:
+    for name, value in sizes.items():
+        low = least if least is not None else (0 if name == "num_workers" else 1)
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value}")

@@ -1,0 +1,161 @@
+"""The epoch order of the training loader: one global permutation per epoch, split exactly
+across ranks (workers then take whole batches of it, as in any map-style DataLoader)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data.distributed import DistributedSampler
+
+__all__ = ["EpochSampler", "Ticket", "resolve_ranks"]
+
+
+class Ticket(NamedTuple):
+    """What the sampler hands the dataset: the sample, and the epoch and slot (its position
+    in the epoch's global order) that seed its crop and its batch's mixing, so the pixels do
+    not depend on which worker or rank reads it."""
+
+    index: int
+    epoch: int
+    slot: int
+
+
+def resolve_ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """(rank, world size): the explicit values, else an initialised ``torch.distributed``, else
+    the ``RANK`` / ``WORLD_SIZE`` environment variables (torchrun, Lightning), else 0 of 1."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    env_rank, env_world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if env_rank is not None and env_world is not None:
+        found = int(env_rank), int(env_world)
+        if not 0 <= found[0] < found[1]:
+            raise ValueError(f"RANK={env_rank} and WORLD_SIZE={env_world} are inconsistent")
+        return found
+    return 0, 1
+
+
+def check_ranks(rank: int | None, world_size: int | None) -> None:
+    if (rank is None) != (world_size is None):
+        raise ValueError("give both rank and world_size, or neither")
+    if rank is not None and (world_size < 1 or not 0 <= rank < world_size):
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+
+
+class EpochSampler(DistributedSampler):
+    """Tickets of one epoch for this rank.
+
+    The epoch's order is a permutation of the ``size`` samples drawn from ``(seed, epoch)``
+    (or ``0..size-1`` without ``shuffle``). Split across ``W`` ranks as
+    :class:`~torch.utils.data.DistributedSampler` does: without ``drop_last`` the order is
+    padded with its first ``(-size) mod W`` samples (at most ``W - 1`` repeats), with it the
+    last ``size mod W`` are left out, and rank ``r`` takes positions ``r, r + W, ...``: every
+    sample once per epoch across ranks, the same count on every rank. With
+    ``samples_per_epoch`` the order is instead that many samples rounded down to whole
+    batches on every rank, pass after pass over the data, each pass a fresh permutation.
+
+    Rank and world size are resolved when an epoch starts (:func:`resolve_ranks`), so a loader
+    built before the process group still splits correctly. A subclass of
+    ``DistributedSampler``, so trainers that would wrap a plain sampler (Lightning) leave it
+    alone and call :meth:`set_epoch`. Iterating again without :meth:`set_epoch` runs the next
+    epoch.
+    """
+
+    def __init__(self, size: int, *, batch_size: int, seed: int, shuffle: bool = True,
+                 drop_last: bool = False, samples_per_epoch: int | None = None,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        # DistributedSampler.__init__ is not called: it fixes the ranks now and needs a
+        # process group; this resolves them per epoch instead
+        check_ranks(rank, world_size)
+        self.size = size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.samples_per_epoch = samples_per_epoch
+        self._rank, self._world_size = rank, world_size
+        self.epoch = 0
+        self._started = False  # an iteration ran the current epoch
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already seen)
+        self.dataset = range(size)  # what DistributedSampler users read
+
+    # DistributedSampler's attributes, resolved when read
+    @property
+    def rank(self) -> int:
+        return resolve_ranks(self._rank, self._world_size)[0]
+
+    @property
+    def num_replicas(self) -> int:
+        return resolve_ranks(self._rank, self._world_size)[1]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self)
+
+    @property
+    def total_size(self) -> int:
+        return len(self) * self.num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration run ``epoch``."""
+        epoch = int(epoch)
+        if self._resume is not None and self._resume[0] != epoch:
+            self._resume = None  # a checkpoint of another epoch: start this one afresh
+        self.epoch, self._started = epoch, False
+
+    def per_rank(self, world_size: int) -> int:
+        if self.samples_per_epoch is not None:
+            return (self.samples_per_epoch // (self.batch_size * world_size)) * self.batch_size
+        if self.drop_last:
+            return self.size // world_size
+        return -(-self.size // world_size)
+
+    def __len__(self) -> int:
+        return self.per_rank(self.num_replicas)
+
+    def _permutation(self, epoch: int, part: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.size)
+        return np.random.default_rng([self.seed, epoch, part]).permutation(self.size)
+
+    def epoch_order(self, epoch: int, world_size: int) -> np.ndarray:
+        """The global order of ``epoch``: ``world_size * per_rank`` sample indices."""
+        total = self.per_rank(world_size) * world_size
+        parts, covered = [], 0
+        while covered < total:  # one part without samples_per_epoch, unless padding
+            part = self._permutation(epoch, len(parts) if self.samples_per_epoch else 0)
+            parts.append(part)
+            covered += len(part)
+        return np.concatenate(parts)[:total] if parts else np.empty(0, np.int64)
+
+    def start_epoch(self) -> int:
+        """The epoch an iteration starting now runs (advancing after a finished one)."""
+        if self._started:
+            self.epoch += 1
+        self._started = True
+        return self.epoch
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Start the next run of ``epoch`` after its first ``batches`` batches."""
+        self.epoch, self._started = int(epoch), False
+        self._resume = (int(epoch), int(batches))
+
+    def __iter__(self) -> Iterator[Ticket]:
+        epoch = self.start_epoch()
+        rank, world_size = resolve_ranks(self._rank, self._world_size)
+        order = self.epoch_order(epoch, world_size)
+        start = 0
+        if self._resume is not None and self._resume[0] == epoch:
+            start = self._resume[1] * self.batch_size
+        self._resume = None
+        for slot in range(rank + start * world_size, len(order), world_size):
+            yield Ticket(int(order[slot]), epoch, slot)
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "seed": self.seed, "size": self.size}

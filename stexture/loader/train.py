@@ -1,0 +1,193 @@
+"""The training side: a map-style dataset of cropped samples and the collate that mixes a
+batch of them into cue-conflict samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..mixing import CueConflictMix, MixPlan, compose, compose_normalized
+from .batch import CONFLICT_PAIRS, SAME_CLASS_PAIRS, Counters, Normalize, to_chw
+from .crops import crop_layers, random_resized_crop_box
+from .index import Located, SampleReader, decode_image, decode_structure_of
+from .sampler import Ticket
+
+__all__ = ["PlannedBatch", "TrainCollate", "TrainSet", "compose_on_device", "seed_for"]
+
+
+def seed_for(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclass
+class Item:
+    """A sample of a training batch: the image already cropped, the structure decoded (with
+    the same crop) only when the batch's mixing plan needs it."""
+
+    ticket: Ticket
+    key: str
+    cls: int
+    image: np.ndarray | None  # None: the sample could not be decoded
+    shape: tuple[int, ...] = ()
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)
+    flip: bool = False
+    structure_field: str = ""
+    structure_data: bytes = b""
+    structure: np.ndarray | None = None
+
+
+class TrainSet(torch.utils.data.Dataset):
+    """Item ``ticket`` is sample ``ticket.index`` with the crop and flip drawn from
+    ``(seed, ticket.epoch, ticket.slot)``: the same pixels in any worker."""
+
+    def __init__(self, samples: list[Located], *, image_size: int, min_scale: float,
+                 seed: int, counters: Counters) -> None:
+        self.samples = samples
+        self.image_size = image_size
+        self.min_scale = min_scale
+        self.seed = seed
+        self.counters = counters
+        self.reader = SampleReader()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, ticket: Ticket) -> Item:
+        sample = self.samples[ticket.index]
+        try:
+            if sample.cls < 0:
+                raise ValueError(f"sample {sample.key!r}: the class field cannot be decoded")
+            raw = self.reader.raw(sample)
+            image, field = decode_image(raw)
+        except ValueError as exc:
+            self.counters.skip(sample.path, exc)
+            return Item(ticket, sample.key, sample.cls, None)
+        rng = np.random.default_rng([self.seed, ticket.epoch, ticket.slot])
+        box = random_resized_crop_box(*image.shape[:2], rng, self.min_scale)
+        flip = bool(rng.integers(2))
+        cropped = crop_layers((image,), box, self.image_size, flip)[0]
+        return Item(ticket, sample.key, sample.cls, cropped, image.shape, box, flip, field,
+                    raw[field])
+
+
+class TrainCollate:
+    """Mixes a list of :class:`Item` into ``(x, y)`` or ``(x, y, info)``.
+
+    The plan (which samples give structure and texture) is drawn from a generator seeded by
+    the batch's first ticket, before any structure layer is decoded; only the layers the plan
+    needs are decoded. A sample that cannot be decoded is dropped (the batch shrinks) with a
+    :class:`~stexture.loader.CorruptSampleWarning`. With ``mix_in_worker=False`` it returns
+    the planned uint8 batch instead, for the loader to compose on its ``mix_device``.
+    """
+
+    def __init__(self, mix: CueConflictMix, normalize: Normalize, *, seed: int,
+                 image_size: int, with_info: bool, mix_in_worker: bool,
+                 counters: Counters) -> None:
+        self.mix = mix
+        self.normalize = normalize
+        self.seed = seed
+        self.image_size = image_size
+        self.with_info = with_info
+        self.mix_in_worker = mix_in_worker
+        self.counters = counters
+
+    def _add_structure(self, item: Item) -> bool:
+        if item.structure is None:
+            try:
+                structure = decode_structure_of(item.structure_data, item.structure_field,
+                                                item.key, item.shape)
+            except ValueError as exc:
+                self.counters.skip("a training shard", exc)
+                return False
+            item.structure = crop_layers((structure,), item.box, self.image_size, item.flip)[0]
+        return True
+
+    def _planned(self, items: list[Item]) -> tuple[list[Item], MixPlan | None]:
+        """Draw the plan and decode the structures it needs; a corrupt structure drops its
+        sample and the plan is drawn again for the rest."""
+        size = (self.image_size, self.image_size)
+        while items:
+            labels = torch.tensor([it.cls for it in items], dtype=torch.int64)
+            plan = self.mix.draw(labels, size)
+            failed = {i for i in sorted(plan.needs_structure())
+                      if not self._add_structure(items[i])}
+            if not failed:
+                return items, plan
+            items = [it for i, it in enumerate(items) if i not in failed]
+        return items, None
+
+    def __call__(self, batch: list[Item]) -> tuple:
+        first = batch[0].ticket
+        self.mix.generator = torch.Generator().manual_seed(
+            seed_for(self.seed, first.epoch, first.slot))
+        items, plan = self._planned([it for it in batch if it.image is not None])
+        if plan is None:
+            return self._empty()
+        labels = torch.tensor([it.cls for it in items], dtype=torch.int64)
+        keys = [it.key for it in items]
+        images = np.stack([it.image for it in items])
+        # a sample whose structure is not needed stands in its image: texture 0, never used
+        structures = np.stack([it.image if it.structure is None else it.structure
+                               for it in items])
+        if not self.mix_in_worker:
+            return PlannedBatch(to_chw(images), to_chw(structures), labels, plan, keys)
+        x = torch.from_numpy(compose_normalized(
+            images, structures, plan, alpha=self.mix.alpha,
+            texture_scale=self.mix.texture_scale, scale=self.normalize.scale,
+            shift=self.normalize.shift))
+        return self.finish(x, labels, plan, keys)
+
+    def finish(self, x: torch.Tensor, labels: torch.Tensor, plan: MixPlan,
+               keys: list[str]) -> tuple:
+        """``(x, y[, info])`` of a composed, normalised batch, counting its pairs."""
+        y, info = self.mix.targets(labels, plan)
+        conflict = info["is_conflict"]
+        self.counters.add(CONFLICT_PAIRS, int(conflict.sum()))
+        self.counters.add(SAME_CLASS_PAIRS,
+                          int((info["structure_cls"] == info["texture_cls"])[conflict].sum()))
+        if not self.with_info:
+            return x, y
+        info["key"] = [keys[j] for j in info["structure_index"].tolist()]
+        info["texture_key"] = [keys[j] for j in info["texture_index"].tolist()]
+        return x, y, info
+
+    def _empty(self) -> tuple:
+        size = self.image_size
+        x = torch.empty(0, 3, size, size)
+        y = torch.empty(0, self.mix.num_classes)
+        if not self.with_info:
+            return x, y
+        empty = torch.empty(0, dtype=torch.int64)
+        return x, y, {"structure_cls": empty, "texture_cls": empty,
+                      "is_conflict": torch.empty(0, dtype=torch.bool),
+                      "structure_index": empty, "texture_index": empty,
+                      "key": [], "texture_key": []}
+
+
+@dataclass
+class PlannedBatch:
+    """A batch the workers planned and the main process composes on ``mix_device``."""
+
+    image: torch.Tensor  # uint8 B x 3 x H x W
+    structure: torch.Tensor  # uint8 B x 3 x H x W
+    labels: torch.Tensor
+    plan: MixPlan
+    keys: list[str]
+
+    def pin_memory(self) -> PlannedBatch:
+        return PlannedBatch(self.image.pin_memory(), self.structure.pin_memory(), self.labels,
+                            self.plan, self.keys)
+
+
+def compose_on_device(batch: PlannedBatch, collate: TrainCollate, device: torch.device
+                      ) -> tuple:
+    """The float path of :func:`~stexture.mixing.compose` for a planned batch, on ``device``."""
+    image = batch.image.to(device, non_blocking=True).float() / 255.0
+    structure = batch.structure.to(device, non_blocking=True).float() / 255.0
+    mix = collate.mix
+    x = compose(structure, image - structure, batch.plan, alpha=mix.alpha,
+                texture_scale=mix.texture_scale)
+    return collate.finish(collate.normalize.unit(x), batch.labels.to(device), batch.plan,
+                          batch.keys)
