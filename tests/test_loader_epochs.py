@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 
 import cv2
 import numpy as np
@@ -152,9 +153,11 @@ def test_the_loader_pickles_and_gives_the_same_batches(shards):
 
 
 def test_forked_workers_after_opencv_ran_in_the_parent(shards):
-    # OpenCV's thread pool runs in the parent first: forked workers must not wait on it
+    # OpenCV's thread pool runs in the parent first and its threads fall asleep on their
+    # condition variable: a forked worker that reconfigures the pool waits on them forever
     big = np.random.default_rng(0).integers(0, 255, (1500, 1500, 3), np.uint8)
     cv2.resize(cv2.GaussianBlur(big, (31, 31), 5), (700, 700), interpolation=cv2.INTER_AREA)
+    time.sleep(2)
     loader = make_loader(shards, k=0.5, batch_size=5, image_size=8, num_workers=2, timeout=60)
     assert sum(len(x) for x, _ in loader) == 30
 

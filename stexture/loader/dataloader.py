@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
@@ -34,17 +35,32 @@ __all__ = ["CueConflictLoader", "make_eval_loader", "make_loader"]
 
 
 class _WorkerInit:
-    """Runs in each worker before the user's ``worker_init_fn``: one OpenCV thread per worker
-    (the workers are the parallelism, and a forked worker must not use the pool threads of
-    the process it was forked from)."""
+    """Runs in each worker before the user's ``worker_init_fn``.
 
-    def __init__(self, user_fn: Callable[[int], None] | None) -> None:
+    A worker started fresh (spawn, forkserver) gets one OpenCV thread: the workers are the
+    parallelism. A forked worker leaves OpenCV's pool alone: reconfiguring it there waits
+    forever on the condition variables of the parent's pool threads, which the child does
+    not have (OpenCV's own fork handling runs the child's work without them).
+    """
+
+    def __init__(self, user_fn: Callable[[int], None] | None, forked: bool) -> None:
         self.user_fn = user_fn
+        self.forked = forked
 
     def __call__(self, worker_id: int) -> None:
-        cv2.setNumThreads(1)
+        if not self.forked:
+            cv2.setNumThreads(1)
         if self.user_fn is not None:
             self.user_fn(worker_id)
+
+
+def _worker_init(options: dict[str, Any]) -> _WorkerInit:
+    """The worker init for DataLoader ``options`` (takes out the user's ``worker_init_fn``)."""
+    context = options.get("multiprocessing_context")
+    if isinstance(context, str):
+        context = multiprocessing.get_context(context)
+    forked = (context or multiprocessing.get_context()).get_start_method() == "fork"
+    return _WorkerInit(options.pop("worker_init_fn", None), forked)
 
 
 class CueConflictLoader(DataLoader):
@@ -62,11 +78,9 @@ class CueConflictLoader(DataLoader):
 
     def __init__(self, dataset: TrainSet, *, sampler: EpochSampler, collate: TrainCollate,
                  batch_size: int, drop_last: bool, mix_device: torch.device | None,
-                 counters: Counters, worker_init_fn: Callable[[int], None] | None = None,
-                 **options: Any) -> None:
+                 counters: Counters, **options: Any) -> None:
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                         drop_last=drop_last, worker_init_fn=_WorkerInit(worker_init_fn),
-                         **options)
+                         drop_last=drop_last, worker_init_fn=_worker_init(options), **options)
         self.mix_device = mix_device
         self.counters = counters
         self._position = (sampler.epoch, 0)  # (epoch, batches yielded in it)
@@ -307,7 +321,7 @@ def make_eval_loader(
                       with_structure=kind == "conflict")
     collate = EvalCollate(manifest.num_classes, k if kind == "conflict" else 1.0, normalize,
                           kind == "conflict", image_size)
-    worker_init_fn = _WorkerInit(dataloader_options.pop("worker_init_fn", None))
+    worker_init_fn = _worker_init(dataloader_options)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       collate_fn=collate, worker_init_fn=worker_init_fn, **dataloader_options)
 
