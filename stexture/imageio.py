@@ -28,7 +28,10 @@ short ``reason`` code for everything that goes wrong.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,8 @@ __all__ = [
     "REJECT_REASONS",
     "ImageReadError",
     "decode_rgb_bytes",
+    "image_size",
+    "pillow_pixel_limit",
     "read_rgb",
     "texture_to_display",
     "to_rgb",
@@ -91,6 +96,68 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def pillow_pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Let Pillow open images of up to ``max_pixels`` pixels in this block (the caller checks
+    the size itself). Pillow's own limit (``Image.MAX_IMAGE_PIXELS``, an error past twice
+    it) would otherwise refuse a ``--max-pixels`` above it; it is raised only while the
+    block runs (under a lock, so concurrent raisers do not undo each other), never lowered.
+    """
+    with warnings.catch_warnings():
+        # the pixel limit is the caller's: Pillow's warning below twice its own is noise
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is None or max_pixels is None or max_pixels <= limit:
+            yield
+            return
+        with _PILLOW_LIMIT_LOCK:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            try:
+                yield
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+
+
+def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
+    """The image, opened (header only), its size checked against ``max_pixels``; call inside
+    :func:`pillow_pixel_limit`."""
+    if len(data) == 0:
+        raise ImageReadError(f"{name}: cannot be read as an image (the file is empty)", "empty")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{name}: too many pixels ({exc})", "too_many_pixels") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(
+            f"{name}: cannot be read as an image (not an image format: {exc})",
+            "not_an_image",
+        ) from exc
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        img.close()
+        raise ImageReadError(
+            f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
+            f"{max_pixels} (a decompression bomb?)", "too_many_pixels")
+    return img
+
+
+def image_size(data: bytes, name: str = "<bytes>", max_pixels: int | None = None
+               ) -> tuple[int, int]:
+    """``(width, height)`` as an image's header declares it, without decoding a pixel.
+
+    Raises
+    ------
+    ImageReadError
+        ``empty``, ``not_an_image``, or ``too_many_pixels`` when the size is over
+        ``max_pixels``.
+    """
+    with pillow_pixel_limit(max_pixels), _open(data, name, max_pixels) as img:
+        return img.size
+
+
 def decode_rgb_bytes(
     data: bytes, name: str = "<bytes>", max_pixels: int | None = None, min_side: int = 0
 ) -> np.ndarray:
@@ -103,7 +170,8 @@ def decode_rgb_bytes(
     name : str
         How to name the input in error messages.
     max_pixels : int, optional
-        Reject images with more pixels than this, judged from the header before decoding.
+        Reject images with more pixels than this, judged from the header before decoding
+        (Pillow's own limit is raised to it where lower).
     min_side : int
         Reject images whose shorter side is below this.
 
@@ -113,42 +181,22 @@ def decode_rgb_bytes(
         With ``reason`` ``empty``, ``not_an_image``, ``corrupt``, ``too_many_pixels`` or
         ``too_small``.
     """
-    if len(data) == 0:
-        raise ImageReadError(f"{name}: cannot be read as an image (the file is empty)", "empty")
-    with warnings.catch_warnings():
-        # the pixel limit is ours (max_pixels): Pillow's own global limit must not interfere
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with pillow_pixel_limit(max_pixels), _open(data, name, max_pixels) as img:
+        width, height = img.size
+        if min(width, height) < min_side:
+            raise ImageReadError(
+                f"{name}: {width}x{height} is smaller than the minimum side {min_side}",
+                "too_small",
+            )
         try:
-            img = Image.open(io.BytesIO(data))
+            img.load()
+            return to_rgb(img)
         except Image.DecompressionBombError as exc:
             raise ImageReadError(f"{name}: too many pixels ({exc})", "too_many_pixels") from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageReadError(
-                f"{name}: cannot be read as an image (not an image format: {exc})",
-                "not_an_image",
+                f"{name}: cannot be read as an image (corrupt or truncated: {exc})", "corrupt"
             ) from exc
-        with img:
-            width, height = img.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageReadError(
-                    f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
-                    f"{max_pixels} (a decompression bomb?)",
-                    "too_many_pixels",
-                )
-            if min(width, height) < min_side:
-                raise ImageReadError(
-                    f"{name}: {width}x{height} is smaller than the minimum side {min_side}",
-                    "too_small",
-                )
-            try:
-                img.load()
-                return to_rgb(img)
-            except Image.DecompressionBombError as exc:
-                raise ImageReadError(f"{name}: too many pixels ({exc})", "too_many_pixels") from exc
-            except (OSError, SyntaxError, ValueError, EOFError) as exc:
-                raise ImageReadError(
-                    f"{name}: cannot be read as an image (corrupt or truncated: {exc})", "corrupt"
-                ) from exc
 
 
 def read_rgb(path: str | Path, max_pixels: int | None = None, min_side: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ from pipeline_data import FAST_ARGS, fast_settings, make_image_folder
 
 from stexture._ray import cancel_unfinished
 from stexture.cli import main
-from stexture.shards import local as local_engine
+from stexture.shards import engine
 from stexture.shards.format import MANIFEST_NAME
 from stexture.shards.local import write_dataset
 from stexture.shards.writer import PROGRESS_NAME
@@ -65,29 +65,29 @@ def test_a_slice_that_keeps_failing_is_named_and_the_good_shards_resume(
     shutil.copytree(dataset / "src", src)
     moved = {}
 
-    def open_output_then_lose_one_shards_images(out, settings, plan, overwrite=False):
-        done = open_output(out, settings, plan, overwrite)
+    def open_output_then_lose_one_shards_images(out, settings, plan, overwrite=False, log=None):
+        done = open_output(out, settings, plan, overwrite, log)
         job = next(job for job in plan.jobs if job.name == "train-000001.tar")
         for item, _ in job.entries:  # as if a disk went away after planning
             moved[item.path] = (src / item.source).read_bytes()
             (src / item.source).unlink()
         return done
 
-    # both engines open the output through local.open_for_resume
-    open_output = local_engine.open_output
-    monkeypatch.setattr(local_engine, "open_output", open_output_then_lose_one_shards_images)
+    # both engines open the output through the one driver, engine.drive
+    open_output = engine.open_output
+    monkeypatch.setattr(engine, "open_output", open_output_then_lose_one_shards_images)
     code = main(["decompose", "src", "out", *FAST_ARGS, "--shard-size", "3",
                  "--val-fraction", "0.25", "--engine", "ray", "--max-retries", "1"])
     assert code == 1
     error = capsys.readouterr().err
-    assert "1 slice(s) failed after 1 retries; 3 of 4 shard(s) complete" in error
+    assert "1 shard job(s) failed after 1 retries; 3 of 4 shard(s) complete" in error
     assert "train-000001.tar: ValueError: train-000001.tar:" in error
     assert "cannot be read any more" in error
     assert not (out / MANIFEST_NAME).exists()
     assert sorted(json.loads((out / PROGRESS_NAME).read_text())["done"]) == [
         "train-000000.tar", "train-000002.tar", "val-000000.tar"]
 
-    monkeypatch.setattr(local_engine, "open_output", open_output)
+    monkeypatch.setattr(engine, "open_output", open_output)
     for path, data in moved.items():
         Path(path).write_bytes(data)
     again = run_ray("src", "out")

@@ -8,8 +8,9 @@ import argparse
 import sys
 from functools import partial
 
-from ..shards.local import DecomposeInterrupted, write_dataset
-from ..shards.ray_engine import DecomposeFailed, write_dataset_ray
+from ..shards.engine import DecomposeFailed, DecomposeInterrupted
+from ..shards.local import write_dataset
+from ..shards.ray_engine import write_dataset_ray
 from ..shards.writer import Settings
 from ._params import add_method_arguments, add_ray_address_argument, parse_params
 

@@ -1,9 +1,11 @@
-"""Shards of decomposed images: the format, the writer (plan / write / assemble), the local
-and Ray engines, and validation. See :mod:`.format` for what a shard holds."""
+"""Shards of decomposed images: the format, the writer (plan / write / assemble), the driver
+loop and its local and Ray engines, and validation. See :mod:`.format` for what a shard
+holds."""
 
+from .engine import DecomposeFailed, DecomposeInterrupted
 from .format import DecodedSample, Manifest, ShardInfo, decode_sample, read_manifest
-from .local import DecomposeInterrupted, write_dataset
-from .ray_engine import DecomposeFailed, write_dataset_ray
+from .local import write_dataset
+from .ray_engine import write_dataset_ray
 from .sources import list_sources
 from .validate import Validation, contact_sheet, validate_dataset
 from .writer import (

@@ -38,6 +38,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 import struct
 import tarfile
 from collections.abc import Iterator
@@ -51,17 +53,23 @@ import zstandard
 from numba import njit, types
 from PIL import Image
 
+from ..imageio import image_size
+
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_FIELDS",
     "INDEX_NAME",
     "LEGACY_STRUCTURE_FIELD",
     "MANIFEST_NAME",
+    "MAX_MEMBER_BYTES",
     "REJECTED_NAME",
     "STRUCTURE_FIELD",
     "STRUCTURE_FIELDS",
     "DecodedSample",
     "Manifest",
     "ShardInfo",
+    "check_layer_size",
+    "check_member_file_name",
     "decode_sample",
     "decode_rgb",
     "decode_structure",
@@ -72,6 +80,7 @@ __all__ = [
     "iter_tar_samples",
     "read_index",
     "read_manifest",
+    "read_tar_members",
     "shard_name",
     "split_member_name",
     "structure_field",
@@ -90,6 +99,12 @@ LEGACY_STRUCTURE_FIELD = "structure.webp"
 STRUCTURE_FIELDS = (STRUCTURE_FIELD, LEGACY_STRUCTURE_FIELD)
 FORMAT_NAME = "stexture-shards"
 FORMAT_VERSION = 2
+#: The most pixels a layer read back from a shard may declare, when the manifest records no
+#: larger ``--max-pixels`` (the writer's default: no stored layer of a default run is larger).
+DEFAULT_MAX_PIXELS = 100_000_000
+#: The largest tar member any reader accepts: a stored image or layer of 1 GiB is no photo,
+#: and a compressed tar's members cannot be checked against the file's size.
+MAX_MEMBER_BYTES = 1 << 30
 
 
 def shard_name(split: str, index: int) -> str:
@@ -167,10 +182,21 @@ def _undo_vertical_delta(delta: np.ndarray) -> np.ndarray:
     return out
 
 
-def _decode_dzst(data: bytes) -> np.ndarray:
+def check_layer_size(height: int, width: int, max_pixels: int) -> None:
+    """``ValueError`` when a layer declares more than ``max_pixels`` pixels (or none): checked
+    before anything of its size is allocated."""
+    if not 0 < height * width <= max_pixels:
+        raise ValueError(f"the layer declares {height}x{width} = {height * width} pixels, "
+                         f"outside 1..{max_pixels} (a decompression bomb?)")
+
+
+def _decode_dzst(data: bytes, max_pixels: int) -> np.ndarray:
     if len(data) < _DZST_HEADER.size or data[:4] != _DZST_MAGIC:
         raise ValueError("not a delta-zstd structure layer (bad header)")
     _, height, width, channels = _DZST_HEADER.unpack_from(data)
+    check_layer_size(height, width, max_pixels)
+    if channels > 4:
+        raise ValueError(f"the layer declares {channels} channels; at most 4")
     row_bytes = width * max(channels, 1)
     try:
         raw = zstandard.ZstdDecompressor().decompress(
@@ -206,16 +232,18 @@ def encode_legacy_structure(structure: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def decode_structure(data: bytes, field_name: str = STRUCTURE_FIELD) -> np.ndarray:
+def decode_structure(data: bytes, field_name: str = STRUCTURE_FIELD,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a structure field's bytes to its uint8 pixels; ``field_name`` says which
     encoding (``structure.dzst`` gives the array as encoded, ``structure.webp`` 8-bit RGB).
 
-    ``ValueError`` when the bytes are corrupt or the field is not a structure field.
+    ``ValueError`` when the bytes are corrupt, the field is not a structure field, or the
+    layer declares more than ``max_pixels`` pixels (checked before allocating).
     """
     if field_name == STRUCTURE_FIELD:
-        return _decode_dzst(data)
+        return _decode_dzst(data, max_pixels)
     if field_name == LEGACY_STRUCTURE_FIELD:
-        return decode_rgb(data)
+        return decode_rgb(data, max_pixels)
     raise ValueError(f"unknown structure field {field_name!r}; expected one of {STRUCTURE_FIELDS}")
 
 
@@ -228,11 +256,17 @@ def encode_image(pixels: np.ndarray, image_format: str = "jpg", quality: int = 9
     raise ValueError(f"unknown image format {image_format!r}; expected one of {IMAGE_FIELDS}")
 
 
-def decode_rgb(data: bytes) -> np.ndarray:
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode stored image bytes (JPEG, PNG, WebP) to an 8-bit RGB ``HxWx3`` array;
-    ``ValueError`` when they are not a decodable image. OpenCV's decoders give the pixels of
-    Pillow's for these formats and are faster (this runs for every sample a loader reads)."""
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    ``ValueError`` when they are not a decodable image, or when the size their header
+    declares is over ``max_pixels`` (read without decoding, 0.02 ms, before a pixel is
+    allocated). OpenCV's decoders give the pixels of Pillow's for these formats and are
+    faster (this runs for every sample a loader reads)."""
+    image_size(data, "the layer", max_pixels)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    except cv2.error as exc:  # OpenCV's own limits: a ValueError like any corrupt layer
+        raise ValueError(f"not a decodable image ({exc})") from None
     if pixels is None:
         raise ValueError("not a decodable image")
     return pixels
@@ -282,12 +316,14 @@ def texture_of(image: np.ndarray, structure: np.ndarray) -> np.ndarray:
     return image.astype(np.int16) - structure.astype(np.int16)
 
 
-def decode_sample(sample: dict[str, Any]) -> DecodedSample:
+def decode_sample(sample: dict[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> DecodedSample:
     """Decode a raw WebDataset sample (bytes per field) written by :func:`encode_sample`.
 
     The structure layer is read from whichever structure field the sample has
     (:func:`structure_field`). Raises ``ValueError`` naming the key and the field when a
-    field is missing or corrupt, or when the sample holds two structure fields.
+    field is missing or corrupt, when the sample holds two structure fields, or when a layer
+    declares more than ``max_pixels`` pixels.
     """
     key = sample.get("__key__", "<no key>")
     image_field = next((f for f in IMAGE_FIELDS if f in sample), None)
@@ -304,8 +340,8 @@ def decode_sample(sample: dict[str, Any]) -> DecodedSample:
         raise ValueError(f"sample {key!r} lacks field(s) {', '.join(missing)}")
     layer_field = structure_field(sample)
     try:
-        image = decode_rgb(sample[image_field])
-        structure = decode_structure(sample[layer_field], layer_field)
+        image = decode_rgb(sample[image_field], max_pixels)
+        structure = decode_structure(sample[layer_field], layer_field, max_pixels)
         cls = int(sample["cls"])
         record = json.loads(sample["json"]) if "json" in sample else {}
     except Exception as exc:
@@ -343,18 +379,13 @@ def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
     """The raw samples of a WebDataset tar in file order: dicts ``{"__key__", field: bytes}``.
 
     The key is the member name up to the first dot of its last path component, as in
-    WebDataset. ``ValueError`` names the file when the tar itself is damaged. An uncompressed
-    tar (what the writer makes) is read by :func:`_tar_files`, 0.03 ms per sample against
-    0.1-0.25 ms through :mod:`tarfile` (a tenth of a loader worker's time per sample); a
-    compressed one goes through :mod:`tarfile`.
+    WebDataset. ``ValueError`` names the file when the tar itself is damaged, including a
+    member size out of bounds (see :func:`read_tar_members`).
     """
     current: dict[str, Any] | None = None
     try:
         with open(path, "rb") as f:
-            compressed = f.read(6).startswith(_COMPRESSED_MAGICS)
-            f.seek(0)
-            members = _tarfile_files(path) if compressed else _tar_files(f)
-            for name, payload in members:
+            for name, payload in read_tar_members(f):
                 key, field_name = split_member_name(name)
                 if not field_name:
                     continue
@@ -364,10 +395,29 @@ def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
                 if current is None:
                     current = {"__key__": key}
                 current[field_name] = payload
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: damaged tar file ({exc})") from exc
     if current is not None:
         yield current
+
+
+def read_tar_members(f: Any) -> Iterator[tuple[str, bytes]]:
+    """``(name, payload)`` of each regular file of a tar read from the seekable binary file
+    ``f``, in order; compressed tars (gzip, bzip2, xz, zstd) too.
+
+    Every read is bounded: a member that declares a negative size, more than
+    :data:`MAX_MEMBER_BYTES`, or (uncompressed) more bytes than the file holds after it is a
+    ``ValueError``, as are bad header checksums and truncated members. An uncompressed tar
+    (what the writer makes) is read by :func:`_tar_entries`, 0.03 ms per sample against
+    0.1-0.25 ms through :mod:`tarfile` (a tenth of a loader worker's time per sample).
+    """
+    compressed = f.read(6).startswith(_COMPRESSED_MAGICS)
+    f.seek(0)
+    if compressed:
+        yield from _tarfile_files(f)
+        return
+    for name, _, _, payload in _tar_entries(f, with_payload=True):
+        yield name, payload
 
 
 # gzip, bzip2, xz, zstd: read through tarfile's decompressors
@@ -381,12 +431,35 @@ _GNU_TYPES = (b"L", b"K", b"S")
 _INDEX_COLUMNS = ("key", "split", "shard", "cls")
 
 
-def _tarfile_files(path: str | Path) -> Iterator[tuple[str, bytes]]:
-    with tarfile.open(path, mode="r:*") as tar:
-        for member in tar:
-            if member.isfile():
-                handle = tar.extractfile(member)
-                yield member.name, handle.read() if handle is not None else b""
+def _check_member_size(name: str, size: int, room: int | None = None) -> None:
+    """A declared member size must be >= 0, at most :data:`MAX_MEMBER_BYTES` and, where the
+    bytes left in the file are known (``room``), fit in them: a negative size would send a
+    reader back to an earlier header, forever."""
+    if size < 0:
+        raise ValueError(f"member {name!r} declares a negative size ({size})")
+    if size > MAX_MEMBER_BYTES:
+        raise ValueError(f"member {name!r} declares {size} bytes, over the limit of "
+                         f"{MAX_MEMBER_BYTES}")
+    if room is not None and size > room:
+        raise ValueError(f"member {name!r} declares {size} bytes, past the end of the file "
+                         f"({room} bytes after its header)")
+
+
+def _tarfile_files(f: Any) -> Iterator[tuple[str, bytes]]:
+    try:
+        with tarfile.open(fileobj=f, mode="r:*") as tar:
+            last_offset = -1
+            for member in tar:
+                _check_member_size(member.name, member.size)
+                if member.offset <= last_offset:  # a header read twice: a loop
+                    raise ValueError(f"member {member.name!r} goes back to offset "
+                                     f"{member.offset}")
+                last_offset = member.offset
+                if member.isfile():
+                    handle = tar.extractfile(member)
+                    yield member.name, handle.read() if handle is not None else b""
+    except (tarfile.TarError, EOFError) as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def _tar_number(field: bytes) -> int:
@@ -413,21 +486,20 @@ def _check_header_sum(header: bytes) -> None:
 
 
 def _pax_records(payload: bytes) -> dict[str, str]:
-    """``"length key=value\\n"`` records of a PAX extended header."""
+    """``"length key=value\\n"`` records of a PAX extended header; ``ValueError`` for a
+    record whose length does not move past its own length field or runs past the header
+    (a length of 0 would read the same record forever)."""
     records, pos = {}, 0
     while pos < len(payload) and payload[pos:pos + 1] != b"\0":
-        length = int(payload[pos:payload.index(b" ", pos)])
-        key, _, value = payload[payload.index(b" ", pos) + 1:pos + length - 1].partition(b"=")
-        records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        space = payload.index(b" ", pos)
+        length = int(payload[pos:space])
+        if length <= space - pos or pos + length > len(payload):
+            raise ValueError(f"a PAX record declares length {length}")
+        key, _, value = payload[space + 1:pos + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode(
+            "utf-8", "surrogateescape")
         pos += length
     return records
-
-
-def _tar_files(f: Any) -> Iterator[tuple[str, bytes]]:
-    """(name, payload) of each regular file of an uncompressed tar read from ``f``, in order;
-    see :func:`_tar_entries`."""
-    for name, _, _, payload in _tar_entries(f, with_payload=True):
-        yield name, payload
 
 
 def tar_member_offsets(path: str | Path) -> Iterator[tuple[str, int, int]]:
@@ -448,9 +520,10 @@ def tar_member_offsets(path: str | Path) -> Iterator[tuple[str, int, int]]:
 
 def _tar_entries(f: Any, *, with_payload: bool) -> Iterator[tuple[str, int, int, bytes]]:
     """(name, data offset, size, payload or b"") of each regular file of an uncompressed tar
-    read from ``f``, in order; ``ValueError`` for a bad header checksum or a truncated member.
-    Handles ustar name prefixes, PAX extended headers (``path``, ``size``) and GNU long
-    names, as tarfile does. Without ``with_payload`` the data of regular files is skipped."""
+    read from ``f``, in order; ``ValueError`` for a bad header checksum or a member size out
+    of bounds (:func:`_check_member_size`). Handles ustar name prefixes, PAX extended headers
+    (``path``, ``size``) and GNU long names, as tarfile does. Without ``with_payload`` the
+    data of regular files is skipped."""
     overrides: dict[str, str] = {}
     end = f.seek(0, 2)
     f.seek(0)
@@ -462,10 +535,13 @@ def _tar_entries(f: Any, *, with_payload: bool) -> Iterator[tuple[str, int, int,
             return
         _check_header_sum(header)
         kind = header[156:157]
+        name, prefix = _tar_text(header[:100]), _tar_text(header[345:500])
+        if prefix and kind not in _GNU_TYPES:
+            name = f"{prefix}/{name}"
+        name = overrides.get("path", name)
         size = int(overrides.get("size", _tar_number(header[124:136])))
         offset = f.tell()
-        if size < 0 or offset + size > end:
-            raise ValueError(f"member size {size} runs past the end of the file")
+        _check_member_size(name, size, end - offset)
         describing = kind in (_PAX_HEADER, _GNU_LONGNAME, *_DESCRIBING_TYPES)
         payload = f.read(size) if with_payload or describing else b""
         f.seek(offset + size + (-size % _BLOCK))
@@ -477,10 +553,6 @@ def _tar_entries(f: Any, *, with_payload: bool) -> Iterator[tuple[str, int, int,
             continue
         if kind in _DESCRIBING_TYPES:
             continue
-        name, prefix = _tar_text(header[:100]), _tar_text(header[345:500])
-        if prefix and kind not in _GNU_TYPES:
-            name = f"{prefix}/{name}"
-        name = overrides.get("path", name)
         overrides = {}
         if kind in _FILE_TYPES and not name.endswith("/"):
             yield name, offset, size, payload
@@ -546,9 +618,55 @@ class Manifest:
     def count(self, split: str) -> int:
         return sum(s.count for s in self.shards(split))
 
+    @property
+    def max_pixels(self) -> int:
+        """The most pixels a layer of these shards may declare: the ``--max-pixels`` they
+        were written with, at least :data:`DEFAULT_MAX_PIXELS` (resizing to ``--size`` can
+        enlarge a very narrow source a little past its own limit)."""
+        settings = self.raw.get("settings")
+        value = settings.get("max_pixels") if isinstance(settings, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return max(value, DEFAULT_MAX_PIXELS)
+        return DEFAULT_MAX_PIXELS
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_member_file_name(name: object, where: str) -> str:
+    """``name`` if it is a plain file name inside its folder (what the writer records);
+    ``ValueError`` naming ``where`` for anything else: an absolute path, a ``..``, a folder
+    separator, an empty name. Confines every path a manifest or progress file names."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or "\0" in name or os.path.isabs(name)):
+        raise ValueError(f"{where} names {name!r}: a shard must be a plain file name in its "
+                         "folder (no absolute path, no '..', no folder)")
+    return name
+
+
+def _shard_infos(entry: Any, where: str, seen: set[str]) -> list[ShardInfo]:
+    infos = []
+    for shard in entry["shards"]:
+        name = check_member_file_name(shard["name"], where)
+        if name in seen:
+            raise ValueError(f"{where} lists shard {name!r} twice")
+        seen.add(name)
+        count = shard["count"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"{where}: shard {name!r} has count {count!r}, not an integer >= 0")
+        if not isinstance(shard["sha256"], str) or not _SHA256.match(shard["sha256"]):
+            raise ValueError(f"{where}: shard {name!r} has no SHA-256 of 64 hex digits")
+        infos.append(ShardInfo(name, count, shard["sha256"]))
+    return infos
+
 
 def read_manifest(root: str | Path) -> Manifest:
-    """Read ``root/manifest.json``; ``FileNotFoundError``/``ValueError`` that say what is wrong."""
+    """Read ``root/manifest.json``; ``FileNotFoundError``/``ValueError`` that say what is wrong.
+
+    Every shard it names must be a plain file name in ``root``, listed once (across all
+    splits), with a count and a SHA-256 (:func:`check_member_file_name`): a manifest cannot
+    send a reader to another folder or make it read a shard twice.
+    """
     root = Path(root)
     path = root / MANIFEST_NAME
     if not path.is_file():
@@ -557,10 +675,13 @@ def read_manifest(root: str | Path) -> Manifest:
         )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        splits = {
-            split: [ShardInfo(s["name"], int(s["count"]), s["sha256"]) for s in entry["shards"]]
-            for split, entry in raw["splits"].items()
-        }
-        return Manifest(root, list(raw["classes"]), splits, raw["method"], raw["params"], raw)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        seen: set[str] = set()
+        splits = {split: _shard_infos(entry, str(path), seen)
+                  for split, entry in raw["splits"].items()}
+        classes = raw["classes"]
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ValueError(f"{path}: classes must be a list of names")
+        return Manifest(root, list(classes), splits, raw["method"], raw["params"], raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError
+            ) as exc:
         raise ValueError(f"{path} is not a valid stexture manifest: {exc!r}") from exc

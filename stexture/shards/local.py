@@ -1,5 +1,7 @@
-"""The local engine of ``stexture decompose``: plan, then map the shard jobs over a pool of
-worker processes on this machine (see :mod:`stexture.shards.writer` for the phases)."""
+"""The local engine of ``stexture decompose``: the plan's scan and the shard jobs mapped over
+worker processes on this machine, as an :class:`~stexture.shards.engine.Executor` of the one
+driver loop :func:`~stexture.shards.engine.drive` (see :mod:`stexture.shards.writer` for
+the phases)."""
 
 from __future__ import annotations
 
@@ -13,29 +15,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from . import storage
-from .writer import (
-    Plan,
-    Settings,
-    ShardJob,
-    ShardResult,
-    Summary,
-    finish_dataset,
-    iter_pending,
-    open_output,
-    plan_dataset,
-    record_shard,
-    remove_partials,
-    write_shard,
-)
+from .engine import DecomposeInterrupted, ShardFailure, die_with_parent, drive
+from .writer import Settings, ShardJob, ShardResult, Summary, write_shard
 
 __all__ = ["DecomposeInterrupted", "write_dataset"]
-
-
-class DecomposeInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`write_dataset`; the message says how far it got and how to resume."""
 
 
 def _cpu_count() -> int:
@@ -44,13 +28,18 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+def _failure(job: ShardJob, exc: BaseException) -> ShardFailure:
+    return ShardFailure(job.name, f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
 # ---------------------------------------------------------------- worker process side
 
 _progress_queue: Any = None
 
 
-def _init_worker(threads: int, progress_queue: Any) -> None:
+def _init_worker(threads: int, progress_queue: Any, parent_pid: int) -> None:
     global _progress_queue
+    die_with_parent(parent_pid)
     # Ctrl-C goes to the whole process group; the parent alone decides how to stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _progress_queue = progress_queue
@@ -76,13 +65,21 @@ def _write_shard_in_worker(job: ShardJob, settings: Settings, out: str) -> Shard
 class _InProcess:
     """``workers == 1``: everything runs in this process (no start-up cost, easy to debug)."""
 
+    retries = 0
+
+    def reach(self, loc: storage.Location) -> storage.Location:
+        return loc
+
     def map(self, fn: Callable, chunks: Iterable) -> Iterator:
         return map(fn, chunks)
 
     def run(self, jobs: list[ShardJob], settings: Settings, out: storage.Location,
-            progress: Callable[[int], None]) -> Iterator[ShardResult]:
+            progress: Callable[[int], None]) -> Iterator[ShardResult | ShardFailure]:
         for job in jobs:
-            yield write_shard(job, settings, out, progress=progress)
+            try:
+                yield write_shard(job, settings, out, progress=progress)
+            except Exception as exc:  # one bad shard does not stop the others
+                yield _failure(job, exc)
 
     def stop(self) -> None:
         """Nothing runs elsewhere."""
@@ -93,7 +90,10 @@ class _InProcess:
 
 class _Pool:
     """``workers > 1``: a spawn-started process pool; each worker gets ``cores // workers``
-    Numba threads so that processes x threads does not oversubscribe the machine."""
+    Numba threads so that processes x threads does not oversubscribe the machine, and ends
+    with this process (:func:`~stexture.shards.engine.die_with_parent`)."""
+
+    retries = 0
 
     def __init__(self, workers: int) -> None:
         context = multiprocessing.get_context("spawn")
@@ -102,7 +102,10 @@ class _Pool:
         threads = max(1, _cpu_count() // workers)
         self.executor = ProcessPoolExecutor(workers, mp_context=context,
                                             initializer=_init_worker,
-                                            initargs=(threads, self.queue))
+                                            initargs=(threads, self.queue, os.getpid()))
+
+    def reach(self, loc: storage.Location) -> storage.Location:
+        return loc
 
     def map(self, fn: Callable, chunks: Iterable) -> Iterator:
         return self.executor.map(fn, chunks)
@@ -119,15 +122,18 @@ class _Pool:
             return
 
     def run(self, jobs: list[ShardJob], settings: Settings, out: storage.Location,
-            progress: Callable[[int], None]) -> Iterator[ShardResult]:
-        pending: set[Future] = {
-            self.executor.submit(_write_shard_in_worker, job, settings, str(out)) for job in jobs
+            progress: Callable[[int], None]) -> Iterator[ShardResult | ShardFailure]:
+        job_of: dict[Future, ShardJob] = {
+            self.executor.submit(_write_shard_in_worker, job, settings, str(out)): job
+            for job in jobs
         }
+        pending = set(job_of)
         while pending:
             finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             self._drain(progress)
             for future in finished:
-                yield future.result()
+                exc = future.exception()
+                yield _failure(job_of[future], exc) if exc is not None else future.result()
 
     def stop(self) -> None:
         """End the workers now (they ignore SIGINT): SIGTERM to each of our own processes."""
@@ -143,42 +149,6 @@ class _Pool:
         self.executor.shutdown(wait=True)
 
 
-def _bar(total: int, desc: str, enabled: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True,
-                file=sys.stderr, smoothing=0.1)
-
-
-def _scan(src: str | Path, settings: Settings, engine: Any, show_progress: bool) -> Plan:
-    def map_with_bar(fn: Callable, chunks: Iterable) -> Iterator:
-        chunks = list(chunks)
-        with _bar(sum(len(c) for c in chunks), "scanning", show_progress) as bar:
-            for result in engine.map(fn, chunks):
-                bar.update(len(result))
-                yield result
-
-    return plan_dataset(src, settings, map_fn=map_with_bar)
-
-
-
-def open_for_resume(out: str, settings: Settings, plan: Plan, overwrite: bool,
-                    log: Callable[[str], None]) -> tuple[dict[str, ShardResult], list[ShardJob]]:
-    """The shards already complete in ``out`` and the jobs still to run (any engine)."""
-    done = open_output(out, settings, plan, overwrite)
-    pending = list(iter_pending(plan, done))
-    if done:
-        log(f"resuming: {len(done)} of {len(plan.jobs)} shard(s) already complete in {out}")
-    return done, pending
-
-
-def interrupted(out: str, plan: Plan | None, done: dict[str, ShardResult]) -> DecomposeInterrupted:
-    """What a Ctrl-C becomes once the workers are stopped: partial files removed, and a
-    message with what is complete and how to resume."""
-    remove_partials(out)
-    total = f" of {len(plan.jobs)}" if plan is not None else ""
-    return DecomposeInterrupted(
-        f"interrupted: {len(done)}{total} shard(s) complete in {out}; run the same command "
-        "again to resume")
-
 def write_dataset(
     src: str | Path,
     out: str | Path,
@@ -191,29 +161,14 @@ def write_dataset(
     """Decompose the images under ``src`` into shards in ``out`` with ``workers`` processes.
 
     Re-running with the same arguments resumes: shards already complete (checked against
-    their recorded SHA-256) are kept and the result is byte-identical to an uninterrupted
-    run. Ctrl-C raises :class:`DecomposeInterrupted` after the workers are stopped and no
+    their recorded SHA-256, and their sources' pixels) are kept and the result is
+    byte-identical to an uninterrupted run. A shard job that fails does not stop the
+    others: :class:`~stexture.shards.engine.DecomposeFailed` names every failed one at the
+    end. Ctrl-C raises :class:`DecomposeInterrupted` after the workers are stopped and no
     partial file is left. ``src`` and ``out`` may be fsspec URLs (``s3://bucket/prefix``;
     a ``memory://`` file system is not shared with worker processes: use ``workers=1``).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    out = storage.location(out)
-    engine: Any = _InProcess() if workers == 1 else _Pool(workers)
-    done: dict[str, ShardResult] = {}
-    plan: Plan | None = None
-    try:
-        plan = _scan(src, settings, engine, show_progress)
-        done, pending = open_for_resume(out, settings, plan, overwrite, log)
-        with _bar(sum(len(job.entries) for job in pending), "decomposing", show_progress) as bar:
-            for result in engine.run(pending, settings, out, bar.update):
-                record_shard(out, settings, plan, done, result)
-        summary = finish_dataset(out, plan, settings, done, written=len(pending))
-    except KeyboardInterrupt:
-        engine.stop()
-        raise interrupted(out, plan, done) from None
-    except BaseException:
-        engine.stop()
-        raise
-    engine.close()
-    return summary
+    return drive(src, out, settings, _InProcess() if workers == 1 else _Pool(workers),
+                 overwrite=overwrite, show_progress=show_progress, log=log)

@@ -1,19 +1,19 @@
 """The Ray engine of ``stexture decompose``: the same plan and shards as the local engine,
 with the scan and every shard a Ray task, on one machine or a cluster.
 
-The phases are those of :mod:`stexture.shards.writer`. The plan is made here in the driver
-(its per-image scan runs as Ray tasks of 32 images), so the shard jobs, keys and splits are
-the local engine's. Each pending shard job is then one Ray task (a *slice* of the input,
-named after its shard) that calls :func:`~stexture.shards.writer.write_shard`; as each
-finishes, the driver records it in the progress file, so an interrupted or failed run
-resumes like a local one. The manifest is assembled by the driver at the end, exactly as
-the local engine does: the engine enters neither the settings nor the shards, which are
-byte-identical to a local run's with the same arguments.
+It is an :class:`~stexture.shards.engine.Executor` of the driver loop
+:func:`~stexture.shards.engine.drive`, which makes the plan in the driver (its per-image
+scan runs here as Ray tasks of 32 images), records each shard as it finishes in the
+progress file, and assembles the manifest, exactly as for the local engine: the engine
+enters neither the settings nor the shards, which are byte-identical to a local run's with
+the same arguments. Each pending shard job is one Ray task (a *slice* of the input, named
+after its shard) that calls :func:`~stexture.shards.writer.write_shard`.
 
 A task that raises or whose worker dies is retried by Ray (``max_retries``). A slice that
-still fails does not stop the others; when all have ended, :class:`DecomposeFailed` names
-every failed slice with its error, the good shards stay recorded, and the same command run
-again resumes with only the failed ones.
+still fails does not stop the others; when all have ended,
+:class:`~stexture.shards.engine.DecomposeFailed` names every failed slice with its error,
+the good shards stay recorded, and the same command run again resumes with only the failed
+ones.
 
 Every worker must reach ``src`` and ``out``: on a cluster, a shared file system or an fsspec
 URL (``s3://bucket/prefix``, see :mod:`.storage`). Ray is imported only when this engine
@@ -22,7 +22,6 @@ runs (``pip install 'stexture[ray]'``).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -30,28 +29,10 @@ from typing import Any
 
 from .._ray import cancel_unfinished, connect, error_line, import_ray
 from . import storage
-from .local import _bar, _scan, interrupted, open_for_resume
-from .writer import (
-    Plan,
-    Settings,
-    ShardJob,
-    ShardResult,
-    Summary,
-    finish_dataset,
-    record_shard,
-    write_shard,
-)
+from .engine import DecomposeFailed, ShardFailure, drive
+from .writer import Settings, ShardJob, ShardResult, Summary, write_shard
 
 __all__ = ["DecomposeFailed", "write_dataset_ray"]
-
-
-class DecomposeFailed(RuntimeError):
-    """Slices that kept failing after Ray's retries; ``failures`` maps each slice's name to
-    its error. The shards that were written are kept and recorded for a resumed run."""
-
-    def __init__(self, message: str, failures: dict[str, str]) -> None:
-        super().__init__(message)
-        self.failures = failures
 
 
 # ---------------------------------------------------------------- worker side
@@ -84,10 +65,15 @@ class _RayTasks:
         ray = import_ray()
         self.ray = ray
         self.cpus = cpus
+        self.retries = max_retries
         options = {"max_retries": max_retries, "retry_exceptions": True}
         self.scan = ray.remote(_scan_chunk).options(num_cpus=cpus, **options)
         self.write = ray.remote(_write_slice).options(num_cpus=cpus, num_gpus=gpus, **options)
         self.refs: list[Any] = []
+
+    def reach(self, loc: storage.Location) -> storage.Location:
+        """Ray workers do not run in the driver's folder: they get absolute paths."""
+        return loc.resolve() if isinstance(loc, Path) else loc
 
     def map(self, fn: Callable, chunks: Iterable) -> Iterator:
         """``map`` over Ray tasks, results in order."""
@@ -96,16 +82,14 @@ class _RayTasks:
             yield self.ray.get(ref)
 
     def run(self, jobs: list[ShardJob], settings: Settings, out: storage.Location,
-            on_result: Callable[[ShardResult], None]) -> dict[str, str]:
-        """Run every job; ``on_result`` for each written shard as it finishes; return the
-        failed slices' errors by name."""
+            progress: Callable[[int], None]) -> Iterator[ShardResult | ShardFailure]:
+        """Each job's result, or its failure after Ray's retries, as it finishes."""
         settings_ref = self.ray.put(settings)
         name_of = {}
         for job in jobs:
             ref = self.write.remote(job, settings_ref, str(out), self.cpus)
             name_of[ref] = job.name
         self.refs = list(name_of)
-        failures = {}
         pending = list(self.refs)
         while pending:
             finished, pending = self.ray.wait(pending, num_returns=1)
@@ -113,29 +97,16 @@ class _RayTasks:
                 try:
                     result = self.ray.get(ref)
                 except self.ray.exceptions.RayError as exc:
-                    failures[name_of[ref]] = error_line(exc)
+                    yield ShardFailure(name_of[ref], error_line(exc))
                     continue
-                on_result(result)
-        return failures
+                progress(result.count)
+                yield result
 
     def stop(self) -> None:
         cancel_unfinished(self.refs)
 
-
-def _failure_message(failures: dict[str, str], plan: Plan, done: dict[str, ShardResult],
-                     out: storage.Location, retries: int) -> str:
-    lines = [f"{len(failures)} slice(s) failed after {retries} retries; {len(done)} of "
-             f"{len(plan.jobs)} shard(s) complete in {out}:"]
-    lines += [f"  {name}: {error}" for name, error in sorted(failures.items())]
-    lines.append("fix the cause and run the same command again: it resumes with the failed "
-                 "slices only")
-    return "\n".join(lines)
-
-
-def _absolute(path: str | Path) -> storage.Location:
-    """Ray workers do not run in the driver's folder: they get absolute paths."""
-    loc = storage.location(path)
-    return loc.resolve() if isinstance(loc, Path) else loc
+    def close(self) -> None:
+        """The tasks have ended; the cluster connection is the caller's."""
 
 
 def write_dataset_ray(
@@ -167,7 +138,7 @@ def write_dataset_ray(
 
     Returns the same :class:`~stexture.shards.writer.Summary` as the local engine. Raises
     :class:`DecomposeFailed` naming each slice that kept failing (after every other slice
-    has ended and been recorded), and :class:`~stexture.shards.local.DecomposeInterrupted`
+    has ended and been recorded), and :class:`~stexture.shards.engine.DecomposeInterrupted`
     on Ctrl-C; either way, the same call again resumes.
     """
     if cpus_per_task <= 0:
@@ -178,33 +149,11 @@ def write_dataset_ray(
         raise ValueError(f"gpus per task must be >= 0, got {gpus_per_task}")
     if max_retries < 0:
         raise ValueError(f"max retries must be >= 0, got {max_retries}")
-    out = storage.location(out)
     connected = connect(address)
-    tasks = _RayTasks(cpus_per_task, gpus_per_task, max_retries)
-    done: dict[str, ShardResult] = {}
-    plan: Plan | None = None
     try:
-        # the items' paths are absolute, the recorded source is as given (as the local engine)
-        plan = dataclasses.replace(_scan(_absolute(src), settings, tasks, show_progress),
-                                   source=str(src))
-        done, pending = open_for_resume(out, settings, plan, overwrite, log)
-        with _bar(sum(len(job.entries) for job in pending), "decomposing", show_progress) as bar:
-            def on_result(result: ShardResult) -> None:
-                record_shard(out, settings, plan, done, result)
-                bar.update(result.count)
-
-            failures = tasks.run(pending, settings, _absolute(out), on_result)
-        if failures:
-            raise DecomposeFailed(_failure_message(failures, plan, done, out, max_retries),
-                                  failures)
-        return finish_dataset(out, plan, settings, done, written=len(pending))
-    except KeyboardInterrupt:
-        tasks.stop()
-        raise interrupted(out, plan, done) from None
-    except BaseException:
-        tasks.stop()
-        raise
+        return drive(src, out, settings,
+                     _RayTasks(cpus_per_task, gpus_per_task, max_retries),
+                     overwrite=overwrite, show_progress=show_progress, log=log)
     finally:
         if connected:
             import_ray().shutdown()
-

@@ -15,14 +15,13 @@ import csv
 import hashlib
 import json
 import re
-import tarfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import storage
-from .format import MANIFEST_NAME
+from .format import MANIFEST_NAME, read_tar_members
 from .storage import Location
 
 __all__ = [
@@ -106,16 +105,40 @@ def _list_folder(root: Location) -> Listing:
     return Listing(_unique_keys(raw), problems, ignored)
 
 
+# a manifest of a million rows is a few hundred MB at most; a bigger file is no manifest
+_MAX_MANIFEST_BYTES = 1 << 30
+
+
+def _jsonl_row(path: Location, number: int, line: str) -> dict[str, str]:
+    """A JSONL line as ``{field: text}``; ``path`` and ``label`` must be strings (or a label
+    an integer), so that a list or an object never becomes a class name."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}, line {number}: not JSON ({exc})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}, line {number}: a JSON {type(row).__name__}, not an object "
+                         "with path and label")
+    for name in ("path", "label"):
+        value = row.get(name)
+        if name == "label" and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{path}, line {number}: {name} must be a string, got "
+                             f"{json.dumps(value)}")
+    return {k: str(v) for k, v in row.items() if isinstance(v, str | int)
+            and not isinstance(v, bool)}
+
+
 def _manifest_rows(path: Location) -> Iterator[tuple[int, dict[str, str]]]:
-    text = storage.read_bytes(path).decode("utf-8-sig")
+    try:
+        text = storage.read_bytes(path, _MAX_MANIFEST_BYTES).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
     if _suffix(path) == ".jsonl":
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}, line {number}: not JSON ({exc})") from None
-                yield number, {k: str(v) for k, v in row.items() if v is not None}
+                yield number, _jsonl_row(path, number, line)
         return
     reader = csv.DictReader(text.splitlines())
     if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
@@ -155,9 +178,11 @@ def _class_names_of(folder: Location) -> list[str] | None:
     if not storage.is_file(path):
         return None
     try:
-        return list(json.loads(storage.read_bytes(path).decode("utf-8"))["classes"])
-    except (json.JSONDecodeError, KeyError, TypeError):
+        names = json.loads(storage.read_bytes(path, _MAX_MANIFEST_BYTES).decode("utf-8"))
+        names = names["classes"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
 
 
 def _list_shards(tars: list[Location], base: Location) -> Listing:
@@ -165,21 +190,23 @@ def _list_shards(tars: list[Location], base: Location) -> Listing:
     raw, problems = [], []
     for tar_path in tars:
         samples: dict[str, dict[str, str]] = defaultdict(dict)
+        cls_of: dict[str, str] = {}
+        json_of: dict[str, bytes] = {}
         tar_name = storage.name(tar_path)
         try:
-            with storage.open_tar(tar_path) as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    folder, _, base_name = member.name.rpartition("/")
+            with storage.open_read(tar_path) as f:
+                for member, payload in read_tar_members(f):
+                    folder, _, base_name = member.rpartition("/")
                     stem, dot, field = base_name.partition(".")
-                    if dot:
-                        samples[f"{folder}/{stem}" if folder else stem][field] = member.name
-                cls_of = {key: tar.extractfile(fields["cls"]).read().decode().strip()
-                          for key, fields in samples.items() if "cls" in fields}
-                json_of = {key: tar.extractfile(fields["json"]).read()
-                           for key, fields in samples.items() if "json" in fields}
-        except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
+                    if not dot:
+                        continue
+                    key = f"{folder}/{stem}" if folder else stem
+                    samples[key][field] = member
+                    if field == "cls":
+                        cls_of[key] = payload.decode("ascii", "replace").strip()
+                    elif field == "json":
+                        json_of[key] = payload
+        except (OSError, ValueError) as exc:
             problems.append((tar_name, "unreadable", f"damaged tar file ({exc})"))
             continue
         for key in sorted(samples):
@@ -241,16 +268,19 @@ def list_sources(src: str | Path) -> Listing:
     return _list_folder(src)
 
 
-def read_items(items: Iterable[SourceItem]) -> Iterator[tuple[SourceItem, bytes | OSError]]:
+def read_items(items: Iterable[SourceItem], max_bytes: int | None = None
+               ) -> Iterator[tuple[SourceItem, bytes | OSError]]:
     """The bytes of each item, in order (an ``OSError`` in place of the bytes when a file
-    cannot be read). Consecutive members of one tar are read in one pass over it."""
+    cannot be read: not a regular file, or over ``max_bytes``, see
+    :func:`~stexture.shards.storage.read_bytes`). Consecutive members of one tar are read in
+    one pass over it."""
     items = list(items)
     position = 0
     while position < len(items):
         item = items[position]
         if not item.member:
             try:
-                yield item, storage.read_bytes(storage.location(item.path))
+                yield item, storage.read_bytes(storage.location(item.path), max_bytes)
             except OSError as exc:
                 yield item, exc
             position += 1
@@ -258,22 +288,28 @@ def read_items(items: Iterable[SourceItem]) -> Iterator[tuple[SourceItem, bytes 
         end = position
         while end < len(items) and items[end].path == item.path and items[end].member:
             end += 1
-        yield from _read_tar_members(items[position:end])
+        yield from _read_tar_members(items[position:end], max_bytes)
         position = end
 
 
-def _read_tar_members(items: list[SourceItem]) -> Iterator[tuple[SourceItem, bytes | OSError]]:
-    done = 0
+def _read_tar_members(items: list[SourceItem], max_bytes: int | None
+                      ) -> Iterator[tuple[SourceItem, bytes | OSError]]:
+    """The members ``items`` name, from one pass over their tar (bounded reads)."""
+    wanted = {item.member for item in items}
+    found: dict[str, bytes] = {}
+    failure: OSError | None = None
     try:
-        with storage.open_tar(storage.location(items[0].path)) as tar:
-            for item in items:
-                try:
-                    handle = tar.extractfile(item.member)
-                    data: bytes | OSError = handle.read() if handle is not None else b""
-                except KeyError:
-                    data = OSError(f"{item.member} is not in {item.path}")
-                done += 1
-                yield item, data
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        for item in items[done:]:
-            yield item, OSError(f"{item.path}: {exc}")
+        with storage.open_read(storage.location(items[0].path)) as f:
+            for member, payload in read_tar_members(f):
+                if member in wanted:
+                    found[member] = payload
+    except (OSError, ValueError) as exc:
+        failure = OSError(f"{items[0].path}: {exc}")
+    for item in items:
+        data: bytes | OSError | None = found.get(item.member)
+        if data is None:
+            data = failure or OSError(f"{item.member} is not in {item.path}")
+        elif max_bytes is not None and len(data) > max_bytes:
+            data = OSError(f"{item.path}:{item.member}: {len(data)} bytes, over the limit "
+                           f"of {max_bytes} for one file")
+        yield item, data

@@ -8,7 +8,13 @@ used (it comes with ``pip install stexture[ray]``).
 Writes are atomic either way, so a reader or a resumed run sees a file whole or not at all:
 locally a ``.partial`` file is written, flushed to disk and renamed; through fsspec the
 object is written in one ``pipe_file`` call (one whole-object PUT on an object store, where
-objects appear whole and there is no cheap rename).
+objects appear whole and there is no cheap rename). A write never goes through a symbolic
+link: the rename replaces a link at the target name, and the ``.partial`` file is created
+new (never opened through a link or over a file of another kind).
+
+Reads are bounded: :func:`read_bytes` and :func:`open_read` open only regular files (not a
+FIFO, a device or a socket, also behind a link, so a scan cannot block or read without
+end) and check a size cap before reading.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import hashlib
 import os
 import posixpath
 import re
-import tarfile
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,10 +40,11 @@ __all__ = [
     "location",
     "make_dirs",
     "name",
-    "open_tar",
+    "open_read",
     "parent",
     "read_bytes",
     "remove",
+    "remove_partial",
     "sha256_of",
     "walk_files",
     "write_atomically",
@@ -103,34 +110,61 @@ def is_dir(loc: Location) -> bool:
     return fs.isdir(path)
 
 
-def read_bytes(loc: Location) -> bytes:
-    """The whole file (``OSError``, e.g. ``FileNotFoundError``, when it cannot be read)."""
-    if isinstance(loc, Path):
-        return loc.read_bytes()
-    fs, path = _fs(loc)
-    return fs.cat_file(path)
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a link")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _check_size(loc: Location, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise OSError(f"{loc}: {size} bytes, over the limit of {max_bytes} for one file")
 
 
 @contextmanager
-def open_tar(loc: Location) -> Iterator[tarfile.TarFile]:
-    """A tar file opened for reading (compressed or not)."""
+def open_read(loc: Location, max_bytes: int | None = None) -> Iterator[IO[bytes]]:
+    """A regular file opened for binary reading; ``OSError`` naming what it is instead (a
+    FIFO, a device, a socket, a folder, also behind a link: opened without blocking and
+    checked before a byte is read) or when it is larger than ``max_bytes``."""
     if isinstance(loc, Path):
-        with tarfile.open(loc, mode="r:*") as tar:
-            yield tar
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(loc, flags)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"{loc}: {_kind(info.st_mode)}, not a regular file")
+            _check_size(loc, info.st_size, max_bytes)
+            f = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with f:
+            yield f
         return
     fs, path = _fs(loc)
-    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:*") as tar:
-        yield tar
+    info = fs.info(path)
+    if info.get("type") != "file":
+        raise OSError(f"{loc}: {info.get('type')}, not a file")
+    _check_size(loc, int(info.get("size") or 0), max_bytes)
+    with fs.open(path, "rb") as f:
+        yield f
+
+
+def read_bytes(loc: Location, max_bytes: int | None = None) -> bytes:
+    """The whole file, a regular one of at most ``max_bytes`` (see :func:`open_read`);
+    ``OSError`` (e.g. ``FileNotFoundError``) when it cannot be read."""
+    with open_read(loc, max_bytes) as f:
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    _check_size(loc, len(data), max_bytes)  # it grew while it was read
+    return data
 
 
 def sha256_of(loc: Location) -> str:
     digest = hashlib.sha256()
-    if isinstance(loc, Path):
-        opened: IO[bytes] = open(loc, "rb")
-    else:
-        fs, path = _fs(loc)
-        opened = fs.open(path, "rb")
-    with opened as f:
+    with open_read(loc) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -174,7 +208,8 @@ def walk_files(root: Location) -> list[str]:
 
 
 def remove(loc: Location) -> None:
-    """Delete a file; one that is not there is not an error."""
+    """Delete a file (a link itself, never its target); one that is not there is not an
+    error. Callers remove only names their own record gives."""
     if isinstance(loc, Path):
         loc.unlink(missing_ok=True)
         return
@@ -183,26 +218,51 @@ def remove(loc: Location) -> None:
         fs.rm_file(path)
 
 
+def _partial_of(loc: Path) -> Path:
+    return loc.with_name(loc.name + PARTIAL_SUFFIX)
+
+
+def remove_partial(loc: Location) -> None:
+    """Delete the ``.partial`` file a killed :func:`write_atomically` of ``loc`` left (a
+    regular file by that name; anything else there is refused, not removed)."""
+    if not isinstance(loc, Path):
+        return  # nothing partial is written through fsspec
+    partial_path = _partial_of(loc)
+    try:
+        mode = partial_path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise OSError(f"{partial_path} is {_kind(mode)}, not a file stexture left: move it "
+                      "away")
+    partial_path.unlink()
+
+
 def write_atomically(loc: Location, payload: bytes) -> None:
     """Write ``payload`` so that ``loc`` holds either nothing new or all of it.
 
-    Locally: write ``loc + .partial``, flush it to disk, rename it over ``loc`` and flush the
-    folder. Through fsspec: one whole-object write.
+    Locally: create ``loc + .partial`` (exclusively and without following a link, after
+    :func:`remove_partial` of one a killed run left), flush it to disk, rename it over
+    ``loc`` (replacing a link there, not writing through it) and flush the folder. Through
+    fsspec: one whole-object write.
     """
     if not isinstance(loc, Path):
         fs, path = _fs(loc)
         fs.pipe_file(path, payload)
         return
-    partial_path = loc.with_name(loc.name + PARTIAL_SUFFIX)
+    remove_partial(loc)
+    partial_path = _partial_of(loc)
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(partial_path, flags, 0o644)
     try:
-        with open(partial_path, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial_path, loc)
     finally:
-        if partial_path.exists():
-            partial_path.unlink()
+        partial_path.unlink(missing_ok=True)
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(loc.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter, defaultdict
@@ -48,6 +49,7 @@ from ..imageio import ImageReadError, decode_rgb_bytes
 from ..smoothing import get_method
 from . import storage
 from .format import (
+    DEFAULT_MAX_PIXELS,
     FORMAT_NAME,
     FORMAT_VERSION,
     IMAGE_FIELDS,
@@ -55,13 +57,14 @@ from .format import (
     MANIFEST_NAME,
     REJECTED_NAME,
     STRUCTURE_FIELD,
+    check_member_file_name,
     decode_rgb,
     encode_image,
     encode_sample,
     write_tar,
 )
 from .sources import SourceItem, list_sources, read_items
-from .storage import PARTIAL_SUFFIX, Location
+from .storage import Location
 
 __all__ = [
     "PROGRESS_NAME",
@@ -73,6 +76,7 @@ __all__ = [
     "ShardResult",
     "Summary",
     "assemble_manifest",
+    "check_output",
     "finish_dataset",
     "iter_pending",
     "open_output",
@@ -81,6 +85,7 @@ __all__ = [
     "record_shard",
     "remove_partials",
     "resize_shorter_side",
+    "source_byte_cap",
     "scan_items",
     "shard_warnings",
     "write_shard",
@@ -88,6 +93,9 @@ __all__ = [
 
 SPLITS = ("train", "val")
 PROGRESS_NAME = ".stexture-progress.json"
+# the files of a shard folder besides its shards; its own record (progress file or manifest)
+# names the shards
+_FIXED_NAMES = (MANIFEST_NAME, INDEX_NAME, REJECTED_NAME, PROGRESS_NAME)
 # a split with fewer shards than this starves a DataLoader with several workers
 MIN_SHARDS_HINT = 8
 _SCAN_CHUNK = 32
@@ -113,7 +121,7 @@ class Settings:
     quality: int = 95
     val_fraction: float = 0.1
     shard_size: int = 1000
-    max_pixels: int = 100_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     min_side: int = 32
     batch_size: int = 0
 
@@ -144,6 +152,14 @@ class Settings:
         return asdict(self)
 
 
+def source_byte_cap(max_pixels: int) -> int:
+    """The most bytes a source file may have, checked before it is read: 16 bytes per pixel
+    (RGBA at 32 bits a channel, the widest layout Pillow reads) of ``max_pixels``, plus
+    64 MiB of metadata. No image within the pixel limit is larger; a bigger file is refused
+    without being read."""
+    return 16 * max_pixels + (64 << 20)
+
+
 @dataclass(frozen=True)
 class Rejection:
     """An input left out, with a reason code (see ``stexture.imageio.REJECT_REASONS``)."""
@@ -164,11 +180,14 @@ class Scanned:
 
 @dataclass(frozen=True)
 class ShardJob:
-    """One shard to write: its split, index and the ``(item, class index)`` pairs in order."""
+    """One shard to write: its split, index and the ``(item, class index)`` pairs in order;
+    ``inputs`` is the SHA-256 of its sources' pixel digests, so that a resumed run notices a
+    source whose pixels changed since the shard was written."""
 
     split: str
     index: int
     entries: tuple[tuple[SourceItem, int], ...]
+    inputs: str = ""
 
     @property
     def name(self) -> str:
@@ -269,7 +288,7 @@ def scan_items(items: list[SourceItem], settings: Settings) -> list[Scanned]:
     Never raises for a bad input: every failure becomes a :class:`Rejection`.
     """
     scanned = []
-    for item, data in read_items(items):
+    for item, data in read_items(items, source_byte_cap(settings.max_pixels)):
         if isinstance(data, OSError):
             scanned.append(Scanned(item.key, "", Rejection(item.source, "unreadable", str(data))))
             continue
@@ -327,6 +346,7 @@ def plan_dataset(
     rejected = [Rejection(*problem) for problem in listing.problems]
     kept: list[SourceItem] = []
     first_with: dict[str, SourceItem] = {}
+    digest_of: dict[str, str] = {}
     for item, result in zip(items, scanned, strict=True):
         if result.rejection is not None:
             rejected.append(result.rejection)
@@ -338,6 +358,7 @@ def plan_dataset(
                                       f"same pixels as {original.source}{labels}"))
         else:
             first_with[result.digest] = item
+            digest_of[item.key] = result.digest
             kept.append(item)
     classes = sorted({item.label for item in kept})
     class_index = {name: i for i, name in enumerate(classes)}
@@ -346,7 +367,9 @@ def plan_dataset(
         for start in range(0, len(split_items), settings.shard_size):
             chunk = split_items[start:start + settings.shard_size]
             entries = tuple((item, class_index[item.label]) for item in chunk)
-            jobs.append(ShardJob(split, start // settings.shard_size, entries))
+            inputs = hashlib.sha256(" ".join(digest_of[item.key] for item in chunk)
+                                    .encode("ascii")).hexdigest()
+            jobs.append(ShardJob(split, start // settings.shard_size, entries, inputs))
     for name in {item.label for item in items} - set(classes):
         rejected.append(Rejection(name, "empty_class", "no image of this class was accepted"))
     rejected.sort(key=lambda r: (r.path, r.reason))
@@ -400,8 +423,8 @@ def write_shard(job: ShardJob, settings: Settings, out: str | Path,
     start = time.perf_counter()
     out = storage.location(out)
     stored, decoded, records = [], [], []
-    for (item, data), (_, cls) in zip(read_items(item for item, _ in job.entries),
-                                      job.entries, strict=True):
+    entries = read_items((item for item, _ in job.entries), source_byte_cap(settings.max_pixels))
+    for (item, data), (_, cls) in zip(entries, job.entries, strict=True):
         if isinstance(data, OSError):
             raise ValueError(f"{job.name}: {item.source} cannot be read any more ({data}); "
                              "did the source change while the command ran?")
@@ -455,39 +478,61 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return lines
 
 
-def _our_files(out: Location) -> list[str]:
-    names = {MANIFEST_NAME, INDEX_NAME, REJECTED_NAME, PROGRESS_NAME}
-    return [n for n in storage.list_dir(out)[0] if n in names or n.endswith(PARTIAL_SUFFIX)
-            or (n.endswith(".tar") and n.split("-")[0] in SPLITS)]
-
-
-def remove_partials(out: str | Path) -> None:
-    """Delete the ``.partial`` files a killed run left in ``out``."""
+def remove_partials(out: str | Path, names: Iterable[str]) -> None:
+    """Delete the ``<name>.partial`` files a killed run left in ``out`` for our ``names``
+    (what :func:`~stexture.shards.storage.write_atomically` writes first); other files
+    ending in ``.partial`` are not ours and stay."""
     out = storage.location(out)
-    for name in storage.list_dir(out)[0]:
-        if name.endswith(PARTIAL_SUFFIX):
-            storage.remove(storage.join(out, name))
+    for name in names:
+        storage.remove_partial(storage.join(out, name))
+
+
+def check_output(out: str | Path, src: str | Path) -> None:
+    """Refuse an output folder that cannot work, before any image is read: one inside the
+    source folder, a file, or a local folder this process cannot write to."""
+    out, source = storage.location(out), storage.location(src)
+    if (isinstance(out, Path) and isinstance(source, Path) and source.is_dir()
+            and out.resolve().is_relative_to(source.resolve())):
+        raise ValueError(f"the output folder {out} is inside the source folder {source}: "
+                         "a later run would list it as a class; choose a folder outside")
+    if storage.is_file(out):
+        raise ValueError(f"the output folder {out} is a file; choose a folder")
+    try:
+        storage.make_dirs(out)
+    except OSError as exc:
+        raise ValueError(f"the output folder {out} cannot be made: {exc}") from None
+    if isinstance(out, Path) and not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"the output folder {out} is not writable by this user")
 
 
 def _read_record(out: Location) -> dict[str, Any] | None:
+    """What the progress file (else the manifest) in ``out`` says: settings, plan digest,
+    shards done, and every file name it claims; ``ValueError`` when it is not one stexture
+    wrote, or names a file outside ``out``."""
     for name in (PROGRESS_NAME, MANIFEST_NAME):
         path = storage.join(out, name)
         if storage.is_file(path):
             try:
                 record = json.loads(storage.read_bytes(path).decode("utf-8"))
+                done = (record["done"] if name == PROGRESS_NAME
+                        else _done_of_manifest(record))
+                claimed = set(done) | set(record.get("planned", []))
+                for shard in claimed:
+                    check_member_file_name(shard, str(path))
                 return {"settings": record["settings"], "plan_digest": record["plan_digest"],
-                        "done": record["done"] if name == PROGRESS_NAME
-                        else _done_of_manifest(record),
+                        "done": done, "claimed": claimed,
                         # version 1 wrote no version into its progress file
                         "format_version": record.get("format_version", 1)}
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path} is damaged ({exc!r}); use --overwrite to start over"
-                                 ) from None
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError,
+                    AttributeError) as exc:
+                raise ValueError(f"{path} is not a stexture record or is damaged ({exc!r}): "
+                                 "stexture cannot tell which files there it wrote; move it "
+                                 "away or choose another output folder") from None
     return None
 
 
 def _done_of_manifest(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["name"]: {"count": s["count"], "sha256": s["sha256"]}
+    return {s["name"]: {"count": s["count"], "sha256": s["sha256"], "inputs": s.get("inputs")}
             for entry in manifest["splits"].values() for s in entry["shards"]}
 
 
@@ -496,55 +541,72 @@ def _write_json(path: Location, value: Any) -> None:
         path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def open_output(out: str | Path, settings: Settings, plan: Plan,
-                overwrite: bool = False) -> dict[str, ShardResult]:
+def _check_resumable(out: Location, record: dict[str, Any], settings: Settings,
+                     plan: Plan) -> None:
+    if record["format_version"] != FORMAT_VERSION:
+        # shards of two versions in one folder would load, but not be what a clean run
+        # writes (the structure field differs)
+        raise ValueError(f"{out} was written in shard format version "
+                         f"{record['format_version']}; this stexture writes version "
+                         f"{FORMAT_VERSION}: use --overwrite to start over, or another "
+                         "output folder")
+    differences = _differences(record["settings"], settings.content())
+    if differences:
+        raise ValueError(f"{out} was written with other settings:\n  "
+                         + "\n  ".join(differences)
+                         + "\nuse the same arguments to resume, --overwrite to start over, "
+                         "or another output folder")
+    if record["plan_digest"] != plan.digest:
+        raise ValueError(f"the source {plan.source} lists other images, classes or splits "
+                         f"than when {out} was written; use --overwrite to start over")
+
+
+def open_output(out: str | Path, settings: Settings, plan: Plan, overwrite: bool = False,
+                log: Callable[[str], None] = lambda line: None) -> dict[str, ShardResult]:
     """Prepare ``out`` for ``plan`` and return the shards already complete there.
 
     A folder written before with the same settings and the same plan is resumed: every shard
-    whose file matches its recorded SHA-256 is returned (and skipped by the caller); others
-    are written again. Different settings or a different plan is a ``ValueError`` that says
-    what differs, unless ``overwrite``, which deletes what an earlier run wrote.
+    whose file matches its recorded SHA-256, and whose sources still have the pixels it was
+    made from, is returned (and skipped by the caller); others are written again (``log``
+    names those whose sources changed). Different settings or a different plan is a
+    ``ValueError`` that says what differs, unless ``overwrite``, which deletes what the
+    earlier run's record names (and nothing else). A file in the way that no record names
+    (a shard or manifest name stexture did not write) is refused by name.
     """
     out = storage.location(out)
-    source = storage.location(plan.source)
-    if (isinstance(out, Path) and isinstance(source, Path) and source.is_dir()
-            and out.resolve().is_relative_to(source.resolve())):
-        raise ValueError(f"the output folder {out} is inside the source folder {source}: "
-                         "a later run would list it as a class; choose a folder outside")
-    storage.make_dirs(out)
-    if overwrite:
-        for name in _our_files(out):
-            storage.remove(storage.join(out, name))
-    remove_partials(out)
+    check_output(out, plan.source)
     record = _read_record(out)
+    if overwrite and record is not None:
+        for name in sorted(record["claimed"] | set(_FIXED_NAMES)):
+            storage.remove(storage.join(out, name))
+        record = None
+    planned = [job.name for job in plan.jobs]
+    remove_partials(out, [*_FIXED_NAMES, *planned])
     done: dict[str, ShardResult] = {}
     if record is None:
-        if any(name.endswith(".tar") for name in _our_files(out)):
-            raise ValueError(f"{out} holds shards but no {MANIFEST_NAME} or {PROGRESS_NAME}; "
-                             "use --overwrite to replace them or choose another folder")
+        present = set(storage.list_dir(out)[0])
+        foreign = [name for name in [*_FIXED_NAMES, *planned] if name in present]
+        if foreign:
+            raise ValueError(
+                f"{out} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
+                f"which no stexture manifest or progress file there names: stexture did not "
+                "write it, or lost its record; move it away or choose another output folder")
     else:
-        if record["format_version"] != FORMAT_VERSION:
-            # shards of two versions in one folder would load, but not be what a clean run
-            # writes (the structure field differs)
-            raise ValueError(f"{out} was written in shard format version "
-                             f"{record['format_version']}; this stexture writes version "
-                             f"{FORMAT_VERSION}: use --overwrite to start over, or another "
-                             "output folder")
-        differences = _differences(record["settings"], settings.content())
-        if differences:
-            raise ValueError(f"{out} was written with other settings:\n  "
-                             + "\n  ".join(differences)
-                             + "\nuse the same arguments to resume, --overwrite to start over, "
-                             "or another output folder")
-        if record["plan_digest"] != plan.digest:
-            raise ValueError(f"the source {plan.source} lists other images, classes or splits "
-                             f"than when {out} was written; use --overwrite to start over")
-        names = {job.name for job in plan.jobs}
-        for name, entry in record["done"].items():
-            path = storage.join(out, name)
-            if (name in names and storage.is_file(path)
-                    and storage.sha256_of(path) == entry["sha256"]):
-                done[name] = ShardResult(name, int(entry["count"]), entry["sha256"])
+        _check_resumable(out, record, settings, plan)
+        changed = []
+        for job in plan.jobs:
+            entry = record["done"].get(job.name)
+            path = storage.join(out, job.name)
+            if (entry is None or not storage.is_file(path)
+                    or storage.sha256_of(path) != entry["sha256"]):
+                continue
+            if entry.get("inputs") != job.inputs:
+                changed.append(job.name)
+                continue
+            done[job.name] = ShardResult(job.name, int(entry["count"]), entry["sha256"])
+        if changed:
+            log(f"rewriting {len(changed)} shard(s) whose source images changed since they "
+                f"were written: {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}")
     if len(done) < len(plan.jobs):
         # a manifest only ever describes a complete folder
         storage.remove(storage.join(out, MANIFEST_NAME))
@@ -554,10 +616,15 @@ def open_output(out: str | Path, settings: Settings, plan: Plan,
 
 def _write_progress(out: Location, settings: Settings, plan: Plan,
                     done: dict[str, ShardResult]) -> None:
+    inputs = {job.name: job.inputs for job in plan.jobs}
     _write_json(storage.join(out, PROGRESS_NAME), {
         "format_version": FORMAT_VERSION, "settings": settings.content(),
         "plan_digest": plan.digest,
-        "done": {name: {"count": r.count, "sha256": r.sha256} for name, r in sorted(done.items())},
+        # every shard this run may write, named before it is written: an --overwrite or a
+        # resume removes or replaces only files named here
+        "planned": sorted(inputs),
+        "done": {name: {"count": r.count, "sha256": r.sha256, "inputs": inputs[name]}
+                 for name, r in sorted(done.items())},
     })
 
 
@@ -593,7 +660,7 @@ def assemble_manifest(plan: Plan, settings: Settings,
     counts = plan.split_counts()
     for split in SPLITS:
         shards = [{"name": job.name, "count": results[job.name].count,
-                   "sha256": results[job.name].sha256}
+                   "sha256": results[job.name].sha256, "inputs": job.inputs}
                   for job in plan.jobs if job.split == split]
         splits[split] = {"count": sum(s["count"] for s in shards), "shards": shards,
                          "class_counts": dict(sorted(counts[split].items()))}

@@ -1,0 +1,226 @@
+"""The one driver loop of ``stexture decompose`` and the executor seam its engines fill.
+
+An engine is an :class:`Executor`: it maps the plan's scan over chunks of inputs, runs shard
+jobs and yields each one's :class:`~stexture.shards.writer.ShardResult` or
+:class:`ShardFailure` as it ends, and stops (everything it started ends, on this machine or
+the cluster). :func:`drive` does everything else the same way for every engine: check the
+output folder before any image is read, plan, open the output for resume, record each
+written shard, name the failed ones, assemble the manifest, and turn Ctrl-C into
+:class:`DecomposeInterrupted` with no partial file left. The local engine
+(:mod:`.local`) and the Ray engine (:mod:`.ray_engine`) are executors and nothing more.
+
+:func:`die_with_parent` is the other half of the worker lifecycle: a worker process calls it
+when it starts, and ends as soon as the process that started it is gone (``kill -9`` of the
+command included), instead of writing shards for nobody.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tqdm import tqdm
+
+from . import storage
+from .writer import (
+    PROGRESS_NAME,
+    Plan,
+    Settings,
+    ShardJob,
+    ShardResult,
+    Summary,
+    check_output,
+    finish_dataset,
+    iter_pending,
+    open_output,
+    plan_dataset,
+    record_shard,
+    remove_partials,
+)
+
+__all__ = [
+    "DecomposeFailed",
+    "DecomposeInterrupted",
+    "Executor",
+    "ShardFailure",
+    "die_with_parent",
+    "drive",
+    "progress_bar",
+]
+
+
+class DecomposeInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says how far it got and how to resume."""
+
+
+class DecomposeFailed(RuntimeError):
+    """Shard jobs that failed (after the engine's retries); ``failures`` maps each shard's
+    name to its error. The shards that were written are kept and recorded for a resumed run.
+    """
+
+    def __init__(self, message: str, failures: dict[str, str]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+@dataclass(frozen=True)
+class ShardFailure:
+    """A shard job that raised: the shard's name and ``Type: message`` of the error."""
+
+    name: str
+    error: str
+
+
+class Executor(Protocol):
+    """What an engine provides to :func:`drive`.
+
+    ``retries`` is how often a failed job is run again before it is yielded as a
+    :class:`ShardFailure` (for the failure message).
+    """
+
+    retries: int
+
+    def reach(self, loc: storage.Location) -> storage.Location:
+        """``loc`` as the workers must be given it (e.g. absolute for another folder)."""
+
+    def map(self, fn: Callable, chunks: Iterable) -> Iterator:
+        """``fn`` over ``chunks``, results in order."""
+
+    def run(self, jobs: list[ShardJob], settings: Settings, out: storage.Location,
+            progress: Callable[[int], None]) -> Iterator[ShardResult | ShardFailure]:
+        """Every job's outcome as it ends; ``progress(n)`` as images are done."""
+
+    def stop(self) -> None:
+        """End everything still running, now."""
+
+    def close(self) -> None:
+        """Release the workers after a run that ended well."""
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
+    """The progress bar of one phase, on stderr."""
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True,
+                file=sys.stderr, smoothing=0.1)
+
+
+def _plan(src: storage.Location, settings: Settings, executor: Executor,
+          show_progress: bool) -> Plan:
+    def map_with_bar(fn: Callable, chunks: Iterable) -> Iterator:
+        chunks = list(chunks)
+        with progress_bar(sum(len(c) for c in chunks), "scanning", show_progress) as bar:
+            for result in executor.map(fn, chunks):
+                bar.update(len(result))
+                yield result
+
+    plan = plan_dataset(executor.reach(storage.location(src)), settings,
+                        map_fn=map_with_bar)
+    if not plan.jobs:
+        reasons = sorted({r.reason for r in plan.rejected})
+        raise ValueError(f"no image of {src} was accepted ({plan.listed} listed, "
+                         f"{len(plan.rejected)} left out: {', '.join(reasons) or 'none'}"
+                         f"{'; e.g. ' + plan.rejected[0].detail if plan.rejected else ''})")
+    # the items carry the paths the workers reach; the record names the source as given
+    return Plan(str(src), plan.classes, plan.jobs, plan.rejected, plan.listed, plan.ignored)
+
+
+def _failure_message(failures: dict[str, str], plan: Plan, done: dict[str, ShardResult],
+                     out: storage.Location, retries: int) -> str:
+    after = f" after {retries} retries" if retries else ""
+    lines = [f"{len(failures)} shard job(s) failed{after}; {len(done)} of {len(plan.jobs)} "
+             f"shard(s) complete in {out}:"]
+    lines += [f"  {name}: {error}" for name, error in sorted(failures.items())]
+    lines.append("fix the cause and run the same command again: it resumes with the failed "
+                 "shards only")
+    return "\n".join(lines)
+
+
+def _interrupted(out: storage.Location, plan: Plan | None,
+                 done: dict[str, ShardResult]) -> DecomposeInterrupted:
+    """What a Ctrl-C becomes once the workers are stopped: partial files removed, and a
+    message with what is complete and how to resume."""
+    if plan is not None:
+        remove_partials(out, [PROGRESS_NAME, *(job.name for job in plan.jobs)])
+    total = f" of {len(plan.jobs)}" if plan is not None else ""
+    return DecomposeInterrupted(
+        f"interrupted: {len(done)}{total} shard(s) complete in {out}; run the same command "
+        "again to resume")
+
+
+def drive(src: str | Path, out: str | Path, settings: Settings, executor: Executor, *,
+          overwrite: bool = False, show_progress: bool = True,
+          log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> Summary:
+    """Run ``stexture decompose`` from ``src`` to ``out`` on ``executor`` (see the module
+    docstring); the executor is stopped on any error and closed after success.
+
+    Raises ``ValueError`` before any image is read for an output folder that cannot work,
+    and when no image is accepted; :class:`DecomposeFailed` naming every shard that failed,
+    after all others have ended and been recorded; :class:`DecomposeInterrupted` on Ctrl-C.
+    """
+    out = storage.location(out)
+    done: dict[str, ShardResult] = {}
+    plan: Plan | None = None
+    try:
+        check_output(out, src)
+        plan = _plan(src, settings, executor, show_progress)
+        done = open_output(out, settings, plan, overwrite, log)
+        pending = list(iter_pending(plan, done))
+        if done:
+            log(f"resuming: {len(done)} of {len(plan.jobs)} shard(s) already complete in {out}")
+        failures: dict[str, str] = {}
+        total = sum(len(job.entries) for job in pending)
+        with progress_bar(total, "decomposing", show_progress) as bar:
+            for outcome in executor.run(pending, settings, executor.reach(out), bar.update):
+                if isinstance(outcome, ShardFailure):
+                    failures[outcome.name] = outcome.error
+                else:
+                    record_shard(out, settings, plan, done, outcome)
+        if failures:
+            raise DecomposeFailed(
+                _failure_message(failures, plan, done, out, executor.retries), failures)
+        summary = finish_dataset(out, plan, settings, done, written=len(pending))
+    except KeyboardInterrupt:
+        executor.stop()
+        raise _interrupted(out, plan, done) from None
+    except BaseException:
+        executor.stop()
+        raise
+    executor.close()
+    return summary
+
+
+# ---------------------------------------------------------------- worker lifecycle
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_WATCH_SECONDS = 0.5
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)  # the parent is gone (we were re-parented): nothing to clean here
+        time.sleep(_WATCH_SECONDS)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this (worker) process when ``parent_pid``, the process that started it, ends.
+
+    On Linux the kernel sends SIGKILL the moment the parent dies (``prctl`` with
+    ``PR_SET_PDEATHSIG``, which works even while this process computes without the GIL);
+    everywhere, a daemon thread also checks every half second that the parent is still the
+    one, and exits if not. A parent already gone when this is called ends it at once.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="stexture-parent-watch").start()
