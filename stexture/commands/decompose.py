@@ -12,6 +12,7 @@ from ..shards.engine import DecomposeFailed, DecomposeInterrupted
 from ..shards.local import write_dataset
 from ..shards.ray_engine import write_dataset_ray
 from ..shards.writer import Settings
+from ._output import print_text
 from ._params import add_method_arguments, add_ray_address_argument, parse_params
 
 NAME = "decompose"
@@ -85,13 +86,16 @@ def run(args: argparse.Namespace) -> int:
         summary = run_engine(args.src, args.out, settings, overwrite=args.overwrite,
                              show_progress=not args.quiet)
     except DecomposeInterrupted as exc:
-        print(f"stexture decompose: {exc}", file=sys.stderr)
+        print_text(f"stexture decompose: {exc}", sys.stderr)
         return 130
     except DecomposeFailed as exc:
-        print(f"stexture decompose: {exc}", file=sys.stderr)
+        print_text(f"stexture decompose: {exc}", sys.stderr)
         return 1
     except ImportError as exc:  # the ray engine without ray installed
-        print(f"stexture decompose: error: {exc}", file=sys.stderr)
+        print_text(f"stexture decompose: error: {exc}", sys.stderr)
         return 2
-    print(summary.text())
+    except OSError as exc:  # a disk full, a name too long, a permission: the system's words
+        print_text(f"stexture decompose: error: {exc}", sys.stderr)
+        return 1
+    print_text(summary.text())
     return 0

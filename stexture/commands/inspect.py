@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..shards.validate import contact_sheet, validate_dataset
+from ._output import print_text
 
 NAME = "inspect"
 HELP = ("Check every shard in OUT against manifest.json (files, checksums, counts, decoding, "
@@ -28,18 +29,18 @@ def run(args: argparse.Namespace) -> int:
     result = validate_dataset(args.out, recompute=args.recompute,
                               examples_per_class=args.per_class)
     if result.counts:
-        print(result.table())
+        print_text(result.table())
     if result.recomputed:
-        print(f"structure recomputed and matched on {result.recomputed} sample(s)"
-              if result.ok else f"structure recomputed on {result.recomputed} sample(s)")
+        print_text(f"structure recomputed and matched on {result.recomputed} sample(s)"
+                   if result.ok else f"structure recomputed on {result.recomputed} sample(s)")
     if args.per_class > 0 and result.examples:
         sheet = contact_sheet(result.examples, args.sheet or args.out / "contact-sheet.png")
-        print(f"contact sheet: {sheet}")
+        print_text(f"contact sheet: {sheet}")
     if result.problems:
         for problem in result.problems:
-            print(f"stexture inspect: {problem}", file=sys.stderr)
-        print(f"stexture inspect: {len(result.problems)} problem(s) in {args.out}",
-              file=sys.stderr)
+            print_text(f"stexture inspect: {problem}", sys.stderr)
+        print_text(f"stexture inspect: {len(result.problems)} problem(s) in {args.out}",
+                   sys.stderr)
         return 1
-    print(f"{args.out}: consistent with its manifest")
+    print_text(f"{args.out}: consistent with its manifest")
     return 0

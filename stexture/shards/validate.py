@@ -9,7 +9,7 @@ stored image (within one 8-bit level).
 
 from __future__ import annotations
 
-import hashlib
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from ..decompose import decompose
 from ..imageio import texture_to_display
 from ..smoothing import METHODS
+from . import storage
 from .format import (
     INDEX_NAME,
     DecodedSample,
@@ -82,14 +83,6 @@ def _read_index(root: Path, problems: list[str]) -> dict[str, tuple[str, str, in
     return index
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_sample(sample: DecodedSample, where: str, classes: list[str], split: str,
                   shard: str, index: dict[str, tuple[str, str, int]], problems: list[str]) -> None:
     if not 0 <= sample.cls < len(classes):
@@ -143,7 +136,7 @@ def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: i
             if not path.is_file():
                 result.problems.append(f"{info.name}: listed in the manifest but missing")
                 continue
-            if _sha256_of(path) != info.sha256:
+            if storage.sha256_of(path) != info.sha256:
                 result.problems.append(f"{info.name}: SHA-256 differs from the manifest "
                                        "(the file changed or is damaged)")
             count = 0
@@ -152,7 +145,7 @@ def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: i
                     count += 1
                     where = f"{info.name}: sample {raw.get('__key__')!r}"
                     try:
-                        sample = decode_sample(raw)
+                        sample = decode_sample(raw, manifest.max_pixels)
                     except ValueError as exc:
                         result.problems.append(f"{info.name}: {exc}")
                         continue
@@ -199,7 +192,15 @@ def _tile(pixels: np.ndarray, height: int) -> np.ndarray:
 def contact_sheet(examples: dict[str, list[DecodedSample]], path: str | Path,
                   height: int = 96) -> Path:
     """Write a PNG with one row per sample: class name | image | structure | texture (offset
-    to mid-grey, so zero texture is grey), under a header naming the columns."""
+    to mid-grey, so zero texture is grey), under a header naming the columns.
+
+    The file is written whole or not at all, and never through a link: a symbolic link at
+    ``path`` is refused with a ``ValueError`` (it would point the sheet at a file outside the
+    folder)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symbolic link: stexture does not write through links; "
+                         "remove it or name another --sheet")
     label_width, gap, header_height = 140, 4, 16
     rows, first_widths = [], None
     for name in sorted(examples):
@@ -231,6 +232,7 @@ def contact_sheet(examples: dict[str, list[DecodedSample]], path: str | Path,
     for r in rows:
         sheet.paste(Image.fromarray(r), (0, y))
         y += r.shape[0] + gap
-    path = Path(path)
-    sheet.save(path, format="PNG")
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    storage.write_atomically(path, buffer.getvalue())
     return path
