@@ -409,10 +409,14 @@ def test_workers_end_when_the_parent_is_killed(tmp_path):
 # ------------------------------------------------------------------ 7. messages
 
 
-def test_out_being_a_file_is_a_message(src, tmp_path):
+def test_out_being_a_file_is_a_message_before_the_scan(src, tmp_path, monkeypatch):
+    import stexture.shards.engine as engine
+
     (tmp_path / "out").write_text("x")
+    monkeypatch.setattr(engine, "plan_dataset", lambda *a, **k: pytest.fail("scanned"))
     with pytest.raises(ValueError, match="is a file"):
         run(src, tmp_path / "out")
+    assert (tmp_path / "out").read_text() == "x"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
@@ -454,8 +458,8 @@ def test_a_run_that_accepts_nothing_fails(tmp_path, capsys):
     (tmp_path / "src" / "cat").mkdir(parents=True)
     (tmp_path / "src" / "cat" / "a.jpg").write_text("not an image")
     assert main(["decompose", str(tmp_path / "src"), str(tmp_path / "out"), *FAST_ARGS]) == 2
-    assert "no image of" in capsys.readouterr().err and "not_an_image" in \
-        capsys.readouterr().err + "not_an_image"
+    err = capsys.readouterr().err
+    assert "no image of" in err and "1 not_an_image" in err and "cat/a.jpg: cannot" in err
 
 
 def test_max_pixels_above_pillows_own_limit_is_honoured(monkeypatch):

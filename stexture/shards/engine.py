@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,10 +124,12 @@ def _plan(src: storage.Location, settings: Settings, executor: Executor,
     plan = plan_dataset(executor.reach(storage.location(src)), settings,
                         map_fn=map_with_bar)
     if not plan.jobs:
-        reasons = sorted({r.reason for r in plan.rejected})
-        raise ValueError(f"no image of {src} was accepted ({plan.listed} listed, "
-                         f"{len(plan.rejected)} left out: {', '.join(reasons) or 'none'}"
-                         f"{'; e.g. ' + plan.rejected[0].detail if plan.rejected else ''})")
+        reasons = Counter(r.reason for r in plan.rejected)
+        files = [r for r in plan.rejected if r.reason != "empty_class"] or plan.rejected
+        raise ValueError(
+            f"no image of {src} was accepted ({plan.listed} listed; left out: "
+            + (", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) or "none")
+            + (f"; e.g. {files[0].detail}" if files else "") + ")")
     # the items carry the paths the workers reach; the record names the source as given
     return Plan(str(src), plan.classes, plan.jobs, plan.rejected, plan.listed, plan.ignored)
 
