@@ -46,8 +46,8 @@ from stexture.shards.format import (
     encode_image,
     encode_sample,
     iter_tar_samples,
-    locate_tar_members,
     read_manifest,
+    tar_member_offsets,
     write_tar,
 )
 from stexture.shards.local import write_dataset
@@ -212,7 +212,7 @@ def negative_size_shard(path: Path, size: int = -512) -> Path:
         write_tar(f, [encode_sample(f"k{i}", encode_image(layer, "png"), "png", layer, i,
                                     {"class_name": f"c{i}"})
                       for i, layer in enumerate(layers)])
-    header = locate_tar_members(path)[1][1] - 512
+    header = list(tar_member_offsets(path))[1][1] - 512
     data = bytearray(path.read_bytes())
     field = (b"\xff" + (256**11 + size).to_bytes(11, "big") if size < 0
              else b"\x80" + size.to_bytes(11, "big"))
@@ -229,18 +229,18 @@ def test_a_member_with_an_absurd_size_is_a_damaged_tar_not_a_loop(tmp_path, dead
     deadline(30)
     with pytest.raises(ValueError, match="damaged tar file.*(negative size|declares)"):
         list(iter_tar_samples(shard))
-    with pytest.raises(ValueError, match="damaged tar file"):
-        locate_tar_members(shard)
+    with pytest.raises(ValueError, match="unreadable tar file.*(negative size|declares)"):
+        list(tar_member_offsets(shard))
 
 
 def test_the_loaders_and_decompose_stop_on_a_negative_size_member(tmp_path, deadline):
     root = make_shard_dir(tmp_path / "shards", per_class=2, val_per_class=2, size=16)
     negative_size_shard(root / "val-000000.tar")
     deadline(60)
-    with pytest.raises(ValueError, match="val-000000.tar: damaged tar file"):
+    with pytest.raises(ValueError, match="val-000000.tar: unreadable tar file"):
         make_eval_loader(root, batch_size=2, image_size=8)
     (root / "train-000000.tar").write_bytes((root / "val-000000.tar").read_bytes())
-    with pytest.raises(ValueError, match="damaged tar file"):
+    with pytest.raises(ValueError, match="unreadable tar file"):
         list(make_loader(root, k=1.0, batch_size=2, image_size=8))
     summary = run(root, tmp_path / "out", fast_settings(min_side=8, size=0))
     rejected = (tmp_path / "out" / "rejected.jsonl").read_text()
@@ -499,5 +499,5 @@ def test_a_gzip_shard_is_a_clear_error_for_random_access(tmp_path):
     shard = root / "val-000000.tar"
     shard.write_bytes(gzip.compress(shard.read_bytes()))
     assert len(list(iter_tar_samples(shard))) == 4  # in order, it reads
-    with pytest.raises(ValueError, match="compressed tar cannot be read at random"):
+    with pytest.raises(ValueError, match="compressed; random access needs an uncompressed"):
         make_eval_loader(root)
