@@ -28,6 +28,7 @@ short ``reason`` code for everything that goes wrong.
 from __future__ import annotations
 
 import io
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -99,18 +100,29 @@ def to_rgb(img: Image.Image) -> np.ndarray:
 _PILLOW_LIMIT_LOCK = threading.Lock()
 
 
+def _new_lock_in_child() -> None:
+    # a process forked while another thread held the lock would wait on it forever
+    global _PILLOW_LIMIT_LOCK
+    _PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 @contextmanager
 def pillow_pixel_limit(max_pixels: int | None) -> Iterator[None]:
     """Let Pillow open images of up to ``max_pixels`` pixels in this block (the caller checks
-    the size itself). Pillow's own limit (``Image.MAX_IMAGE_PIXELS``, an error past twice
-    it) would otherwise refuse a ``--max-pixels`` above it; it is raised only while the
-    block runs (under a lock, so concurrent raisers do not undo each other), never lowered.
+    the size itself). Pillow only warns between its limit (``Image.MAX_IMAGE_PIXELS``) and
+    twice it, which is silenced here, and refuses past twice it, which would overrule a
+    ``--max-pixels`` above that; only then is its limit raised, for the block and under a
+    lock (so concurrent raisers do not undo each other), and never lowered.
     """
     with warnings.catch_warnings():
         # the pixel limit is the caller's: Pillow's warning below twice its own is noise
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         limit = Image.MAX_IMAGE_PIXELS
-        if limit is None or max_pixels is None or max_pixels <= limit:
+        if limit is None or max_pixels is None or max_pixels <= 2 * limit:
             yield
             return
         with _PILLOW_LIMIT_LOCK:

@@ -53,7 +53,7 @@ import zstandard
 from numba import njit, types
 from PIL import Image
 
-from ..imageio import image_size
+from ..imageio import ImageReadError, image_size
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -262,7 +262,12 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     declares is over ``max_pixels`` (read without decoding, 0.02 ms, before a pixel is
     allocated). OpenCV's decoders give the pixels of Pillow's for these formats and are
     faster (this runs for every sample a loader reads)."""
-    image_size(data, "the layer", max_pixels)
+    try:
+        image_size(data, "the layer", max_pixels)
+    except ImageReadError as exc:
+        if exc.reason == "too_many_pixels":
+            raise
+        raise ValueError(f"not a decodable image ({exc})") from None
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
     except cv2.error as exc:  # OpenCV's own limits: a ValueError like any corrupt layer
