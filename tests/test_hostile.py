@@ -139,8 +139,13 @@ def test_a_link_planted_at_a_partial_name_is_not_written_through(src, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
     (out / "train-000000.tar.partial").symlink_to(victim)
-    with pytest.raises(OSError, match="a link, not a file stexture left"):
+    with pytest.raises(ValueError, match=r"holds train-000000\.tar\.partial.*did not write"):
         run(src, out)
+    run(src, tmp_path / "resumed")
+    (tmp_path / "resumed" / "train-000000.tar.partial").symlink_to(victim)
+    (tmp_path / "resumed" / "train-000000.tar").unlink()
+    with pytest.raises(OSError, match="a link, not a file stexture left"):
+        run(src, tmp_path / "resumed")
     assert victim.read_text() == "keep"
 
 

@@ -145,11 +145,12 @@ def _failure_message(failures: dict[str, str], plan: Plan, done: dict[str, Shard
     return "\n".join(lines)
 
 
-def _interrupted(out: storage.Location, plan: Plan | None,
-                 done: dict[str, ShardResult]) -> DecomposeInterrupted:
-    """What a Ctrl-C becomes once the workers are stopped: partial files removed, and a
-    message with what is complete and how to resume."""
-    if plan is not None:
+def _interrupted(out: storage.Location, plan: Plan | None, done: dict[str, ShardResult],
+                 opened: bool) -> DecomposeInterrupted:
+    """What a Ctrl-C becomes once the workers are stopped: partial files removed (once the
+    output was opened, which names them in the progress file), and a message with what is
+    complete and how to resume."""
+    if plan is not None and opened:
         remove_partials(out, [PROGRESS_NAME, *(job.name for job in plan.jobs)])
     total = f" of {len(plan.jobs)}" if plan is not None else ""
     return DecomposeInterrupted(
@@ -170,10 +171,12 @@ def drive(src: str | Path, out: str | Path, settings: Settings, executor: Execut
     out = storage.location(out)
     done: dict[str, ShardResult] = {}
     plan: Plan | None = None
+    opened = False
     try:
         check_output(out, src)
         plan = _plan(src, settings, executor, show_progress)
         done = open_output(out, settings, plan, overwrite, log)
+        opened = True
         pending = list(iter_pending(plan, done))
         if done:
             log(f"resuming: {len(done)} of {len(plan.jobs)} shard(s) already complete in {out}")
@@ -191,7 +194,7 @@ def drive(src: str | Path, out: str | Path, settings: Settings, executor: Execut
         summary = finish_dataset(out, plan, settings, done, written=len(pending))
     except KeyboardInterrupt:
         executor.stop()
-        raise _interrupted(out, plan, done) from None
+        raise _interrupted(out, plan, done, opened) from None
     except BaseException:
         executor.stop()
         raise

@@ -577,15 +577,19 @@ def open_output(out: str | Path, settings: Settings, plan: Plan, overwrite: bool
     check_output(out, plan.source)
     record = _read_record(out)
     if overwrite and record is not None:
-        for name in sorted(record["claimed"] | set(_FIXED_NAMES)):
+        claimed = sorted(record["claimed"] | set(_FIXED_NAMES))
+        remove_partials(out, claimed)
+        for name in claimed:
             storage.remove(storage.join(out, name))
         record = None
-    planned = [job.name for job in plan.jobs]
-    remove_partials(out, [*_FIXED_NAMES, *planned])
+    # the progress file is the first thing a run writes: its partial is a killed first run's
+    remove_partials(out, [PROGRESS_NAME])
+    ours = [*_FIXED_NAMES, *(job.name for job in plan.jobs)]
     done: dict[str, ShardResult] = {}
     if record is None:
         present = set(storage.list_dir(out)[0])
-        foreign = [name for name in [*_FIXED_NAMES, *planned] if name in present]
+        foreign = [name for name in ours + [f"{n}{storage.PARTIAL_SUFFIX}" for n in ours]
+                   if name in present]
         if foreign:
             raise ValueError(
                 f"{out} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
@@ -593,6 +597,7 @@ def open_output(out: str | Path, settings: Settings, plan: Plan, overwrite: bool
                 "write it, or lost its record; move it away or choose another output folder")
     else:
         _check_resumable(out, record, settings, plan)
+        remove_partials(out, ours)  # what a killed run of this plan left
         changed = []
         for job in plan.jobs:
             entry = record["done"].get(job.name)
