@@ -382,6 +382,17 @@ def test_a_source_replaced_after_a_finished_run_is_rewritten(src, tmp_path):
     assert tree(out) == tree(fresh) != before
 
 
+def test_inspect_names_a_shard_whose_source_changed(src, tmp_path, capsys):
+    out = tmp_path / "out"
+    run(src, out)
+    args = ["inspect", str(out), "--recompute", "0", "--per-class", "0", "--sources"]
+    assert main(args) == 0
+    Image.fromarray(texture_crop("gravel", 11)).save(src / "brick" / "0" / "img_0.png")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("its sources changed") == 1 and "1 problem(s)" in err
+
+
 # ------------------------------------------------------------------ 6. orphans
 
 

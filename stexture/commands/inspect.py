@@ -23,11 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples per class on the contact sheet (0: no sheet)")
     parser.add_argument("--recompute", type=int, default=2,
                         help="samples per split whose structure is computed again and compared")
+    parser.add_argument("--sources", action="store_true",
+                        help="also re-read the sources and name shards whose sources changed "
+                        "since they were written (a full scan)")
 
 
 def run(args: argparse.Namespace) -> int:
     result = validate_dataset(args.out, recompute=args.recompute,
-                              examples_per_class=args.per_class)
+                              examples_per_class=args.per_class, sources=args.sources)
     if result.counts:
         print_text(result.table())
     if result.recomputed:

@@ -25,13 +25,15 @@ from . import storage
 from .format import (
     INDEX_NAME,
     DecodedSample,
+    Manifest,
     decode_sample,
     iter_tar_samples,
     read_index,
     read_manifest,
 )
+from .writer import Settings, plan_dataset
 
-__all__ = ["Validation", "contact_sheet", "validate_dataset"]
+__all__ = ["Validation", "contact_sheet", "stale_shards", "validate_dataset"]
 
 # stored structure vs. a fresh decomposition: rounding may differ by one level
 _RECOMPUTE_TOLERANCE = 1
@@ -108,13 +110,34 @@ def _recompute_matches(sample: DecodedSample, method: str, params: dict) -> int:
     return int(np.abs(fresh - sample.structure.astype(np.int16)).max())
 
 
-def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: int = 0
-                     ) -> Validation:
+def stale_shards(manifest: Manifest) -> list[str]:
+    """A sentence per shard whose sources changed since it was written, found by planning the
+    recorded source again with the recorded settings (a full scan: every source is read and
+    decoded) and comparing each shard's digest of its sources' pixels with the manifest's.
+    A source that now lists other images, classes or splits is one sentence."""
+    try:
+        settings = Settings(**{**manifest.raw["settings"], "device": "cpu"})
+        plan = plan_dataset(manifest.raw["source"], settings)
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        return [f"the sources cannot be checked: {exc}"]
+    if plan.digest != manifest.raw.get("plan_digest"):
+        return [f"the source {plan.source} now lists other images, classes or splits than "
+                "when the shards were written; run `stexture decompose` again"]
+    recorded = {s["name"]: s.get("inputs") for entry in manifest.raw["splits"].values()
+                for s in entry["shards"]}
+    return [f"{job.name}: its sources changed since it was written; run `stexture decompose` "
+            "with the same arguments to rewrite it"
+            for job in plan.jobs if recorded.get(job.name) != job.inputs]
+
+
+def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: int = 0,
+                     sources: bool = False) -> Validation:
     """Check every shard under ``root`` against ``manifest.json`` (see the module docstring).
 
     ``recompute`` samples per split are decomposed again (0 skips this; it is also skipped for
     a method this version does not know). ``examples_per_class`` decoded samples per class
-    are kept for :func:`contact_sheet`.
+    are kept for :func:`contact_sheet`. ``sources`` also checks that no source changed since
+    its shard was written (:func:`stale_shards`, a full scan of the source).
     """
     root = Path(root)
     result = Validation(root)
@@ -180,6 +203,8 @@ def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: i
     if index and len(index) != len(seen):
         result.problems.append(f"{INDEX_NAME} lists {len(index)} samples, the shards hold "
                                f"{len(seen)}")
+    if sources:
+        result.problems += stale_shards(manifest)
     return result
 
 
