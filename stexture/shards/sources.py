@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import storage
-from .format import MANIFEST_NAME, read_tar_members
+from .format import MANIFEST_NAME, read_tar_members, split_member_name
 from .storage import Location
 
 __all__ = [
@@ -196,11 +196,9 @@ def _list_shards(tars: list[Location], base: Location) -> Listing:
         try:
             with storage.open_read(tar_path) as f:
                 for member, payload in read_tar_members(f):
-                    folder, _, base_name = member.rpartition("/")
-                    stem, dot, field = base_name.partition(".")
-                    if not dot:
+                    key, field = split_member_name(member)
+                    if not field:
                         continue
-                    key = f"{folder}/{stem}" if folder else stem
                     samples[key][field] = member
                     if field == "cls":
                         cls_of[key] = payload.decode("ascii", "replace").strip()
