@@ -5,14 +5,22 @@ run, the speed-up (anchor / ours), the PSNR of our structure layer against the m
 reference output, and our first-call time (Numba compile or cache load; run this script in
 a fresh process for it to mean that).
 
+The "busy" columns time our method beside one other process that keeps a core busy (a
+Python loop), as when data-loader workers or a training job share the machine. The busy
+process is started once and paused (``SIGSTOP``) or resumed (``SIGCONT``) so that the
+alone and busy calls alternate and any drift of the machine's load hits both alike; busy
+/ alone is the slow-down. Nothing is set in the environment: the numbers are what
+``import stexture`` gives (POSIX only, for the signals).
+
 - rtv: anchor and reference are the exact sparse direct solve
   (:func:`stexture.smoothing._rtv_reference.rtv_reference`).
 - rgf: speed anchor ``cv2.ximgproc.rollingGuidanceFilter`` on the same uint8 image and
   parameters; reference output GaussianBlur + ``jointBilateralFilter`` passes
   (:func:`stexture.smoothing._rgf_reference.rgf_reference`), since OpenCV's filter starts
   from a different guide.
-- tv: ``skimage.restoration.denoise_tv_chambolle`` on the float32 image, which is both the
-  speed anchor and the reference.
+- tv: ``skimage.restoration.denoise_tv_chambolle`` on the float32 image
+  (:func:`stexture.smoothing._tv_reference.tv_reference`), both the speed anchor and the
+  reference.
 
 Run from the repository root::
 
@@ -22,15 +30,21 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import statistics
+import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numba
 import numpy as np
 from skimage import data, transform
-from skimage.restoration import denoise_tv_chambolle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import first_call_seconds, machine_line, median_seconds, print_table  # noqa: E402
@@ -38,9 +52,10 @@ from _common import first_call_seconds, machine_line, median_seconds, print_tabl
 from stexture.smoothing import METHODS  # noqa: E402
 from stexture.smoothing._rgf_reference import rgf_reference  # noqa: E402
 from stexture.smoothing._rtv_reference import rtv_reference  # noqa: E402
+from stexture.smoothing._tv_reference import tv_reference  # noqa: E402
 
 HEADERS = ("method", "size", "ours (ms)", "anchor", "anchor (ms)", "speed-up",
-           "PSNR vs reference (dB)", "first call (s)")
+           "PSNR vs reference (dB)", "first call (s)", "busy (ms)", "busy / alone")
 
 
 @dataclass(frozen=True)
@@ -78,10 +93,8 @@ def _rgf_anchor(params: dict) -> Anchor:
 
 def _tv_anchor(params: dict) -> Anchor:
     def reference(batch: np.ndarray) -> np.ndarray:
-        return denoise_tv_chambolle(
-            batch[0], weight=params["weight"], eps=params["eps"],
-            max_num_iter=params["max_num_iter"], channel_axis=-1,
-        )[None]
+        return tv_reference(batch, weight=params["weight"], eps=params["eps"],
+                            max_num_iter=params["max_num_iter"])
 
     return Anchor("skimage denoise_tv_chambolle", lambda u8, batch: reference(batch), reference)
 
@@ -95,12 +108,46 @@ def photo(size: int) -> np.ndarray:
     return np.round(image * 255.0).astype(np.uint8)
 
 
+class BusyNeighbour:
+    """A process spinning on one core, paused except inside :meth:`running`."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        os.kill(self._process.pid, signal.SIGSTOP)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        os.kill(self._process.pid, signal.SIGCONT)
+        time.sleep(0.05)  # let the scheduler see it runnable before we start timing
+        try:
+            yield
+        finally:
+            os.kill(self._process.pid, signal.SIGSTOP)
+
+    def close(self) -> None:
+        self._process.kill()
+        self._process.wait()
+
+
+def alone_and_busy_seconds(fn: Callable[[], object], neighbour: BusyNeighbour,
+                           repeats: int) -> tuple[float, float]:
+    """Median wall time of ``fn()`` alone and beside ``neighbour``, calls alternating."""
+    fn()
+    alone, busy = [], []
+    for _ in range(repeats):
+        alone.append(median_seconds(fn, repeats=1, warmup=0))
+        with neighbour.running():
+            busy.append(median_seconds(fn, repeats=1, warmup=0))
+    return statistics.median(alone), statistics.median(busy)
+
+
 def psnr(ours: np.ndarray, reference: np.ndarray) -> float:
     mse = np.mean((np.asarray(ours, np.float64) - np.asarray(reference, np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
 
 
-def bench_method(name: str, sizes: list[int], repeats: int) -> list[list[object]]:
+def bench_method(name: str, sizes: list[int], repeats: int,
+                 neighbour: BusyNeighbour) -> list[list[object]]:
     method = METHODS[name]
     params = method.defaults
     anchor = ANCHORS[name](params)
@@ -115,13 +162,14 @@ def bench_method(name: str, sizes: list[int], repeats: int) -> list[list[object]
 
         if first is None:
             first = first_call_seconds(ours)
-        ours_s = median_seconds(ours, repeats=repeats)
+        ours_s, busy_s = alone_and_busy_seconds(ours, neighbour, repeats)
         anchor_repeats, anchor_warmup = (max(1, repeats // 3), 0) if anchor.slow else (repeats, 1)
         anchor_s = median_seconds(lambda u8=u8, batch=batch: anchor.run(u8, batch),
                                   repeats=anchor_repeats, warmup=anchor_warmup)
         quality = psnr(ours(), anchor.reference(batch))
         rows.append([name, f"{size}x{size}", 1e3 * ours_s, anchor.name, 1e3 * anchor_s,
-                     anchor_s / ours_s, quality, first if size == sizes[0] else "-"])
+                     anchor_s / ours_s, quality, first if size == sizes[0] else "-",
+                     1e3 * busy_s, busy_s / ours_s])
     return rows
 
 
@@ -135,13 +183,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed runs per measurement; the direct solve gets a third")
     args = parser.parse_args(argv)
     print(machine_line())
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    neighbour = BusyNeighbour()
     rows = []
-    for name in args.methods:
-        try:
-            rows += bench_method(name, args.sizes, args.repeats)
-        except NotImplementedError:
-            print(f"{name}: not implemented yet, skipped")
+    try:
+        for name in args.methods:
+            rows += bench_method(name, args.sizes, args.repeats, neighbour)
+    finally:
+        neighbour.close()
     print_table(HEADERS, rows)
+    print(f"load average after: {os.getloadavg()[0]:.2f}; "
+          f"Numba threading layer: {numba.threading_layer()}")
     return 0
 
 

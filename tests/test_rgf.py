@@ -7,7 +7,7 @@ from photos import astronaut_crop, camera_crop, gradient_energy
 from skimage import data
 
 from stexture import decompose
-from stexture.smoothing._rgf_cpu import blur_radius, jbf_radius
+from stexture.smoothing._rgf_common import blur_radius, jbf_radius
 from stexture.smoothing._rgf_reference import rgf_reference
 from stexture.smoothing.rgf import rgf_smooth
 

@@ -8,9 +8,10 @@ import pytest
 from skimage import data, transform
 
 from stexture import decompose
+from stexture.smoothing._rtv_common import gaussian_taps, sigma_schedule
 from stexture.smoothing._rtv_cpu import _rtv_image
 from stexture.smoothing._rtv_reference import rtv_reference, rtv_system, texture_edge_weights
-from stexture.smoothing.rtv import gaussian_taps, rtv_smooth, sigma_schedule
+from stexture.smoothing.rtv import rtv_smooth
 
 
 def _photo(name: str, shape: tuple[int, int] = (48, 64)) -> np.ndarray:

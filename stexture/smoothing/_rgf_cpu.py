@@ -12,47 +12,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = [
-    "blur_radius",
-    "gaussian_kernel",
-    "joint_bilateral_taps",
-    "jbf_radius",
-    "rolling_guidance",
-]
+from ._rgf_common import gaussian_kernel, jbf_radius, joint_bilateral_taps
+
+__all__ = ["rolling_guidance"]
 
 _ROWS_PER_TASK = 8  # rows filtered per parallel task, so scratch rows are allocated rarely
-
-
-def blur_radius(sigma_s: float) -> int:
-    """Radius of ``cv2.GaussianBlur(ksize=(0, 0), sigma)`` on float32: ``ksize =
-    round(8 sigma + 1) | 1`` taps."""
-    ksize = int(np.rint(sigma_s * 8.0 + 1.0)) | 1
-    return ksize // 2
-
-
-def jbf_radius(sigma_s: float) -> int:
-    """Radius of ``cv2.ximgproc.jointBilateralFilter`` with ``d <= 0``: ``round(1.5 sigma)``
-    (ties to even, like ``cvRound``), at least 1."""
-    return max(int(np.rint(sigma_s * 1.5)), 1)
-
-
-def gaussian_kernel(sigma_s: float) -> np.ndarray:
-    """Normalised 1-D Gaussian of :func:`blur_radius` taps each side, float32."""
-    radius = blur_radius(sigma_s)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (x / sigma_s) ** 2)
-    return (kernel / kernel.sum()).astype(np.float32)
-
-
-def joint_bilateral_taps(sigma_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Offsets ``(dy, dx)`` and spatial weights of the disc ``dy^2 + dx^2 <= r^2`` that
-    OpenCV's joint bilateral filter visits, in its order (row by row)."""
-    radius = jbf_radius(sigma_s)
-    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    inside = dy * dy + dx * dx <= radius * radius
-    dy, dx = dy[inside], dx[inside]
-    weight = np.exp((dy * dy + dx * dx) * (-0.5 / (sigma_s * sigma_s))).astype(np.float32)
-    return dy.astype(np.int64), dx.astype(np.int64), weight
 
 
 @njit(cache=True, inline="always")

@@ -1,9 +1,9 @@
-"""CUDA kernels of the rolling guidance filter (Numba CUDA), beside :mod:`._rgf_cpu`.
+"""CUDA kernels of the rolling guidance filter (Numba CUDA), twin of :mod:`._rgf_cpu`.
 
 The whole ``(N, H, W, C)`` batch is filtered per launch: one thread per pixel, the image
 index in the grid's z axis. The batch is copied to the device once, every pass reads and
 writes device buffers, and only the result is copied back. Taps, kernel radii and spatial
-weights are the CPU path's (OpenCV's conventions); borders are reflect-101.
+weights come from :mod:`._rgf_common` (OpenCV's conventions); borders are reflect-101.
 """
 
 from __future__ import annotations
@@ -13,27 +13,10 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from ._rgf_cpu import gaussian_kernel, joint_bilateral_taps
+from ._cuda import block_shape, grid_shape
+from ._rgf_common import gaussian_kernel, joint_bilateral_taps
 
-__all__ = ["block_shape", "grid_shape", "rolling_guidance_cuda"]
-
-_MAX_THREADS = 256
-
-
-def block_shape(height: int, width: int) -> tuple[int, int, int]:
-    """Threads per block (x, y, 1): up to 32 x 8, shrunk for small images so that few idle
-    threads are launched (the CUDA simulator runs one OS thread per GPU thread)."""
-    bx = min(32, 1 << max(width - 1, 0).bit_length())
-    by = min(_MAX_THREADS // bx, 1 << max(height - 1, 0).bit_length())
-    return bx, by, 1
-
-
-def grid_shape(
-    block: tuple[int, int, int], height: int, width: int, depth: int
-) -> tuple[int, int, int]:
-    """Blocks per grid covering ``width x height`` pixels, ``depth`` planes deep."""
-    return (-(-width // block[0]), -(-height // block[1]), depth)
-
+__all__ = ["rolling_guidance_cuda"]
 
 @cuda.jit(device=True, inline=True)
 def _reflect101(p, n):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .rtv import GRADIENT_EPS, gaussian_taps, sigma_schedule
+from ._rtv_common import GRADIENT_EPS, gaussian_taps, sigma_schedule
 
 __all__ = ["rtv_cpu"]
 

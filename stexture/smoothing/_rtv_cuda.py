@@ -1,6 +1,6 @@
 """CUDA kernels of RTV (Numba CUDA): the whole ``(N, H, W, C)`` batch per launch sequence.
 
-The formulation is the one of :mod:`stexture.smoothing.rtv`; this module only decides how
+The formulation is the one of :mod:`._rtv_common`; this module only decides how
 it runs on a GPU. The batch is copied to the device once, split into channel planes
 ``(N, C, H, W)`` (x fastest, so every warp reads 128 contiguous bytes), and stays there
 through all outer iterations; the structure is copied back once.
@@ -42,7 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import config, cuda, float32, float64
 
-from .rtv import GRADIENT_EPS, gaussian_taps, sigma_schedule
+from ._cuda import grid_shape
+from ._rtv_common import GRADIENT_EPS, gaussian_taps, sigma_schedule
 
 __all__ = ["RtvCudaStats", "rtv_cuda", "rtv_cuda_device"]
 
@@ -69,7 +70,6 @@ _N_DOTS = 3
 # ints, because shared array shapes must be compile-time constants.
 _START_ROWS = _N_DOTS * _MAX_CHANNELS
 _UPDATE_ROWS = 2 * _MAX_CHANNELS
-_MAX_GRID_Z = 65535
 
 
 @dataclass(frozen=True)
@@ -480,6 +480,9 @@ class _Workspace:
     """Device buffers of one batch shape: channel planes, weights, CG vectors, state."""
 
     def __init__(self, n: int, h: int, w: int, c: int) -> None:
+        (bx, by), self.reduce_threads = _launch_shapes()
+        self.block = (bx, by, 1)
+        self.grid = grid_shape(self.block, h, w, n)
         planes = (n, c, h, w)
         self.b = cuda.device_array(planes, np.float32)
         self.x = cuda.device_array(planes, np.float32)
@@ -489,9 +492,6 @@ class _Workspace:
         self.p = [cuda.device_array(planes, np.float32) for _ in range(2)]
         self.ex = cuda.device_array((n, h, w), np.float32)
         self.ey = cuda.device_array((n, h, w), np.float32)
-        (bx, by), self.reduce_threads = _launch_shapes()
-        self.grid = (math.ceil(w / bx), math.ceil(h / by), n)
-        self.block = (bx, by, 1)
         self.n_blocks = self.grid[0] * self.grid[1]
         self.n_systems = n * c
         self.partials = cuda.device_array((n * c, _N_DOTS, self.n_blocks), np.float32)
@@ -550,8 +550,6 @@ def rtv_cuda_device(
     n, h, w, c = batch.shape
     if c > _MAX_CHANNELS:
         raise ValueError(f"at most {_MAX_CHANNELS} channels are supported, got {c}")
-    if n > _MAX_GRID_Z:
-        raise ValueError(f"at most {_MAX_GRID_Z} images per call on the GPU, got {n}")
     ws = _Workspace(n, h, w, c)
     launch = (ws.grid, ws.block)
     _split_channels[launch](batch, ws.b, ws.x)

@@ -2,7 +2,7 @@
 
 This is the correctness reference for the CPU and CUDA kernels of
 :mod:`stexture.smoothing.rtv`; it transcribes the authors' ``tsmooth`` formulation
-(described there) in float64, except that every linear system is solved exactly
+(described in :mod:`._rtv_common`) in float64, except that every linear system is solved exactly
 (sparse LU) instead of by a loose PCG.
 """
 
@@ -13,7 +13,8 @@ import scipy.sparse as sp
 from scipy.ndimage import correlate1d
 from scipy.sparse.linalg import splu
 
-from .rtv import GRADIENT_EPS, gaussian_taps, sigma_schedule, validate_rtv_params
+from ._rtv_common import GRADIENT_EPS, gaussian_taps, sigma_schedule
+from .rtv import validate_rtv_params
 
 __all__ = ["rtv_reference", "rtv_system", "texture_edge_weights"]
 
@@ -41,7 +42,7 @@ def texture_edge_weights(
     """RTV edge weights ``(wx, wy)``, each ``(H, W)``, of an ``(H, W, C)`` estimate.
 
     ``wx[i, j]`` couples pixel ``(i, j)`` to ``(i, j + 1)`` and ``wy[i, j]`` couples it to
-    ``(i + 1, j)``; both are ``u * w`` of the module docstring of :mod:`.rtv`, and zero on
+    ``(i + 1, j)``; both are ``u * w`` of the module docstring of :mod:`._rtv_common`, and zero on
     the last column (``wx``) and last row (``wy``).
     """
     fx, fy = _forward_differences(estimate)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["chambolle_planes"]
+from ._tv_common import TAU
+
+__all__ = ["chambolle_cpu", "chambolle_planes"]
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")
@@ -88,8 +90,8 @@ def _chambolle_plane(image, out, weight, eps, max_num_iter):
     """Iterate one plane (H, W) to scikit-image's stopping rule; write its primal to
     ``out``; return the 0-based iteration whose primal that is."""
     height, width = image.shape
-    tau = np.float32(0.25)  # 1 / (2 ndim), the step that guarantees convergence in 2-D
-    tau_over_weight = np.float32(0.25 / weight)
+    tau = np.float32(TAU)
+    tau_over_weight = np.float32(TAU / weight)
     p = np.zeros((2, 2, height, width), np.float32)  # dual field, ping-pong
     stopped_at = max_num_iter - 1
     energy_init = energy_prev = 0.0
@@ -133,3 +135,13 @@ def chambolle_planes(image, weight, eps, max_num_iter):
             image[plane], out[plane], weight, eps, max_num_iter
         )
     return out, iterations
+
+
+def chambolle_cpu(
+    batch: np.ndarray, weight: float, eps: float, max_num_iter: int
+) -> np.ndarray:
+    """ROF smoothing of every channel of a float32 NHWC batch (planes in parallel)."""
+    n, h, w, c = batch.shape
+    planes = np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).reshape(n * c, h, w)
+    smoothed, _ = chambolle_planes(planes, weight, eps, max_num_iter)
+    return np.ascontiguousarray(smoothed.reshape(n, c, h, w).transpose(0, 2, 3, 1))

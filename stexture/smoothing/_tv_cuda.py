@@ -1,4 +1,4 @@
-"""CUDA kernels of Chambolle's TV algorithm (Numba CUDA), beside :mod:`._tv_cpu`.
+"""CUDA kernels of Chambolle's TV algorithm (Numba CUDA), twin of :mod:`._tv_cpu`.
 
 The batch stays ``(N, H, W, C)`` on the device; plane ``n * C + c`` (one image channel,
 smoothed on its own as in scikit-image) is the grid's z index. One thread per pixel and
@@ -17,11 +17,11 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
-from ._rgf_cuda import block_shape, grid_shape
+from ._cuda import MAX_THREADS, block_shape, grid_shape
+from ._tv_common import TAU
 
 __all__ = ["chambolle_cuda"]
 
-_MAX_THREADS = 256  # block_shape never exceeds it; sizes the shared reduction arrays
 _DECIDE_THREADS = 32  # one warp per plane sums its block partials
 _CHECK_EVERY = 8  # iterations between host reads of the active flags
 
@@ -45,8 +45,8 @@ def _chambolle_step(image, p_old, p_new, tau, tau_over_weight, active, partial):
         return
     n, c = plane // n_ch, plane % n_ch
     tid = cuda.threadIdx.y * cuda.blockDim.x + cuda.threadIdx.x
-    sum_d2 = cuda.shared.array(_MAX_THREADS, float32)
-    sum_grad = cuda.shared.array(_MAX_THREADS, float32)
+    sum_d2 = cuda.shared.array(MAX_THREADS, float32)
+    sum_grad = cuda.shared.array(MAX_THREADS, float32)
     d2 = float32(0.0)
     grad = float32(0.0)
     if x < width and y < height:
@@ -155,8 +155,8 @@ def chambolle_cuda(
     energy_init = cuda.device_array(n_planes, np.float64)
     energy_prev = cuda.device_array(n_planes, np.float64)
     stopped_at = cuda.to_device(np.full(n_planes, max_num_iter - 1, np.int64))
-    tau = np.float32(0.25)
-    tau_over_weight = np.float32(0.25 / weight)
+    tau = np.float32(TAU)
+    tau_over_weight = np.float32(TAU / weight)
     for it in range(max_num_iter):
         _chambolle_step[grid, block](
             image, p[it % 2], p[(it + 1) % 2], tau, tau_over_weight, active, partial

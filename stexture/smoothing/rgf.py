@@ -1,22 +1,7 @@
-r"""Rolling guidance filter (Zhang, Shen, Xu and Jia, ECCV 2014).
+"""Rolling guidance filter (Zhang, Shen, Xu and Jia, ECCV 2014): parameter checks and dispatch.
 
-Small structures (texture) are removed by a Gaussian, then large-scale edges are recovered
-iteratively by joint bilateral filters of the input image ``I`` guided by the previous
-result:
-
-.. math::
-
-    J^1 = G_{\sigma_s} * I, \qquad
-    J^{t+1}(p) = \frac{1}{K_p} \sum_{q \in D(p)}
-        e^{-\frac{\|p - q\|^2}{2 \sigma_s^2}}
-        e^{-\frac{\|J^t(p) - J^t(q)\|_1^2}{2 \sigma_r^2}} I(q),
-
-with ``K_p`` the sum of the weights. The first pass is the paper's iteration from a constant
-guide. Conventions follow OpenCV (``cv2.GaussianBlur`` with ``ksize=(0, 0)`` and
-``cv2.ximgproc.jointBilateralFilter`` with ``d=-1`` on float32): a ``round(8 sigma_s + 1) | 1``
-tap Gaussian, the disc ``D(p)`` of radius ``round(1.5 sigma_s)``, the L1 colour distance over
-channels, reflect-101 borders. ``cv2.ximgproc.rollingGuidanceFilter`` differs: it starts from
-the input as its guide (opencv_contrib issue 1738).
+The formulation and its OpenCV conventions are described in :mod:`._rgf_common`; the kernels
+are :mod:`._rgf_cpu` and :mod:`._rgf_cuda`, the OpenCV-built reference :mod:`._rgf_reference`.
 """
 
 from __future__ import annotations
@@ -69,8 +54,8 @@ def rgf_smooth(
     sigma_r = check_positive("sigma_r", sigma_r)
     n_iter = check_count("n_iter", n_iter)
     batch = check_batch(batch)
+    kernel = rolling_guidance
     if resolve_device(device) == "cuda":
-        from ._rgf_cuda import rolling_guidance_cuda
-
-        return rolling_guidance_cuda(batch, sigma_s, sigma_r, n_iter)
-    return rolling_guidance(batch, sigma_s, sigma_r, n_iter)
+        # numba.cuda is imported only when a GPU is asked for (as for every method)
+        from ._rgf_cuda import rolling_guidance_cuda as kernel
+    return kernel(batch, sigma_s, sigma_r, n_iter)

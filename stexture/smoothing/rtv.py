@@ -1,57 +1,22 @@
-"""Relative Total Variation (RTV) structure extraction.
+"""Relative Total Variation (RTV) structure extraction: parameter checks and dispatch.
 
 Xu, Yan, Xia and Jia, "Structure Extraction from Texture via Relative Total Variation",
-ACM Transactions on Graphics 31(6), SIGGRAPH Asia 2012. The formulation follows the
-authors' reference code ``tsmooth``: every outer iteration ``t`` computes edge weights from
-the current estimate ``S`` and solves the screened-Poisson system
-
-.. math::
-
-    (\\mathbf{1} + \\tfrac{\\lambda}{2} L_t)\\, S_{t+1} = I
-
-per channel, where ``L_t`` is the weighted 5-point graph Laplacian with forward-difference
-edges (no coupling across the image border). The weight of the horizontal edge from pixel
-``p`` to its right neighbour is ``u_x(p) w(p)`` with
-
-.. math::
-
-    w = 1 / \\max(\\overline{\\sqrt{f_x^2 + f_y^2}}, \\varepsilon_s), \\qquad
-    u_x = 1 / \\max(\\overline{|\\partial_x (G_\\sigma * S)|}, 10^{-3}),
-
-(bars: mean over channels, ``f = S`` forward differences, zero in the last column/row),
-likewise vertically. ``G_sigma`` is a separable Gaussian of ``round(5 sigma) | 1`` taps with
-zero padding; ``sigma`` is halved after each outer iteration with a floor of 0.5. The
-right-hand side is always the input ``I``.
-
-The pieces of the formulation shared by the CPU and CUDA kernels (parameter checks, the
-sigma schedule and the Gaussian taps) live here so both import one definition.
+ACM Transactions on Graphics 31(6), SIGGRAPH Asia 2012, following the authors' reference
+code ``tsmooth``; the formulation is described in :mod:`._rtv_common`, the kernels are
+:mod:`._rtv_cpu` and :mod:`._rtv_cuda`, the exact reference :mod:`._rtv_reference`.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .._device import resolve_device
-from ._checks import check_count, check_positive
+from ._checks import check_batch, check_count, check_positive
+from ._rtv_cpu import rtv_cpu
 
-__all__ = [
-    "GRADIENT_EPS",
-    "SIGMA_FLOOR",
-    "SUMMARY",
-    "gaussian_taps",
-    "rtv_smooth",
-    "sigma_schedule",
-    "validate_rtv_params",
-]
+__all__ = ["SUMMARY", "rtv_smooth", "validate_rtv_params"]
 
 SUMMARY = "Relative Total Variation (Xu et al. 2012): removes texture, keeps structure edges"
-
-#: Floor of the blurred-gradient magnitude in ``u`` (``vareps`` in ``tsmooth``).
-GRADIENT_EPS = 1e-3
-#: Lower bound of the Gaussian scale as it is halved from one outer iteration to the next.
-SIGMA_FLOOR = 0.5
 
 
 def validate_rtv_params(
@@ -81,24 +46,6 @@ def validate_rtv_params(
         check_count("max_cg_iter", max_cg_iter)
 
 
-def sigma_schedule(sigma: float, n_iter: int) -> list[float]:
-    """Gaussian scale of each outer iteration: ``sigma`` halved each time, floored at 0.5."""
-    schedule = []
-    for _ in range(n_iter):
-        schedule.append(float(sigma))
-        sigma = max(sigma / 2.0, SIGMA_FLOOR)
-    return schedule
-
-
-def gaussian_taps(sigma: float) -> np.ndarray:
-    """Normalised 1-D Gaussian of ``round(5 sigma) | 1`` taps (float64), as MATLAB's
-    ``fspecial('gaussian', [1, k], sigma)``; rounding is half away from zero like MATLAB's."""
-    size = int(math.floor(5.0 * sigma + 0.5)) | 1
-    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    taps = np.exp(-(x * x) / (2.0 * sigma * sigma))
-    return taps / taps.sum()
-
-
 def rtv_smooth(
     batch: np.ndarray,
     *,
@@ -115,7 +62,7 @@ def rtv_smooth(
     Parameters
     ----------
     batch : ndarray
-        float32, C-contiguous, shape ``(N, H, W, C)``, values in [0, 1].
+        float32 ``(N, H, W, C)``, C in {1, 3}, values in [0, 1].
     lam : float
         Smoothing strength lambda of the paper (``tsmooth`` uses ``lam / 2`` in the system).
     sigma : float
@@ -144,25 +91,16 @@ def rtv_smooth(
     .. [1] L. Xu, Q. Yan, Y. Xia, J. Jia, "Structure Extraction from Texture via Relative
        Total Variation", ACM Trans. Graph. 31(6), 139, 2012.
     """
-    batch = np.asarray(batch)
-    if batch.ndim != 4:
-        raise ValueError(f"batch must be (N, H, W, C), got shape {batch.shape}")
-    batch = np.ascontiguousarray(batch, dtype=np.float32)
     validate_rtv_params(
         lam=lam, sigma=sigma, sharpness=sharpness, n_iter=n_iter, tol=tol,
         max_cg_iter=max_cg_iter,
     )
+    batch = check_batch(batch)
+    kernel = rtv_cpu
     if resolve_device(device) == "cuda":
-        from ._rtv_cuda import rtv_cuda
-
-        return rtv_cuda(
-            batch, lam=lam, sigma=sigma, sharpness=sharpness, n_iter=n_iter, tol=tol,
-            max_cg_iter=max_cg_iter,
-        )
-    # imported here because the kernel modules import this module's formulation pieces
-    from ._rtv_cpu import rtv_cpu
-
-    return rtv_cpu(
+        # numba.cuda is imported only when a GPU is asked for (as for every method)
+        from ._rtv_cuda import rtv_cuda as kernel
+    return kernel(
         batch, lam=lam, sigma=sigma, sharpness=sharpness, n_iter=n_iter, tol=tol,
         max_cg_iter=max_cg_iter,
     )

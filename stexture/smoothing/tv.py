@@ -1,25 +1,8 @@
-r"""Total-variation (ROF) smoothing by Chambolle's projection algorithm (Chambolle 2004).
+"""Total-variation (ROF) smoothing by Chambolle's projection (2004): checks and dispatch.
 
-Each channel ``f`` of each image is smoothed on its own by solving the Rudin-Osher-Fatemi
-problem
-
-.. math::
-
-    \min_u \; \sum |\nabla u| + \frac{1}{2\,\mathrm{weight}} \sum (u - f)^2,
-
-through its dual: ``u = f - div p`` with the fixed-point iteration
-
-.. math::
-
-    p \leftarrow \frac{p - \tau \nabla(f - \operatorname{div} p)}
-                       {1 + \frac{\tau}{\mathrm{weight}} |\nabla(f - \operatorname{div} p)|},
-    \qquad \tau = 1/4,
-
-forward differences for the gradient and the matching backward differences for the
-divergence. ``weight``, ``eps``, ``max_num_iter``, the stopping rule and the per-channel
-treatment mean what they mean in ``skimage.restoration.denoise_tv_chambolle`` with
-``channel_axis=-1``: the energy ``E_k = (sum (div p)^2 + weight sum |grad u|) / (H W)`` is
-tracked and the iteration stops at the first ``k > 0`` with ``|E_{k-1} - E_k| < eps E_0``.
+The problem, the iteration and scikit-image's stopping rule are described in
+:mod:`._tv_common`; the kernels are :mod:`._tv_cpu` and :mod:`._tv_cuda`, the reference
+(scikit-image itself) :mod:`._tv_reference`.
 """
 
 from __future__ import annotations
@@ -28,7 +11,7 @@ import numpy as np
 
 from .._device import resolve_device
 from ._checks import check_batch, check_count, check_positive
-from ._tv_cpu import chambolle_planes
+from ._tv_cpu import chambolle_cpu
 
 __all__ = ["SUMMARY", "tv_smooth"]
 
@@ -72,11 +55,8 @@ def tv_smooth(
     eps = check_positive("eps", eps)
     max_num_iter = check_count("max_num_iter", max_num_iter)
     batch = check_batch(batch)
+    kernel = chambolle_cpu
     if resolve_device(device) == "cuda":
-        from ._tv_cuda import chambolle_cuda
-
-        return chambolle_cuda(batch, weight, eps, max_num_iter)
-    n, h, w, c = batch.shape
-    planes = np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).reshape(n * c, h, w)
-    smoothed, _ = chambolle_planes(planes, weight, eps, max_num_iter)
-    return np.ascontiguousarray(smoothed.reshape(n, c, h, w).transpose(0, 2, 3, 1))
+        # numba.cuda is imported only when a GPU is asked for (as for every method)
+        from ._tv_cuda import chambolle_cuda as kernel
+    return kernel(batch, weight, eps, max_num_iter)
