@@ -1,9 +1,14 @@
 """Edge-preserving smoothing methods and their registry.
 
-Every method is a public module (``rtv``, ``rgf``, ``tv``) whose smoothing function takes a
-float32 batch ``(N, H, W, C)`` with values in [0, 1] and keyword parameters, and returns the
-structure layer of the same shape. Kernels live in private modules beside it:
-``_<method>_cpu.py`` (Numba ``njit(parallel=True)``) and ``_<method>_cuda.py`` (Numba CUDA).
+Every method has the same shape. Its public module (``rtv``, ``rgf``, ``tv``) checks the
+parameters and the batch and dispatches; its smoothing function takes a float32 batch
+``(N, H, W, C)``, C in {1, 3}, values in [0, 1], and keyword parameters, and returns the
+structure layer of the same shape (anything else is a ``ValueError``). Beside it:
+``_<method>_common.py`` (the formulation both kernels use), ``_<method>_cpu.py`` (Numba
+``njit(parallel=True)``), ``_<method>_cuda.py`` (Numba CUDA) and ``_<method>_reference.py``
+(slow, obviously right). The kernels import only their ``_common`` module (and
+``_cuda.py``, the launch geometry of every CUDA kernel), never each other. ``_threading.py``
+picks the Numba threading layer before the first kernel runs.
 
 ``METHODS`` maps a method's name to a :class:`Method` that knows its defaults (read from the
 function's signature, so there is one source of truth) and checks parameter names.

@@ -1,0 +1,98 @@
+"""The smoothing package's shape: one input contract, no import cycles, the threading layer."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import stexture.smoothing as smoothing
+from stexture.smoothing import METHODS
+
+PACKAGE = Path(smoothing.__file__).parent
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize(
+    ("batch", "problem"),
+    [
+        (np.zeros((1, 8, 8, 3), np.float64), "float32"),
+        (np.zeros((1, 8, 8, 3), np.uint8), "float32"),
+        (np.zeros((8, 8, 3), np.float32), "(N, H, W, C)"),
+        (np.zeros((1, 8, 8, 2), np.float32), "(N, H, W, C)"),
+        ([[[[0.5]]]], "(N, H, W, C)"),
+    ],
+    ids=["float64", "uint8", "3-d", "two-channels", "list"],
+)
+def test_every_method_has_the_same_input_contract(name, batch, problem):
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        METHODS[name](batch)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_takes_a_strided_float32_batch(name):
+    # a non-contiguous view is accepted and gives what its contiguous copy gives
+    rng = np.random.default_rng(0)
+    wide = rng.random((1, 12, 32, 3), dtype=np.float32)
+    view = wide[:, :, ::2]
+    np.testing.assert_array_equal(METHODS[name](view), METHODS[name](view.copy()))
+
+
+def _imports(path: Path) -> set[str]:
+    """Sibling modules of the smoothing package that ``path`` imports, at any depth."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                names.add(node.module.split(".")[0])
+            else:
+                names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_smoothing_modules_have_no_import_cycle_and_twins_share_only_common():
+    graph = {path.stem: _imports(path) for path in PACKAGE.glob("*.py")}
+    for method in METHODS:
+        # the CPU and CUDA twins never import each other nor the public module
+        assert f"_{method}_cuda" not in graph[f"_{method}_cpu"]
+        assert f"_{method}_cpu" not in graph[f"_{method}_cuda"]
+        assert method not in graph[f"_{method}_cpu"] | graph[f"_{method}_cuda"]
+        for kind in ("common", "cpu", "cuda", "reference"):
+            assert f"_{method}_{kind}" in graph
+    done: set[str] = set()
+
+    def visit(module: str, stack: tuple[str, ...]) -> None:
+        assert module not in stack, f"import cycle: {' -> '.join((*stack, module))}"
+        if module in done or module not in graph:
+            return
+        for imported in graph[module]:
+            visit(imported, (*stack, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
+
+
+def _layer_after_decompose(env: dict[str, str]) -> str:
+    code = ("import numpy as np, numba, stexture; "
+            "stexture.decompose(np.zeros((8, 8, 3), np.uint8), method='tv'); "
+            "print(numba.threading_layer())")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120, check=True)
+    return done.stdout.strip()
+
+
+def test_library_picks_tbb_without_environment_and_respects_a_users_choice():
+    try:
+        metadata.distribution("tbb")
+    except metadata.PackageNotFoundError:
+        pytest.skip("the tbb wheel is not installed on this platform")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING")}
+    assert _layer_after_decompose(env) == "tbb"
+    assert _layer_after_decompose({**env, "NUMBA_THREADING_LAYER": "workqueue"}) == "workqueue"
