@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from . import rgf, rtv, tv
 from ._threading import prefer_tbb
 
-# before any kernel runs: Numba picks its threading layer at the first parallel launch
-prefer_tbb()
-
-from . import rgf, rtv, tv  # noqa: E402
-
 __all__ = ["METHODS", "Method", "get_method"]
+
+# Numba fixes its threading layer at the first parallel launch, which no import makes: this
+# runs before any kernel does
+prefer_tbb()
 
 _NOT_PARAMETERS = ("batch", "device")
 
