@@ -96,3 +96,14 @@ def test_library_picks_tbb_without_environment_and_respects_a_users_choice():
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING")}
     assert _layer_after_decompose(env) == "tbb"
     assert _layer_after_decompose({**env, "NUMBA_THREADING_LAYER": "workqueue"}) == "workqueue"
+
+
+def test_launch_geometry_covers_the_image_and_refuses_too_deep_grids():
+    from stexture.smoothing._cuda import MAX_GRID_Z, block_shape, grid_shape
+
+    assert block_shape(5, 3) == (4, 8, 1)  # shrunk to the image, powers of two
+    assert block_shape(600, 600) == (32, 8, 1)
+    assert grid_shape((32, 8, 1), 17, 65, 3) == (3, 3, 3)
+    assert grid_shape((32, 8, 1), 1, 1, MAX_GRID_Z)[2] == MAX_GRID_Z
+    with pytest.raises(ValueError, match="at most 65535"):
+        grid_shape((32, 8, 1), 8, 8, MAX_GRID_Z + 1)

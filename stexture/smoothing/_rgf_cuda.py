@@ -18,6 +18,7 @@ from ._rgf_common import gaussian_kernel, joint_bilateral_taps
 
 __all__ = ["rolling_guidance_cuda"]
 
+
 @cuda.jit(device=True, inline=True)
 def _reflect101(p, n):
     if n == 1:
