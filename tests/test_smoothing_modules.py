@@ -107,3 +107,14 @@ def test_launch_geometry_covers_the_image_and_refuses_too_deep_grids():
     assert grid_shape((32, 8, 1), 1, 1, MAX_GRID_Z)[2] == MAX_GRID_Z
     with pytest.raises(ValueError, match="at most 65535"):
         grid_shape((32, 8, 1), 8, 8, MAX_GRID_Z + 1)
+
+
+def test_calls_from_several_threads_at_once_give_the_serial_results():
+    from concurrent.futures import ThreadPoolExecutor
+
+    batch = np.random.default_rng(1).random((1, 40, 48, 3), dtype=np.float32)
+    serial = {name: METHODS[name](batch) for name in METHODS}
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(lambda name: (name, METHODS[name](batch)), sorted(METHODS) * 3))
+    for name, structure in runs:
+        np.testing.assert_array_equal(structure, serial[name])
