@@ -149,7 +149,9 @@ def _direction_matvec(z, p_old, beta, ex, ey, diag, p, q, partial):
 # (best of 5, machine loaded about tenfold, so only the ratios mean anything): fewer
 # iterations also mean fewer parallel regions, whose barriers a busy machine makes costly.
 # Stripes of 64 rows (block Jacobi between stripes, so they run in parallel) cost no
-# iterations: 1 or 8 stripes at 512 px both take 43 at tol 1e-3.
+# iterations: 1 or 8 stripes at 512 px both take 43 at tol 1e-3. A coarse-grid correction
+# after MIC saved only 0-10% of the iterations at tol 0.03 for about half an iteration's
+# extra work each (benchmarks/bench_rtv_preconditioner.py), so MIC stays alone.
 
 _STRIPE_ROWS = 64
 _MIC_TAU = 0.97  # weight of the dropped fill-in moved onto the diagonal (0 = plain IC(0))
