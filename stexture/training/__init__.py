@@ -3,6 +3,8 @@
 - :mod:`.models`: ResNet-style classifiers in plain torch (``small``, ``resnet18``).
 - :mod:`.trainer`: :func:`fit` (soft-target cross-entropy, AdamW/SGD, warm-up + cosine,
   early stopping, checkpoints) and :func:`evaluate` (the sweep's metrics of a model).
+- :mod:`.aux_bn`: :func:`aux_bn` (auxiliary BatchNorm for composites, Li et al.'s MixBN)
+  and :func:`route` (which rows of a batch use it).
 - :mod:`.metrics`: accuracy, per-class accuracy, cue-conflict accuracies, shape bias.
 - :mod:`.sweep`: ``sweep.sweep`` (re-exported as ``stexture.sweep``), one run per (k, seed)
   plus baselines, resumable. The function is not re-exported here, so that
@@ -10,6 +12,7 @@
 - :mod:`.report`: ``results.csv``, ``summary.json``, ``sweep.png``, ``report.md``.
 """
 
+from .aux_bn import DualBatchNorm, aux_bn, route
 from .metrics import accuracy, cue_conflict_metrics, per_class_accuracy, shape_bias
 from .models import MODELS, build_model, resnet18, small_resnet
 from .sweep import stratified_subset
@@ -25,9 +28,11 @@ from .trainer import (
 
 __all__ = [
     "MODELS",
+    "DualBatchNorm",
     "TrainConfig",
     "TrainResult",
     "accuracy",
+    "aux_bn",
     "balanced_class_weights",
     "build_model",
     "cue_conflict_metrics",
@@ -37,6 +42,7 @@ __all__ = [
     "per_class_accuracy",
     "predict",
     "resnet18",
+    "route",
     "shape_bias",
     "small_resnet",
     "stratified_subset",

@@ -32,6 +32,7 @@ import torch.utils.deterministic
 from torch import nn
 
 from .._device import DEVICES, CudaUnavailableError
+from .aux_bn import has_aux_bn, route
 from .metrics import accuracy, cue_conflict_metrics, per_class_accuracy
 
 __all__ = [
@@ -233,11 +234,13 @@ def _train_epoch(
     # a finiteness check reads the loss back from the GPU; do it every few steps there
     check_every = 25 if on_cuda else 1
     model.train()
+    dual = has_aux_bn(model)
     loss_sum = torch.zeros((), device=device)
     steps = 0
     for batch in loader:
         x, y = _to_device(batch[0], device), batch[1].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda), \
+                _routing(model, batch) if dual else nullcontext():
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -249,6 +252,15 @@ def _train_epoch(
         if steps % check_every == 0 and not torch.isfinite(loss_sum):
             break
     return float(loss_sum), steps
+
+
+def _routing(model: nn.Module, batch: Sequence[Any]):
+    """The :func:`~stexture.training.aux_bn.route` context of a batch: its composites
+    (``info["is_conflict"]``) through the auxiliary BatchNorm."""
+    if len(batch) < 3 or "is_conflict" not in batch[2]:
+        raise ValueError("a model with auxiliary BatchNorm (aux_bn) needs batches (x, y, info) "
+                         "with info['is_conflict']: build the loader with with_info=True")
+    return route(model, batch[2]["is_conflict"])
 
 
 def fit(
@@ -269,8 +281,12 @@ def fit(
     ``argmax(y)``); the best epoch's weights are kept (and written to ``checkpoint_path`` as
     ``{"model", "epoch", "val_acc"}``) and training stops after ``config.patience`` epochs
     without a gain. Without ``val_loader`` the last epoch counts as best. A non-finite loss
-    stops training with ``status="diverged"``. On CUDA the forward pass runs under bf16
-    autocast with channels_last tensors. On the CPU a seed fixes the result (same threads);
+    stops training with ``status="diverged"``. A model converted by
+    :func:`~stexture.training.aux_bn.aux_bn` trains its composites (``info["is_conflict"]``,
+    so the loader needs ``with_info=True``) through the auxiliary BatchNorm and clean images
+    through the main one; validation and :func:`predict` use the main one. On CUDA the
+    forward pass runs under bf16 autocast with channels_last tensors. On the CPU a seed
+    fixes the result (same threads);
     ``config.deterministic_algorithms`` also switches on torch's deterministic algorithms
     for models whose layers need it.
     """
