@@ -232,3 +232,27 @@ def test_synthetic_rtv_params_scale_sigma_with_size_and_reject_bad_sizes():
     assert synthetic_rtv_params(128)["sigma"] == 4.0
     with pytest.raises(ValueError, match="size"):
         synthetic_rtv_params(0)
+
+
+def test_cue_conflict_split_paints_a_shape_in_another_class_material(tmp_path):
+    from stexture.datasets import TYPICAL_MATERIALS, make_cue_conflict_split
+
+    folder = make_cue_conflict_split(tmp_path, classes=("chair", "sofa", "lamp"), per_class=4,
+                                     size=32, seed=3, progress=False)
+    with (folder / "conflicts.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12
+    for row in rows:
+        assert row["structure_class"] != row["texture_class"]
+        assert row["material"] in TYPICAL_MATERIALS[row["texture_class"]]
+        assert row["path"].startswith(row["structure_class"] + "/")
+        assert (folder / row["path"]).is_file()
+    # the forced material reaches the rendering, the shape stays the class's
+    from stexture.datasets import image_rng, render_furniture
+
+    forced = render_furniture("chair", image_rng(0, "x", "chair", 0), 32, 0.8, material="metal")
+    assert forced.material == "metal" and forced.class_name == "chair" and not forced.typical
+    with pytest.raises(ValueError, match="unknown material"):
+        render_furniture("chair", image_rng(0, "x", "chair", 0), 32, material="glass-x")
+    with pytest.raises(ValueError, match="exists"):
+        make_cue_conflict_split(tmp_path, classes=("chair", "sofa"), per_class=1, size=32)

@@ -7,7 +7,9 @@ otherwise any. So texture is a useful but imperfect cue and shape a reliable but
 one, which is what cue-conflict training with soft labels is meant to balance.
 
 ``make_furniture_dataset`` writes an ImageFolder tree (``train``, ``test`` and a
-``test_shifted`` split with texture_correlation 0); ``render_furniture`` draws one image.
+``test_shifted`` split with texture_correlation 0); ``render_furniture`` draws one image;
+``make_cue_conflict_split`` renders cue-conflict images directly (class a's shape in class
+b's typical material: the oracle of the decomposition).
 """
 
 from .furniture import CLASSES, TYPICAL_MATERIALS
@@ -15,6 +17,7 @@ from .generate import (
     SPLITS,
     DatasetSummary,
     image_rng,
+    make_cue_conflict_split,
     make_furniture_dataset,
     synthetic_rtv_params,
 )
@@ -31,6 +34,7 @@ __all__ = [
     "Rendering",
     "encode_jpeg",
     "image_rng",
+    "make_cue_conflict_split",
     "make_furniture_dataset",
     "render_furniture",
     "synthetic_rtv_params",

@@ -36,11 +36,14 @@ __all__ = [
     "SPLITS",
     "DatasetSummary",
     "image_rng",
+    "make_cue_conflict_split",
     "make_furniture_dataset",
     "synthetic_rtv_params",
 ]
 
 SPLITS = ("train", "test", "test_shifted")
+CONFLICT_SPLIT = "cue_conflict"
+CONFLICT_RECORDS_NAME = "conflicts.csv"
 RECORDS_NAME = "records.csv"
 INFO_NAME = "dataset.json"
 _RECORD_FIELDS = ("split", "class_name", "index", "path", "material", "typical", "wall",
@@ -195,3 +198,56 @@ def make_furniture_dataset(
     (root / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
     share = {split: typical[split] / counts[split] for split in counts}
     return DatasetSummary(root, counts, share, seconds)
+
+
+def make_cue_conflict_split(
+    out: str | Path,
+    *,
+    classes: tuple[str, ...] | list[str] | None = None,
+    per_class: int = 100,
+    size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Render cue-conflict images directly: class a's shape in class b's typical material.
+
+    This is the oracle of the decomposition: a composite ``s_a + t_b`` tries to put b's
+    texture on a's object; here the generator draws a's object and paints it in a typical
+    material of b (:data:`TYPICAL_MATERIALS`), with no seam, no silhouette of b, no
+    clipping. For each class a and index i, b is drawn uniformly among the other classes.
+    Writes ``OUT/cue_conflict/<a>/<a>-as-<b>-<i>.jpg`` (an ImageFolder labelled with the
+    structure class a) and ``OUT/cue_conflict/conflicts.csv`` (``path`` relative to the
+    split folder, ``structure_class``, ``texture_class``, ``material``); returns the split
+    folder. Images are a function of (seed, a, i) alone, from their own generator.
+    """
+    classes = tuple(CLASSES if classes is None else classes)
+    _check(classes, per_class, 0, 0, size, 0.0, seed)
+    if len(classes) < 2:
+        raise ValueError("cue-conflict images need at least two classes")
+    folder = Path(out) / CONFLICT_SPLIT
+    if folder.exists():
+        raise ValueError(f"{folder} exists; choose another folder")
+    prepare_tiles()
+    rows = []
+    with tqdm(total=len(classes) * per_class, desc="oracle", unit="img",
+              disable=not progress) as bar:
+        for a in classes:
+            (folder / a).mkdir(parents=True)
+            others = [c for c in classes if c != a]
+            for index in range(per_class):
+                rng = image_rng(seed, CONFLICT_SPLIT, a, index)
+                b = others[rng.integers(len(others))]
+                typical = TYPICAL_MATERIALS[b]
+                material = typical[rng.integers(len(typical))]
+                rendering = render_furniture(a, rng, size, 0.0, material=material)
+                relative = f"{a}/{a}-as-{b}-{index:05d}.jpg"
+                (folder / relative).write_bytes(encode_jpeg(rendering))
+                rows.append({"path": relative, "structure_class": a, "texture_class": b,
+                             "material": material})
+                bar.update()
+    with (folder / CONFLICT_RECORDS_NAME).open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=("path", "structure_class",
+                                                    "texture_class", "material"))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder

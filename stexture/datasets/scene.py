@@ -99,18 +99,26 @@ def choose_material(class_name: str, rng: np.random.Generator,
 
 
 def render_furniture(class_name: str, rng: np.random.Generator, size: int = 128,
-                     texture_correlation: float = 0.8) -> Rendering:
+                     texture_correlation: float = 0.8, material: str | None = None
+                     ) -> Rendering:
     """Draw one ``class_name`` object in a room, as a ``size x size`` RGB image.
 
-    The object's main surfaces get a material chosen by :func:`choose_material`; its
-    shape, pose, the room, light and noise are all drawn from ``rng``.
+    The object's main surfaces get ``material`` when given (a key of :data:`MATERIALS`:
+    a cue-conflict image rendered directly, e.g. a chair in a sofa's leather), else a
+    material chosen by :func:`choose_material`; its shape, pose, the room, light and noise
+    are all drawn from ``rng``.
     """
     check_class(class_name)
     check_options(size, texture_correlation)
+    if material is not None and material not in MATERIALS:
+        raise ValueError(f"unknown material {material!r}; known: {', '.join(MATERIALS)}")
     sketch = Sketch(kx=float(rng.choice((-1, 1)) * rng.uniform(0.15, 0.45)),
                     ky=float(rng.uniform(0.18, 0.4)))
     DRAWINGS[class_name](sketch, rng)
-    material, typical = choose_material(class_name, rng, texture_correlation)
+    if material is None:
+        material, typical = choose_material(class_name, rng, texture_correlation)
+    else:
+        typical = material in TYPICAL_MATERIALS[class_name]
 
     faces, horizon, footprint = _place(sketch, rng, size)
     labels = _rasterise(faces, size)
