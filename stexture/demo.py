@@ -279,10 +279,12 @@ def _verdict(summary: dict[str, Any]) -> str:
     if gain is None:
         return text + "."
     text += f", {gain:+.3f} over vanilla"
-    if best.get("gain_se") is None:
+    if best.get("gain_ci95") is None:
         return text + " (one seed: no estimate of the seed noise)."
-    clear = "more" if best["gain_exceeds_2se"] else "not more"
-    return text + f" ({clear} than 2 standard errors, SE {best['gain_se']:.3f})."
+    low, high = best["gain_ci95"]
+    clear = "excludes" if best["gain_clear"] else "includes"
+    return text + (f" (paired 95% interval over seeds [{low:+.3f}, {high:+.3f}], which "
+                   f"{clear} 0).")
 
 
 def _write_report(result: DemoResult) -> None:

@@ -2,6 +2,7 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from shardfactory import make_shard_dir
@@ -91,8 +92,9 @@ def test_a_killed_sweep_resumes_with_only_the_unfinished_runs(shards, tmp_path):
     assert summary["best"]["gain_over_vanilla"] == pytest.approx(0.2)
     with open(tmp_path / "runs" / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    # train fraction 0.5 of 6 per class: 3 per class, every epoch sees 9 samples
-    assert [r["train_samples"] for r in rows] == ["9", "9", "9"]
+    # train fraction 0.5 of 6 per class: 3 per class (9 samples), gone over again for as
+    # many optimiser steps as the full split's ceil(18 / 4) = 5 batches: 20 samples
+    assert [r["train_samples"] for r in rows] == ["20", "20", "20"]
     # a third start has nothing left to do
     again = CountingTrainFn()
     sweep(shards, [0.5, 1.0], train_fn=again, **settings)
@@ -210,8 +212,83 @@ def test_summary_gain_and_its_standard_error():
     best = summary["best"]
     assert best["k"] == 0.5
     assert best["gain_over_vanilla"] == pytest.approx(0.2)
-    # SE = sqrt(0.005/2 + 0.005/2) = 0.0707, 2 SE = 0.141 < 0.2
-    assert best["gain_se"] == pytest.approx(math.sqrt(0.005))
-    assert best["gain_exceeds_2se"] is True
+    # paired by seed: the differences are 0.2 and 0.2, so SE 0 and the interval is a point
+    assert best["gain_se"] == pytest.approx(0.0, abs=1e-12)
+    assert best["gain_ci95"] == pytest.approx([0.2, 0.2])
+    assert best["gain_clear"] is True
     one_seed = summarize(results[::2], [0.5, 1.0], CLASSES, {})
-    assert one_seed["best"]["gain_se"] is None and one_seed["best"]["gain_exceeds_2se"] is None
+    assert one_seed["best"]["gain_ci95"] is None and one_seed["best"]["gain_clear"] is None
+
+
+def test_summary_compares_every_arm_with_vanilla_paired_by_seed():
+    from scipy import stats as st
+
+    va, ka = [0.60, 0.70, 0.65, 0.72], [0.63, 0.71, 0.70, 0.74]
+    results = [fake_result("vanilla", None, s, v) for s, v in enumerate(va)]
+    results += [fake_result("k", 0.8, s, v) for s, v in enumerate(ka)]
+    results += [fake_result("vanilla-matched", None, s, v + 0.01) for s, v in enumerate(va)]
+    rng = np.random.default_rng(0)
+    for r in results:
+        r["metrics"]["clean_correct"] = (rng.random(30) < r["metrics"]["clean_acc"]).tolist()
+    summary = summarize(results, [0.8], CLASSES, {})
+    comparison = summary["per_k"][0]["vs_vanilla"]
+    ci = st.ttest_rel(ka, va).confidence_interval(0.95)
+    assert comparison["paired_t"]["ci_low"] == pytest.approx(ci.low)
+    assert comparison["paired_t"]["ci_high"] == pytest.approx(ci.high)
+    assert comparison["bootstrap"]["seeds"] == 4 and comparison["bootstrap"]["images"] == 30
+    ka_img = np.array([r["metrics"]["clean_correct"] for r in results[4:8]], dtype=float)
+    va_img = np.array([r["metrics"]["clean_correct"] for r in results[:4]], dtype=float)
+    assert comparison["bootstrap"]["diff"] == pytest.approx(ka_img.mean() - va_img.mean())
+    assert isinstance(comparison["seeds_for_80_power"], int)
+    assert summary["vanilla_matched"]["vs_vanilla"]["paired_t"]["diff"] == pytest.approx(0.01)
+
+
+def test_fraction_runs_get_the_full_runs_steps_and_add_mode_reaches_the_loader(shards, tmp_path):
+    seen = {}
+
+    def count(train_loader, val_loaders, k, seed):
+        rows = [len(x) for x, _ in train_loader]
+        seen.setdefault(k, []).append((len(train_loader), sum(rows), max(rows)))
+        return {"clean_acc": 0.5}
+
+    common = dict(seeds=1, baseline=False, train_fn=count, log=None, batch_size=4,
+                  image_size=24)
+    sweep(shards, [1.0], out=tmp_path / "full", **common)
+    sweep(shards, [0.5], train_fraction=0.5, out=tmp_path / "half", **common)
+    sweep(shards, [0.0], train_fraction=0.5, match_steps=False, out=tmp_path / "one", **common)
+    full = read_manifest(shards).count("train")
+    assert seen[1.0][0][0] == seen[0.5][0][0] == math.ceil(full / 4)  # same optimiser steps
+    assert seen[0.0][0][0] < seen[1.0][0][0]  # one pass over the half: fewer steps
+    # add mode keeps the 4 originals and appends round(0.5 * 4) = 2 composites; the
+    # compute-matched vanilla sees as many images as the add-mode run
+    sweep(shards, [0.8], mode="add", alpha=0.5, texture_layout="shuffled", tile_size=8,
+          matched_baseline=True, out=tmp_path / "add",
+          **{**common, "baseline": True, "seeds": 1})
+    (_, add_rows, add_batch), = seen[0.8]
+    vanilla, matched = seen[None]
+    assert add_batch == 6 and vanilla[2] == 4
+    assert vanilla[1] == full and abs(matched[1] - add_rows) < 6
+    settings = json.loads((tmp_path / "add" / "sweep.json").read_text())
+    assert (settings["mode"], settings["alpha"], settings["texture_layout"]) == \
+        ("add", 0.5, "shuffled")
+
+
+def test_builtin_sweep_with_aux_bn_checkpoints_and_compares_paired(shards, tmp_path):
+    summary = sweep(shards, [0.0, 1.0], seeds=2, epochs=1, out=tmp_path / "runs",
+                    device="cpu", image_size=24, batch_size=8, mode="add", aux_bn=True,
+                    matched_baseline=True, log=None)
+    for name in ("vanilla-seed0", "vanilla-matched-seed1", "k1-seed0"):
+        state = torch.load(tmp_path / "runs" / "runs" / name / "best.pt", weights_only=True)
+        assert any(".aux." in key for key in state["model"])
+    result = json.loads((tmp_path / "runs" / "runs" / "k0-seed1" / "result.json").read_text())
+    assert len(result["metrics"]["clean_correct"]) == read_manifest(shards).count("val")
+    assert sum(result["metrics"]["clean_correct"]) / len(result["metrics"]["clean_correct"]) \
+        == pytest.approx(result["metrics"]["clean_acc"])
+    assert summary["ensemble_k0_k1"]["clean_acc"]["n"] == 2  # aux-bn checkpoints load
+    comparison = summary["per_k"][1]["vs_vanilla"]
+    assert comparison["seeds"] == [0, 1] and comparison["bootstrap"]["seeds"] == 2
+    assert summary["vanilla_matched"]["vs_vanilla"]["paired_t"]["n"] == 2
+    with pytest.raises(ValueError, match="mode='add'"):
+        sweep(shards, [0.5], matched_baseline=True, out=tmp_path / "x", log=None)
+    with pytest.raises(ValueError, match="built-in trainer"):
+        sweep(shards, [0.5], aux_bn=True, train_fn=never_called, out=tmp_path / "x", log=None)

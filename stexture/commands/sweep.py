@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..mixing import MODES, TEXTURE_LAYOUTS
 from ..training.models import MODELS
 from ..training.sweep import parse_k_values, sweep
 from ..training.trainer import OPTIMIZERS
@@ -22,7 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per k")
     parser.add_argument("--epochs", type=int, default=10, help="most epochs per run")
     parser.add_argument("--train-fraction", type=float, default=1.0,
-                        help="stratified share of the training split to train on, in (0, 1]")
+                        help="stratified share of the training split to train on, in (0, 1]; "
+                        "runs on a share get as many optimiser steps as on the full split "
+                        "(the share is gone over again) unless --no-match-steps")
+    parser.add_argument("--no-match-steps", action="store_true",
+                        help="with --train-fraction < 1: one pass over the share per epoch "
+                        "(fewer optimiser steps than the full run)")
     parser.add_argument("--out", type=Path, default=Path("runs"),
                         help="output folder; rerun with the same settings to resume")
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
@@ -38,6 +44,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "validation accuracy (0: never)")
     parser.add_argument("--p-conflict", type=float, default=0.5,
                         help="share of each batch that is cue-conflict")
+    parser.add_argument("--mode", default="replace", choices=MODES,
+                        help="replace: a share of each batch becomes composites; add: keep "
+                        "every original and append the composites (Li et al.; the batch grows)")
+    parser.add_argument("--alpha", type=float, default=1.0,
+                        help="share of the donor's texture in a composite, in [0, 1]")
+    parser.add_argument("--texture-layout", default="aligned", choices=TEXTURE_LAYOUTS,
+                        help="shuffled: rearrange the donor's texture in tiles so it carries "
+                        "no shape of the donor")
+    parser.add_argument("--tile-size", type=int, default=16,
+                        help="tile side in pixels for --texture-layout shuffled")
+    parser.add_argument("--aux-bn", action="store_true",
+                        help="composites through auxiliary BatchNorm statistics, evaluation "
+                        "with the main ones (Li et al.'s MixBN)")
+    parser.add_argument("--matched-baseline", action="store_true",
+                        help="with --mode add: also train vanilla on as many images as the "
+                        "add-mode runs see (compute-matched)")
     parser.add_argument("--min-scale", type=float, default=0.35,
                         help="smallest share of the image area a training crop covers")
     parser.add_argument("--balance-classes", action="store_true",
@@ -65,14 +87,17 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, optimizer=args.optimizer,
         label_smoothing=args.label_smoothing, patience=args.patience or None,
-        p_conflict=args.p_conflict, min_scale=args.min_scale, balance_classes=args.balance_classes,
+        p_conflict=args.p_conflict, min_scale=args.min_scale, mode=args.mode, alpha=args.alpha,
+        texture_layout=args.texture_layout, tile_size=args.tile_size, aux_bn=args.aux_bn,
+        matched_baseline=args.matched_baseline, match_steps=not args.no_match_steps,
+        balance_classes=args.balance_classes,
         init_weights=args.init_weights, workers=args.workers, baseline=not args.no_baseline,
         engine=args.engine, address=args.address, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, log=lambda message: print(message, flush=True),
     )
     best = summary["best"]
     if best is not None and best.get("gain_over_vanilla") is not None:
-        se = best["gain_se"]
+        ci = best["gain_ci95"]
         print(f"best k {best['k']:g}: gain over vanilla {best['gain_over_vanilla']:+.4f}"
-              + ("" if se is None else f" (SE {se:.4f})"))
+              + ("" if ci is None else f" (paired 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}])"))
     return 0

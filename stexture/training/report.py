@@ -1,16 +1,16 @@
 """The sweep report: ``results.csv``, ``summary.json``, ``sweep.png`` and ``report.md``.
 
-Per k the summary gives, for every metric, the mean and the sample standard deviation
-(``ddof=1``; null for a single seed) over the seeds. The best k is the one with the highest
-mean clean accuracy (the first in the grid on a tie); its gain over the vanilla baseline is
-``d = m_k - m_v`` with the standard error of a difference of two independent means,
+Per arm (each k, the vanilla baseline, the compute-matched vanilla arm, the k=0/k=1
+ensemble) the summary gives, for every metric, the mean and the sample standard deviation
+(``ddof=1``; null for a single seed) over the seeds, and under ``vs_vanilla`` the
+comparison of its clean accuracy with vanilla's, paired by seed (same initial weights, same
+data order; :mod:`stexture.training.stats`): the paired-t 95% interval of the mean
+difference, a bootstrap interval over seeds and validation images (when the runs recorded
+per-image results, ``clean_correct``), and the number of seeds a paired t-test would need to
+detect the observed difference with 80% power.
 
-    SE(d) = sqrt(s_k^2 / n_k + s_v^2 / n_v),
-
-(s the standard deviations, n the numbers of seeds; null unless both n >= 2), and the gain
-counts as clear when ``d > 2 * SE(d)``. The groups are treated as independent although they
-share seeds; when results of one seed are positively correlated this overstates SE(d), so the
-test errs on the side of "not clear".
+The best k is the one with the highest mean clean accuracy (the first in the grid on a
+tie); its gain over vanilla is clear when the paired-t 95% interval excludes 0.
 """
 
 from __future__ import annotations
@@ -24,10 +24,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "REQUIRED_METRIC", "summarize", "write_report"]
+from .stats import paired_bootstrap, paired_t, seeds_for_power
+
+__all__ = ["METRICS", "REQUIRED_METRIC", "compare_to_vanilla", "summarize", "write_report"]
 
 REQUIRED_METRIC = "clean_acc"
 METRICS = (REQUIRED_METRIC, "shape_bias", "conflict_structure_acc", "conflict_texture_acc")
+# per-image 0/1 results of the clean validation set, for the bootstrap over images
+PER_IMAGE = "clean_correct"
+CONFIDENCE = 0.95
+POWER = 0.8
 _FIXED_COLUMNS = ("name", "kind", "k", "seed", "status", "stop_reason", "best_epoch",
                   "epochs_run", "seconds", *METRICS, "conflict_n")
 
@@ -51,46 +57,80 @@ def _group(results: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[st
     return entry
 
 
-def _gain(best: dict[str, Any], vanilla: dict[str, Any]) -> dict[str, Any]:
-    b, v = best[REQUIRED_METRIC], vanilla[REQUIRED_METRIC]
-    if b["mean"] is None or v["mean"] is None:
-        return {"gain_over_vanilla": None, "gain_se": None, "gain_exceeds_2se": None}
-    gain = b["mean"] - v["mean"]
-    se = None
-    if b["std"] is not None and v["std"] is not None:
-        se = math.sqrt(b["std"] ** 2 / b["n"] + v["std"] ** 2 / v["n"])
-    return {"gain_over_vanilla": gain, "gain_se": se,
-            "gain_exceeds_2se": None if se is None else bool(gain > 2 * se)}
+def _by_seed(results: Sequence[dict[str, Any]], key: str) -> dict[int, Any]:
+    values = {}
+    for r in results:
+        value = r["metrics"].get(key)
+        if value is not None and (not isinstance(value, float) or math.isfinite(value)):
+            values[r["seed"]] = value
+    return values
+
+
+def compare_to_vanilla(arm: Sequence[dict[str, Any]], vanilla: Sequence[dict[str, Any]]
+                       ) -> dict[str, Any]:
+    """Clean accuracy of ``arm`` minus vanilla's, paired by seed: ``paired_t`` (see
+    :func:`~stexture.training.stats.paired_t`), ``bootstrap`` (over seeds and validation
+    images; None without per-image results) and ``seeds_for_80_power``."""
+    a, v = _by_seed(arm, REQUIRED_METRIC), _by_seed(vanilla, REQUIRED_METRIC)
+    seeds = sorted(set(a) & set(v))
+    t = paired_t([a[s] for s in seeds], [v[s] for s in seeds], CONFIDENCE)
+    power = None
+    if t["se"] is not None:
+        power = seeds_for_power(t["diff"], t["se"] * math.sqrt(t["n"]), POWER, CONFIDENCE)
+    a_img, v_img = _by_seed(arm, PER_IMAGE), _by_seed(vanilla, PER_IMAGE)
+    paired = [s for s in seeds if s in a_img and s in v_img
+              and len(a_img[s]) == len(v_img[s]) > 0]
+    boot = None
+    if paired and len({len(a_img[s]) for s in paired}) == 1:
+        boot = paired_bootstrap(np.array([a_img[s] for s in paired]),
+                                np.array([v_img[s] for s in paired]), CONFIDENCE)
+    return {"seeds": seeds, "paired_t": t, "bootstrap": boot, "seeds_for_80_power": power}
+
+
+def _gain(top: dict[str, Any]) -> dict[str, Any]:
+    t = top["vs_vanilla"]["paired_t"]
+    if t["diff"] is None:
+        return {"gain_over_vanilla": None, "gain_se": None, "gain_ci95": None,
+                "gain_clear": None}
+    ci = None if t["ci_low"] is None else [t["ci_low"], t["ci_high"]]
+    return {"gain_over_vanilla": t["diff"], "gain_se": t["se"], "gain_ci95": ci,
+            "gain_clear": None if ci is None else bool(ci[0] > 0 or ci[1] < 0)}
 
 
 def summarize(results: Sequence[dict[str, Any]], k_values: Sequence[float],
               classes: Sequence[str], settings: dict[str, Any]) -> dict[str, Any]:
     """The summary dict (``summary.json``) of the finished runs; see the module docstring."""
-    per_k = []
-    for k in k_values:
-        entry = _group([r for r in results if r["kind"] == "k" and r["k"] == k], classes)
-        per_k.append({"k": k, **entry})
     vanilla_runs = [r for r in results if r["kind"] == "vanilla"]
+
+    def arm(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        entry = _group(runs, classes)
+        if vanilla_runs:
+            entry["vs_vanilla"] = compare_to_vanilla(runs, vanilla_runs)
+        return entry
+
+    per_k = [{"k": k, **arm([r for r in results if r["kind"] == "k" and r["k"] == k])}
+             for k in k_values]
+    matched_runs = [r for r in results if r["kind"] == "vanilla-matched"]
     ensemble_runs = [r for r in results if r["kind"] == "ensemble"]
-    vanilla = _group(vanilla_runs, classes) if vanilla_runs else None
     ranked = [e for e in per_k if e[REQUIRED_METRIC]["mean"] is not None]
     best = None
     if ranked:
         top = max(ranked, key=lambda e: e[REQUIRED_METRIC]["mean"])
         best = {"k": top["k"], "clean_acc_mean": top[REQUIRED_METRIC]["mean"],
                 "clean_acc_std": top[REQUIRED_METRIC]["std"], "seeds": top[REQUIRED_METRIC]["n"]}
-        if vanilla is not None:
-            best.update(_gain(top, vanilla))
+        if vanilla_runs:
+            best.update(_gain(top))
     return {
         "settings": settings,
         "classes": list(classes),
         "metrics": list(METRICS),
         "per_k": per_k,
-        "vanilla": vanilla,
-        "ensemble_k0_k1": _group(ensemble_runs, classes) if ensemble_runs else None,
+        "vanilla": _group(vanilla_runs, classes) if vanilla_runs else None,
+        "vanilla_matched": arm(matched_runs) if matched_runs else None,
+        "ensemble_k0_k1": arm(ensemble_runs) if ensemble_runs else None,
         "best": best,
-        "gain_se_definition": "SE = sqrt(s_k^2/n_k + s_v^2/n_v), s = sample std over seeds "
-                              "(ddof=1), n = seeds; the gain is clear when gain > 2*SE",
+        "gain_definition": "paired by seed: mean of (arm - vanilla) clean accuracy with the "
+                           "paired-t 95% interval; the gain is clear when it excludes 0",
         "unfinished_runs": [{"name": r["name"], "status": r["status"],
                              "reason": r.get("stop_reason", "")}
                             for r in results if r["status"] not in ("completed", "early_stopped")],
@@ -164,6 +204,20 @@ def _cell(stat: dict[str, Any] | None) -> str:
     return f"{stat['mean']:.4f}" + ("" if stat["std"] is None else f" ± {stat['std']:.4f}")
 
 
+def _interval(stat: dict[str, Any] | None) -> str:
+    if stat is None or stat.get("ci_low") is None:
+        return "n/a"
+    return f"{stat['diff']:+.4f} [{stat['ci_low']:+.4f}, {stat['ci_high']:+.4f}]"
+
+
+def _comparison_cells(comparison: dict[str, Any] | None) -> list[str]:
+    if comparison is None:
+        return ["", "", ""]
+    power = comparison["seeds_for_80_power"]
+    return [_interval(comparison["paired_t"]), _interval(comparison["bootstrap"]),
+            "n/a" if power is None else str(power)]
+
+
 def report_markdown(summary: dict[str, Any], plot_name: str) -> str:
     """``report.md``: the best k, a table of every metric per k, the plot."""
     lines = ["# k sweep", ""]
@@ -177,23 +231,28 @@ def report_markdown(summary: dict[str, Any], plot_name: str) -> str:
         text = f"Best k = **{best['k']:g}**: clean accuracy {best['clean_acc_mean']:.4f}"
         if best.get("gain_over_vanilla") is not None:
             text += f", {best['gain_over_vanilla']:+.4f} over vanilla"
-            if best["gain_se"] is None:
-                text += " (one seed on a side: no standard error)"
+            if best["gain_ci95"] is None:
+                text += " (one seed on a side: no interval)"
             else:
-                clear = "exceeds" if best["gain_exceeds_2se"] else "does not exceed"
-                text += f" (SE {best['gain_se']:.4f}; the gain {clear} 2 SE)"
+                low, high = best["gain_ci95"]
+                clear = "excludes" if best["gain_clear"] else "includes"
+                text += f" (paired 95% CI [{low:+.4f}, {high:+.4f}], which {clear} 0)"
         lines += [text + ".", ""]
     header = ["k", "seeds", "clean acc", "shape bias", "conflict acc (structure)",
-              "conflict acc (texture)"]
+              "conflict acc (texture)", "clean acc - vanilla (paired t 95% CI)",
+              "bootstrap 95% CI (seeds x images)", "seeds for 80% power"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = [(f"{e['k']:g}", e) for e in summary["per_k"]]
     rows += [(label, summary[key]) for key, label in (("vanilla", "vanilla"),
+                                                      ("vanilla_matched",
+                                                       "vanilla (compute-matched)"),
                                                       ("ensemble_k0_k1", "ensemble k0+k1"))
-             if summary[key] is not None]
+             if summary.get(key) is not None]
     for label, entry in rows:
         cells = [label, str(entry[REQUIRED_METRIC]["n"])] + [_cell(entry[m]) for m in METRICS]
+        cells += _comparison_cells(entry.get("vs_vanilla"))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Mean ± standard deviation over seeds. " + summary["gain_se_definition"] + ".",
+    lines += ["", "Mean ± standard deviation over seeds. " + summary["gain_definition"] + ".",
               "", f"![clean accuracy and shape bias against k]({plot_name})", ""]
     if summary["unfinished_runs"]:
         lines.append("Runs that did not finish normally:")

@@ -6,8 +6,16 @@ Every run's result is written to ``OUT/runs/<name>/result.json`` (and its best c
 again with the same settings skips the finished runs. ``OUT/sweep.json`` records the
 settings; a restart with different settings into the same folder is an error.
 
-Run names: ``k0.4-seed1``, ``vanilla-seed1`` (original images only, one-hot labels) and
-``ensemble-seed1`` (the averaged probabilities of the k=0 and k=1 models of seed 1).
+Run names: ``k0.4-seed1``, ``vanilla-seed1`` (original images only, one-hot labels),
+``vanilla-matched-seed1`` (vanilla shown as many images as an add-mode run: the
+compute-matched baseline) and ``ensemble-seed1`` (the averaged probabilities of the k=0 and
+k=1 models of seed 1).
+
+Optimiser steps: with ``train_fraction < 1`` and ``match_steps`` (the default) every epoch
+still has as many batches as an epoch of the full training split (the loader's
+``samples_per_epoch``; the subset is gone over again, freshly permuted), so a 40% run gets
+the same number of optimiser steps and the same learning-rate schedule as the 100% run and
+the comparison is one of data, not of training budget.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import torch
 
 from ..loader import make_eval_loader, make_loader
 from ..shards.format import Manifest, read_index, read_manifest
+from .aux_bn import aux_bn as with_aux_bn
 from .models import MODELS, build_model
 from .report import REQUIRED_METRIC, write_report
 from .trainer import (
@@ -52,7 +61,8 @@ EVAL_SEED = 0
 
 @dataclass(frozen=True)
 class Run:
-    """One entry of the sweep plan: ``kind`` is ``"k"``, ``"vanilla"`` or ``"ensemble"``."""
+    """One entry of the sweep plan: ``kind`` is ``"k"``, ``"vanilla"``,
+    ``"vanilla-matched"`` or ``"ensemble"``."""
 
     kind: str
     k: float | None
@@ -125,11 +135,14 @@ def _keys_by_class(manifest: Manifest, split: str) -> dict[int, list[str]]:
     return by_class
 
 
-def _plan(k_values: list[float], seeds: list[int], baseline: bool, ensemble: bool) -> list[Run]:
+def _plan(k_values: list[float], seeds: list[int], baseline: bool, ensemble: bool,
+          matched: bool = False) -> list[Run]:
     runs = []
     for seed in seeds:
         if baseline:
             runs.append(Run("vanilla", None, seed))
+        if matched:
+            runs.append(Run("vanilla-matched", None, seed))
         runs += [Run("k", k, seed) for k in k_values]
         if ensemble:
             runs.append(Run("ensemble", None, seed))
@@ -199,6 +212,8 @@ class _Sweep:
                  init_weights: Path | None, log: Log) -> None:
         self.manifest = manifest
         self.keys = keys
+        # batches of a full pass over the whole training split: every run gets as many
+        self.full_size = manifest.count("train")
         self.settings = settings
         self.out = out
         self.device = resolve_torch_device(device)
@@ -223,14 +238,37 @@ class _Sweep:
     def run_dir(self, run: Run) -> Path:
         return self.out / "runs" / run.name
 
+    def samples_per_epoch(self, run: Run) -> int | None:
+        """The loader's epoch length: the full split's size for a subset with
+        ``match_steps``; for the compute-matched vanilla run, the images an add-mode batch
+        holds per original (``1 + round(p * B) / B``) times that."""
+        s = self.settings
+        batch = s["batch_size"]
+        base = None
+        if self.keys is not None and s["match_steps"]:
+            # the loader yields full batches only: as many as a pass over the split has
+            base = math.ceil(self.full_size / batch) * batch
+        if run.kind != "vanilla-matched":
+            return base
+        views = (batch + round(s["p_conflict"] * batch)) / batch
+        one_pass = len(self.keys) if self.keys is not None else self.full_size
+        return round(views * (base if base is not None else one_pass))
+
+    def build_model(self) -> torch.nn.Module:
+        model = build_model(self.settings["model"], self.manifest.num_classes)
+        return with_aux_bn(model) if self.settings["aux_bn"] else model
+
     def train_loader(self, run: Run) -> Iterable:
         s = self.settings
-        vanilla = run.kind == "vanilla"
+        vanilla = run.kind in ("vanilla", "vanilla-matched")
         return make_loader(
             str(self.manifest.root), k=1.0 if vanilla else run.k, split="train",
             batch_size=s["batch_size"], image_size=s["image_size"], num_workers=self.workers,
             seed=run.seed, p_conflict=0.0 if vanilla else s["p_conflict"],
-            pairing=s["pairing"], min_scale=s["min_scale"], keys=self.keys)
+            pairing=s["pairing"], min_scale=s["min_scale"], keys=self.keys,
+            mode=s["mode"], alpha=s["alpha"], texture_layout=s["texture_layout"],
+            tile_size=s["tile_size"], with_info=s["aux_bn"],
+            samples_per_epoch=self.samples_per_epoch(run))
 
     def execute(self, run: Run) -> dict[str, Any]:
         start = time.perf_counter()
@@ -251,7 +289,7 @@ class _Sweep:
     def _train_builtin(self, run: Run) -> dict[str, Any]:
         s = self.settings
         seed_everything(run.seed)
-        model = build_model(s["model"], self.manifest.num_classes)
+        model = self.build_model()
         if self.init_weights is not None:
             load_init_weights(model, self.init_weights)
         config = TrainConfig(
@@ -278,7 +316,7 @@ class _Sweep:
             if not path.is_file():
                 return {"status": "skipped", "metrics": {}, "history": [],
                         "stop_reason": f"member {member.name} has no checkpoint"}
-            model = build_model(self.settings["model"], self.manifest.num_classes)
+            model = self.build_model()
             model.load_state_dict(torch.load(path, map_location="cpu",
                                              weights_only=True)["model"])
             models.append(model.to(self.device))
@@ -324,6 +362,13 @@ def sweep(
     p_conflict: float = 0.5,
     pairing: str = "different-class",
     min_scale: float = 0.35,
+    mode: str = "replace",
+    alpha: float = 1.0,
+    texture_layout: str = "aligned",
+    tile_size: int = 16,
+    aux_bn: bool = False,
+    matched_baseline: bool = False,
+    match_steps: bool = True,
     balance_classes: bool = False,
     init_weights: str | Path | None = None,
     workers: int = 0,
@@ -351,6 +396,21 @@ def sweep(
         random-resized crop of :func:`stexture.make_loader`; 1 crops only to change the
         aspect ratio). Raise it when objects fill only part of the frame, so that crops
         keep them.
+    mode, alpha, texture_layout, tile_size : how composites are made and batched, as in
+        :class:`stexture.mixing.CueConflictMix`: ``mode="add"`` keeps every original and
+        appends ``round(p_conflict * batch_size)`` composites (Li et al.), ``alpha`` is the
+        share of the donor's texture, ``texture_layout="shuffled"`` rearranges the donor's
+        texture in ``tile_size`` tiles.
+    aux_bn : the built-in trainer's models get auxiliary BatchNorm layers
+        (:func:`stexture.training.aux_bn`) for the composites; evaluation uses the main
+        ones. With a ``train_fn``, convert and route in it (see
+        :mod:`stexture.training.aux_bn`).
+    matched_baseline : also train ``vanilla-matched`` per seed: vanilla shown as many
+        images as a ``mode="add"`` run (epochs ``1 + round(p_conflict * B) / B`` times
+        longer in samples), so that a gain of the add-mode runs is not just more compute.
+    match_steps : with ``train_fraction < 1``, give every run as many optimiser steps per
+        epoch as the full training split (see the module docstring); False: one pass over
+        the subset per epoch.
     baseline : also train the vanilla baseline per seed (original images, one-hot labels).
     ensemble : with 0 and 1 in the grid and the built-in trainer, also judge the ensemble of
         the k=0 and k=1 models per seed (their averaged probabilities).
@@ -385,6 +445,12 @@ def sweep(
                          f"{image_size}")
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if aux_bn and train_fn is not None:
+        raise ValueError("aux_bn is for the built-in trainer; with a train_fn, call "
+                         "stexture.training.aux_bn and route the composites in it")
+    if matched_baseline and mode != "add":
+        raise ValueError("matched_baseline needs mode='add' (in replace mode vanilla already "
+                         "sees as many images as the cue-conflict runs)")
     if engine not in ("local", "ray"):
         raise ValueError(f"unknown engine {engine!r}; expected local or ray")
     if engine == "ray" and device == "cuda" and gpus_per_trial <= 0:
@@ -413,18 +479,21 @@ def sweep(
         "weight_decay": weight_decay, "optimizer": optimizer,
         "warmup_fraction": warmup_fraction, "label_smoothing": label_smoothing,
         "patience": patience, "p_conflict": p_conflict, "pairing": pairing, "min_scale": min_scale,
-        "balance_classes": balance_classes,
+        "mode": mode, "alpha": alpha, "texture_layout": texture_layout, "tile_size": tile_size,
+        "aux_bn": aux_bn, "match_steps": match_steps, "balance_classes": balance_classes,
         "init_weights": None if init_weights is None else str(Path(init_weights).resolve()),
     }
     out = Path(out)
     with_ensemble = ensemble and train_fn is None and 0.0 in k_list and 1.0 in k_list
-    runs = _plan(k_list, seed_list, baseline, with_ensemble)
+    runs = _plan(k_list, seed_list, baseline, with_ensemble, matched_baseline)
     state = _Sweep(manifest, keys, settings, out, device, workers, train_fn,
                    None if init_weights is None else Path(init_weights), log)
     state.train_loader(Run("k", k_list[0], seed_list[0]))  # checks the loader's settings
     _check_settings(out, settings)
     log(f"sweep: {len(runs)} runs ({len(k_list)} k x {len(seed_list)} seed(s)"
-        f"{', vanilla' if baseline else ''}{', ensemble' if with_ensemble else ''}) on "
+        f"{', vanilla' if baseline else ''}"
+        f"{', compute-matched vanilla' if matched_baseline else ''}"
+        f"{', ensemble' if with_ensemble else ''}) on "
         f"{state.device}, {len(keys) if keys is not None else manifest.count('train')} "
         f"training images -> {out}")
     if engine == "ray":

@@ -418,8 +418,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """The sweep's metrics of a model (or the probability-averaging ensemble of several).
 
-    ``val_loaders["clean"]`` gives ``clean_acc`` and ``per_class_acc`` (a list, NaN for a
-    class without samples); ``val_loaders["conflict"]`` (batches with an info dict) gives
+    ``val_loaders["clean"]`` gives ``clean_acc``, ``per_class_acc`` (a list, NaN for a
+    class without samples) and ``clean_correct`` (1 or 0 per image, in the loader's order:
+    for paired comparisons and bootstraps over images); ``val_loaders["conflict"]``
+    (batches with an info dict) gives
     ``conflict_structure_acc``, ``conflict_texture_acc``, ``shape_bias`` and ``conflict_n``
     (see :mod:`stexture.training.metrics`).
     """
@@ -429,6 +431,7 @@ def evaluate(
         pred, target = _argmax_and_target(prediction)
         metrics["clean_acc"] = accuracy(pred, target)
         metrics["per_class_acc"] = per_class_accuracy(pred, target, prediction["probs"].shape[1])
+        metrics["clean_correct"] = (pred == target).astype(int).tolist()
     if "conflict" in val_loaders:
         prediction = predict(models, val_loaders["conflict"], device)
         if "structure_cls" not in prediction:
