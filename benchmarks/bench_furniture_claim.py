@@ -1,43 +1,48 @@
-"""The furniture claim on the synthetic benchmark: does a k between the extremes beat the
-vanilla model, and does it match vanilla's accuracy with 40% of the training data?
+"""The furniture claim on the synthetic benchmark, as a fair test (issue 13).
 
 The claim (a furniture-recognition report): 92% -> 93.2% while the training set shrank from
-97,500 to 39,000 images; structure-only (k = 1) 91.7%, texture-only (k = 0) 91.5%.
+97,500 to 39,000 images (40%). The pre-registered comparisons are in the README's
+"The furniture claim" section; this script runs them.
 
-What runs, all through the public API:
+Arms (every one per seed, paired: same seed = same initial weights and data order):
 
-1. the synthetic furniture set (``stexture.make_furniture_dataset``): ``train`` and a clean
-   ``test`` split at the scale's texture correlation, and ``test_shifted`` at texture
-   correlation 0 (every object's material drawn at random: texture carries no class);
-2. RTV shards of each split (``stexture.shards.write_dataset``; ``train`` holds out a fifth
-   of each class as the validation split the sweep selects on);
-3. a sweep over the k grid with the vanilla baseline on 100% of the training split
-   (``stexture.sweep``), whose best k (highest mean clean validation accuracy) is carried to
-4. a sweep of vanilla, k = 0, k = 1 and the best k on a stratified 40%
-   (``train_fraction=0.4``);
-5. every run's best checkpoint evaluated on the clean test and the shifted test shards.
+``vanilla``          original images, one-hot labels, 100% of the training split;
+``vanilla-matched``  vanilla shown as many images as the add-mode arm (compute-matched);
+``replace-k0.8``     the old recipe: half of each batch replaced by full-strength, aligned
+                     composites ``s_a + t_b``, labels ``0.8 a + 0.2 b``;
+``add-k0.8``         Li et al.'s recipe: every original kept, ``round(0.5 B)`` composites
+                     appended, routed through auxiliary BatchNorm, partial transfer
+                     ``alpha = 0.5``, the donor's texture shuffled in tiles (no shape of b);
+``oracle-k0.8``      as ``add-k0.8`` but the appended images are rendered cue-conflict images
+                     (class a's shape in class b's typical material,
+                     :func:`stexture.datasets.make_cue_conflict_split`): no decomposition;
+``vanilla@40%``, ``add-k0.8@40%``  on a stratified 40% with the full run's optimiser steps.
 
-The table gives mean ± standard deviation over the seeds of: clean validation accuracy (the
-split k was chosen on, so the best-k row is optimistic), clean test accuracy and shifted
-test accuracy (neither used for any choice), and shape bias on cue-conflict validation
-images. The verdicts under the table compare means with ``2 * SE``,
-``SE = sqrt(s_a^2 / n_a + s_b^2 / n_b)`` over seeds.
+Every run's best checkpoint (by clean validation accuracy) is judged on a clean test split
+(the training distribution) and a shifted test split (materials not tied to class), with
+the shape bias on the shifted-test images whose material is another class's typical one.
+Each arm is compared with vanilla per seed: paired-t 95% interval, a bootstrap over seeds
+and test images, and the seeds a paired t-test would need for 80% power.
 
-Run from the repository root (resumable: run the same command again after an interruption)::
+Run from the repository root (resumable: the same command again continues; seeds are the
+outer loop, so an interrupted run still has complete, paired seeds)::
 
-    python benchmarks/bench_furniture_claim.py --scale smoke   # ~2 minutes, plumbing only
-    python benchmarks/bench_furniture_claim.py --scale cpu     # < 1 hour on 2 cores
-    python benchmarks/bench_furniture_claim.py --scale gpu     # larger, for one GPU
+    python benchmarks/bench_furniture_claim.py --scale smoke   # plumbing only
+    python benchmarks/bench_furniture_claim.py --scale cpu     # ~30 min on 2 shared cores
+    python benchmarks/bench_furniture_claim.py --scale gpu     # one H100/H200
+    python benchmarks/bench_furniture_claim.py --scale gpu --probe  # 1-epoch timing first
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,10 +56,24 @@ import torch  # noqa: E402
 from _common import machine_line  # noqa: E402
 
 import stexture  # noqa: E402
+from stexture.datasets import TYPICAL_MATERIALS, make_cue_conflict_split  # noqa: E402
 from stexture.shards import Settings, read_manifest, write_dataset  # noqa: E402
-from stexture.training import MODELS, build_model, evaluate, stratified_subset  # noqa: E402
+from stexture.shards.sources import key_from_relative_path  # noqa: E402
+from stexture.training import (  # noqa: E402
+    MODELS,
+    TrainConfig,
+    aux_bn,
+    build_model,
+    cue_conflict_metrics,
+    evaluate,
+    fit,
+    predict,
+    stratified_subset,
+)
+from stexture.training.report import compare_to_vanilla  # noqa: E402
 
-FRACTIONS = (1.0, 0.4)
+K = 0.8
+P_CONFLICT = 0.5
 TEST_SPLITS = ("test", "test_shifted")
 
 
@@ -65,27 +84,26 @@ class Scale:
     size: int
     epochs: int
     seeds: int
-    k_grid: tuple[float, ...]
     model: str = "small"
     batch_size: int = 64
     texture_correlation: float = 0.8
-    patience: int | None = 4  # None: never stop early
+    patience: int | None = None  # None: never stop early
     workers: int = 0  # data loader processes
-    lr: float = 1e-3
-    min_scale: float = 0.35  # of the training crops
+    lr: float = 3e-3
+    min_scale: float = 0.7  # of the training crops
+    tile_size: int = 8  # of the shuffled donor texture
 
 
 SCALES = {
     # plumbing only: the numbers mean nothing
-    "smoke": Scale(per_class=10, test_per_class=4, size=32, epochs=1, seeds=3,
-                   k_grid=(0.0, 0.5, 1.0), batch_size=16),
-    # 25 epochs at lr 3e-3 with crops >= 70% of the area: the settings that got the small
-    # model near convergence in 1-seed screens (10 epochs at lr 1e-3 left vanilla at 48%)
-    "cpu": Scale(per_class=200, test_per_class=50, size=64, epochs=25, seeds=3,
-                 k_grid=(0.0, 0.5, 0.8, 1.0), lr=3e-3, min_scale=0.7, patience=None),
-    "gpu": Scale(per_class=1500, test_per_class=300, size=96, epochs=30, seeds=5,
-                 k_grid=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), model="resnet18", batch_size=128,
-                 patience=6, workers=8, min_scale=0.7),
+    "smoke": Scale(per_class=10, test_per_class=4, size=32, epochs=1, seeds=2, batch_size=16),
+    # sized to finish in ~30 min beside other work on 2 shared cores (see the README for
+    # how far it falls short of the issue's 2-hour, 2,000-image-test specification)
+    "cpu": Scale(per_class=150, test_per_class=250, size=32, epochs=10, seeds=5,
+                 batch_size=32, tile_size=8),
+    # one H100/H200: check with --probe that it fits 10 minutes before running it
+    "gpu": Scale(per_class=1500, test_per_class=250, size=96, epochs=12, seeds=5,
+                 model="resnet18", batch_size=256, workers=12, tile_size=16),
 }
 
 
@@ -95,14 +113,19 @@ def _say(line: str) -> None:
 
 def make_data(out: Path, scale: Scale) -> Path:
     data = out / "data"
-    if (data / "dataset.json").is_file():  # written last: the data set is complete
-        _say(f"data: finished earlier ({data})")
-        return data
-    summary = stexture.make_furniture_dataset(
-        data, per_class=scale.per_class, test_per_class=scale.test_per_class,
-        size=scale.size, texture_correlation=scale.texture_correlation, overwrite=True,
-        progress=False)
-    _say(f"data: {summary.counts} in {summary.seconds:.0f} s")
+    if not (data / "dataset.json").is_file():  # written last: the data set is complete
+        summary = stexture.make_furniture_dataset(
+            data, per_class=scale.per_class, test_per_class=scale.test_per_class,
+            size=scale.size, texture_correlation=scale.texture_correlation, overwrite=True,
+            progress=False)
+        _say(f"data: {summary.counts} in {summary.seconds:.0f} s")
+    oracle = data / "cue_conflict"
+    if not (oracle / "conflicts.csv").is_file():  # written last
+        if oracle.exists():
+            raise SystemExit(f"{oracle} is incomplete (killed while writing): remove it")
+        make_cue_conflict_split(data, per_class=scale.per_class, size=scale.size,
+                                progress=False)
+        _say("data: rendered cue-conflict (oracle) images")
     return data
 
 
@@ -112,10 +135,12 @@ def rtv_text(size: int) -> str:
 
 
 def make_shards(data: Path, out: Path, scale: Scale, device: str) -> dict[str, Path]:
-    """Shards of train (with a val split) and of each test split (all in ``train``)."""
+    """Shards of train (with a val split), of each test split and of the oracle images."""
     dirs = {"train": out / "shards", "test": out / "shards-test",
-            "test_shifted": out / "shards-shifted"}
+            "test_shifted": out / "shards-shifted", "cue_conflict": out / "shards-oracle"}
     for split, folder in dirs.items():
+        if (folder / "manifest.json").is_file():
+            continue
         start = time.perf_counter()
         settings = Settings(method="rtv", params=stexture.datasets.synthetic_rtv_params(scale.size),
                             device=device, size=scale.size,
@@ -132,149 +157,265 @@ def make_shards(data: Path, out: Path, scale: Scale, device: str) -> dict[str, P
     return dirs
 
 
-def run_sweeps(shards: Path, out: Path, scale: Scale, device: str) -> dict[float, dict]:
-    common = dict(seeds=scale.seeds, epochs=scale.epochs, device=device, model=scale.model,
+# ---------------------------------------------------------------------------- the oracle arm
+
+class OracleBatches:
+    """Add-mode batches with rendered cue-conflict images: each batch of ``originals``
+    (one-hot, ``is_conflict`` False) followed by ``round(p * B)`` oracle images labelled
+    ``k * onehot(shape class) + (1 - k) * onehot(material's class)``."""
+
+    def __init__(self, originals: Any, oracle_shards: Path, scale: Scale, seed: int) -> None:
+        self.originals = originals
+        extra = round(P_CONFLICT * scale.batch_size)
+        self.oracle = stexture.make_loader(
+            oracle_shards, k=1.0, p_conflict=0.0, batch_size=extra, image_size=scale.size,
+            seed=seed + 10_000, min_scale=scale.min_scale, with_info=True,
+            samples_per_epoch=len(originals) * extra, num_workers=scale.workers)
+        classes = read_manifest(oracle_shards).classes
+        with (oracle_shards.parent / "data" / "cue_conflict" / "conflicts.csv").open() as f:
+            self.texture_cls = {key_from_relative_path(row["path"]):
+                                classes.index(row["texture_class"]) for row in csv.DictReader(f)}
+        self.num_classes = len(classes)
+
+    def __len__(self) -> int:
+        return len(self.originals)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.originals.set_epoch(epoch)
+        self.oracle.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
+        for (x, y, *_), (xo, yo, info) in zip(self.originals, self.oracle, strict=True):
+            texture = torch.tensor([self.texture_cls[key] for key in info["key"]])
+            yo = K * yo + (1 - K) * torch.nn.functional.one_hot(texture, self.num_classes)
+            is_conflict = torch.arange(len(x) + len(xo)) >= len(x)
+            yield (torch.cat([x, xo]), torch.cat([y, yo.float()]),
+                   {"is_conflict": is_conflict})
+
+
+def oracle_train_fn(out: Path, dirs: dict[str, Path], scale: Scale, device: str):
+    """A sweep ``train_fn``: the sweep's (vanilla, p_conflict 0) loader plus oracle images,
+    an aux-BN model, the built-in trainer; the best checkpoint to ``out/<seed>.pt``."""
+    def train(train_loader, val_loaders, k, seed):
+        model = aux_bn(build_model(scale.model, len(read_manifest(dirs["train"]).classes)))
+        config = TrainConfig(epochs=scale.epochs, lr=scale.lr, patience=scale.patience,
+                             seed=seed)
+        checkpoint = out / f"seed{seed}.pt"
+        trained = fit(model, OracleBatches(train_loader, dirs["cue_conflict"], scale, seed),
+                      val_loaders["clean"], config, device=device, checkpoint_path=checkpoint)
+        return {**evaluate(model, val_loaders, device), "status": trained.status,
+                "stop_reason": trained.stop_reason, "history": trained.history,
+                "checkpoint_file": str(checkpoint)}
+    return train
+
+
+# ---------------------------------------------------------------------------- the arms
+
+def arm_sweeps(scale: Scale, dirs: dict[str, Path], out: Path, device: str
+               ) -> dict[str, dict[str, Any]]:
+    """Each sweep folder with its options; the arms are read from their runs."""
+    add = dict(mode="add", alpha=0.5, texture_layout="shuffled", tile_size=scale.tile_size,
+               aux_bn=True)
+    return {
+        "replace": dict(k_values=[K], baseline=True),
+        "add": dict(k_values=[K], baseline=False, matched_baseline=True, **add),
+        "oracle": dict(k_values=[K], baseline=False, p_conflict=0.0,
+                       train_fn=oracle_train_fn(out / "sweep-oracle" / "checkpoints", dirs,
+                                                scale, device)),
+        "40": dict(k_values=[K], baseline=True, train_fraction=0.4, **add),
+    }
+
+
+def run_arms(scale: Scale, dirs: dict[str, Path], out: Path, device: str, seeds: list[int]
+             ) -> None:
+    common = dict(epochs=scale.epochs, device=device, model=scale.model,
                   image_size=scale.size, batch_size=scale.batch_size, patience=scale.patience,
                   workers=scale.workers, lr=scale.lr, min_scale=scale.min_scale,
                   log=lambda line: None if line.startswith("  ") else _say("  " + line))
-    _say("sweep on 100% of the training split")
-    full = stexture.sweep(shards, scale.k_grid, train_fraction=1.0, out=out / "sweep-100",
-                          **common)
-    best_k = float(full["best"]["k"])
-    _say(f"sweep on 40%: vanilla, k = 0, k = 1 and the best k = {best_k:g}")
-    part = stexture.sweep(shards, sorted({0.0, 1.0, best_k}), train_fraction=0.4,
-                          out=out / "sweep-40", **common)
-    return {1.0: full, 0.4: part}
+    sweeps = arm_sweeps(scale, dirs, out, device)
+    for seed in seeds:  # outer: an interrupted run leaves whole seeds
+        for name, options in sweeps.items():
+            options = {"p_conflict": P_CONFLICT, **options}
+            stexture.sweep(dirs["train"], options.pop("k_values"), seeds=[seed],
+                           out=out / f"sweep-{name}", **common, **options)
 
 
-def _checkpoint_accuracy(checkpoint: Path, loaders: dict[str, Any], classes: int,
-                         model: str, device: str) -> dict[str, float]:
-    net = build_model(model, classes)
+def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
+    kind = result["kind"]
+    if sweep == "40":
+        return "vanilla@40%" if kind == "vanilla" else "add-k0.8@40%"
+    if kind in ("vanilla", "vanilla-matched"):
+        return kind
+    return {"replace": "replace-k0.8", "add": "add-k0.8", "oracle": "oracle-k0.8"}[sweep]
+
+
+ARMS = ("vanilla", "vanilla-matched", "replace-k0.8", "add-k0.8", "oracle-k0.8",
+        "vanilla@40%", "add-k0.8@40%")
+
+
+def _test_sets(dirs: dict[str, Path], data: Path, scale: Scale
+               ) -> dict[str, tuple[Any, dict[str, np.ndarray]]]:
+    """Per test split: its loader and, for the shifted one, the texture class of every image
+    whose material is another class's typical one (-1 otherwise), in loader order."""
+    classes = read_manifest(dirs["train"]).classes
+    owner = {m: classes.index(c) for c in classes for m in TYPICAL_MATERIALS[c]}
+    with (data / "records.csv").open() as f:
+        material = {key_from_relative_path(row["path"].split("/", 1)[1]): row["material"]
+                    for row in csv.DictReader(f) if row["split"] == "test_shifted"}
+    sets = {}
+    for split in TEST_SPLITS:
+        loader = stexture.make_eval_loader(dirs[split], kind="clean", split="train",
+                                           batch_size=scale.batch_size, image_size=scale.size,
+                                           num_workers=scale.workers)
+        keys = [key for batch in loader for key in batch[2]["key"]]
+        labels = np.concatenate([batch[1].argmax(1).numpy() for batch in loader])
+        texture = np.array([owner.get(material.get(key, ""), -1) for key in keys])
+        sets[split] = (loader, {"labels": labels, "texture": texture})
+    return sets
+
+
+def _judge(checkpoint: Path, aux: bool, sets: dict, classes: int, scale: Scale, device: str
+           ) -> dict[str, Any]:
+    net = build_model(scale.model, classes)
+    if aux:
+        net = aux_bn(net)
     net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
-    return {split: evaluate(net, {"clean": loader}, device)["clean_acc"]
-            for split, loader in loaders.items()}
+    record: dict[str, Any] = {}
+    for split, (loader, meta) in sets.items():
+        pred = predict(net, loader, device)["probs"].argmax(1)
+        correct = (pred == meta["labels"]).astype(int)
+        record[split] = float(correct.mean())
+        record[f"{split}_correct"] = correct.tolist()
+        if split == "test_shifted":
+            other = (meta["texture"] >= 0) & (meta["texture"] != meta["labels"])
+            record["shifted_shape_bias"] = cue_conflict_metrics(
+                pred[other], meta["labels"][other], meta["texture"][other])["shape_bias"]
+    return record
 
 
-def collect_runs(out: Path, dirs: dict[str, Path], scale: Scale, device: str
+def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, device: str
                  ) -> list[dict[str, Any]]:
-    """One record per trained run of both sweeps: its sweep metrics and its test accuracies
-    (cached in ``out/test-accuracy.json``)."""
-    cache_path = out / "test-accuracy.json"
+    """One record per trained run: sweep metrics and test results (cached in
+    ``out/test-results.json``)."""
+    cache_path = out / "test-results.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     classes = len(read_manifest(dirs["train"]).classes)
-    loaders = {split: stexture.make_eval_loader(dirs[split], kind="clean", split="train",
-                                                batch_size=scale.batch_size,
-                                                image_size=scale.size,
-                                                num_workers=scale.workers)
-               for split in TEST_SPLITS}
+    sets = None
     records = []
-    for fraction in FRACTIONS:
-        runs = out / f"sweep-{round(fraction * 100)}" / "runs"
-        for result_path in sorted(runs.glob("*/result.json")):
+    for sweep in ("replace", "add", "oracle", "40"):
+        folder = out / f"sweep-{sweep}"
+        aux = json.loads((folder / "sweep.json").read_text())["aux_bn"] or sweep == "oracle"
+        for result_path in sorted(folder.glob("runs/*/result.json")):
             result = json.loads(result_path.read_text())
-            if result["kind"] == "ensemble" or result.get("checkpoint") is None:
+            checkpoint = (Path(result["metrics"]["checkpoint_file"]) if sweep == "oracle"
+                          else result_path.parent / (result.get("checkpoint") or "-"))
+            if not checkpoint.is_file():
                 continue
             key = str(result_path.parent.relative_to(out))
             if key not in cache:
-                cache[key] = _checkpoint_accuracy(result_path.parent / result["checkpoint"],
-                                                  loaders, classes, scale.model, device)
-                cache_path.write_text(json.dumps(cache, indent=2) + "\n")
-            records.append({"fraction": fraction, "kind": result["kind"], "k": result["k"],
-                            "seed": result["seed"], "val": result["metrics"].get("clean_acc"),
-                            "shape_bias": result["metrics"].get("shape_bias"),
-                            "test": cache[key]["test"], "shifted": cache[key]["test_shifted"]})
+                sets = sets or _test_sets(dirs, data, scale)
+                cache[key] = _judge(checkpoint, aux, sets, classes, scale, device)
+                cache_path.write_text(json.dumps(cache) + "\n")
+            records.append({"arm": _arm_name(sweep, result), "seed": result["seed"],
+                            "val": result["metrics"].get("clean_acc"),
+                            "shape_bias": result["metrics"].get("shape_bias"), **cache[key]})
     return records
 
 
-def _stats(values: list[float | None]) -> tuple[float, float, int]:
+# ---------------------------------------------------------------------------- the table
+
+def _as_results(records: list[dict], arm: str, metric: str) -> list[dict[str, Any]]:
+    """Records in the sweep's result shape, so that :func:`compare_to_vanilla` pairs them."""
+    return [{"seed": r["seed"], "metrics": {"clean_acc": r[metric],
+                                            "clean_correct": r.get(f"{metric}_correct")}}
+            for r in records if r["arm"] == arm]
+
+
+def _mean_sd(values: list[float | None]) -> str:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
-        return math.nan, math.nan, 0
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
-    return float(np.mean(finite)), std, len(finite)
-
-
-def _cell(values: list[float | None]) -> str:
-    mean, std, n = _stats(values)
-    if n == 0:
         return "n/a"
-    return f"{100 * mean:.1f}" + ("" if math.isnan(std) else f" ± {100 * std:.1f}")
+    sd = f" ± {100 * np.std(finite, ddof=1):.1f}" if len(finite) > 1 else ""
+    return f"{100 * np.mean(finite):.1f}{sd}"
 
 
-def _select(records: list[dict], fraction: float, kind: str, k: float | None = None
-            ) -> list[dict]:
-    return [r for r in records if r["fraction"] == fraction and r["kind"] == kind
-            and (k is None or r["k"] == k)]
+def _ci(stat: dict[str, Any] | None) -> str:
+    if stat is None or stat.get("ci_low") is None:
+        return "n/a"
+    return (f"{100 * stat['diff']:+.1f} [{100 * stat['ci_low']:+.1f}, "
+            f"{100 * stat['ci_high']:+.1f}]")
 
 
-def _row_groups(records: list[dict], best_k: float) -> list[tuple[str, float, list[dict]]]:
-    groups = []
-    for fraction in FRACTIONS:
-        groups.append(("vanilla", fraction, _select(records, fraction, "vanilla")))
-        for label, k in (("k = 0 (texture only)", 0.0), ("k = 1 (structure only)", 1.0),
-                         (f"best k = {best_k:g}" + (" (the runs above)" if best_k in (0.0, 1.0)
-                                                    else ""), best_k)):
-            groups.append((label, fraction, _select(records, fraction, "k", k)))
-    return groups
+def comparison(records: list[dict], arm: str, reference: str, metric: str) -> dict[str, Any]:
+    return compare_to_vanilla(_as_results(records, arm, metric),
+                              _as_results(records, reference, metric))
 
 
-def claim_table(records: list[dict], best_k: float, train_counts: dict[float, int]) -> str:
-    lines = ["| model | training images | clean val acc % | clean test acc % | "
-             "shifted test acc % | shape bias % | seeds |", "|---|---|---|---|---|---|---|"]
-    for label, fraction, group in _row_groups(records, best_k):
-        lines.append(
-            f"| {label} | {train_counts[fraction]} ({fraction:.0%}) | "
-            f"{_cell([r['val'] for r in group])} | {_cell([r['test'] for r in group])} | "
-            f"{_cell([r['shifted'] for r in group])} | "
-            f"{_cell([r['shape_bias'] for r in group])} | {len(group)} |")
+def claim_table(records: list[dict]) -> str:
+    lines = ["| arm | seeds | clean val % | clean test % | shifted test % | shape bias % "
+             "(cue-conflict val) | shape bias % (shifted test) | clean test - vanilla, "
+             "paired t 95% CI | bootstrap (seeds x images) | shifted test - vanilla, paired t "
+             "95% CI | seeds for 80% power (clean test) |", "|---" * 11 + "|"]
+    for arm in ARMS:
+        group = [r for r in records if r["arm"] == arm]
+        if not group:
+            continue
+        cells = [arm, str(len(group))] + [_mean_sd([r[m] for r in group]) for m in
+                                          ("val", "test", "test_shifted", "shape_bias",
+                                           "shifted_shape_bias")]
+        if arm == "vanilla":
+            cells += ["—"] * 4
+        else:
+            clean = comparison(records, arm, "vanilla", "test")
+            shifted = comparison(records, arm, "vanilla", "test_shifted")
+            power = clean["seeds_for_80_power"]
+            cells += [_ci(clean["paired_t"]), _ci(clean["bootstrap"]), _ci(shifted["paired_t"]),
+                      "n/a" if power is None else str(power)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _compare(a: list[dict], b: list[dict], metric: str) -> tuple[float, float]:
-    """(mean of a - mean of b, SE of the difference) for ``metric``."""
-    ma, sa, na = _stats([r[metric] for r in a])
-    mb, sb, nb = _stats([r[metric] for r in b])
-    se = math.sqrt(sa ** 2 / na + sb ** 2 / nb) if na > 1 and nb > 1 else math.nan
-    return ma - mb, se
+PREREGISTERED = (
+    ("primary: add-k0.8 vs vanilla, clean test", "add-k0.8", "vanilla", "test"),
+    ("add-k0.8 vs compute-matched vanilla, clean test", "add-k0.8", "vanilla-matched", "test"),
+    ("data efficiency: add-k0.8@40% vs vanilla (100%), clean test", "add-k0.8@40%", "vanilla",
+     "test"),
+    ("oracle-k0.8 vs vanilla, clean test", "oracle-k0.8", "vanilla", "test"),
+    ("add-k0.8 vs replace-k0.8 (old recipe), clean test", "add-k0.8", "replace-k0.8", "test"),
+    ("add-k0.8 vs vanilla, shifted test", "add-k0.8", "vanilla", "test_shifted"),
+)
 
 
-def _judged(gain: float, se: float) -> str:
-    text = f"{100 * gain:+.1f} points (SE {100 * se:.1f})"
-    if math.isnan(se):
-        return text + ": too few seeds to judge"
-    if gain > 2 * se:
-        return text + ": more than 2 SE, beyond seed noise"
-    if gain < -2 * se:
-        return text + ": worse by more than 2 SE"
-    return text + ": within 2 SE, not distinguishable from seed noise"
-
-
-def verdicts(records: list[dict], best_k: float, full_summary: dict) -> list[str]:
-    best_full = _select(records, 1.0, "k", best_k)
-    best_part = _select(records, 0.4, "k", best_k)
-    vanilla_full = _select(records, 1.0, "vanilla")
-    lines = [f"Best k on the 100% sweep (by clean validation accuracy): {best_k:g}."]
-    for metric, name in (("test", "clean test"), ("shifted", "shifted test"),
-                         ("val", "clean val (the selection split: optimistic)")):
-        lines.append(f"- best k vs vanilla, both at 100%, {name} accuracy: "
-                     + _judged(*_compare(best_full, vanilla_full, metric)) + ".")
-    for metric, name in (("test", "clean test"), ("shifted", "shifted test")):
-        gain, se = _compare(best_part, vanilla_full, metric)
-        relation = ("cannot be compared with" if math.isnan(se) else "beats" if gain > 2 * se
-                    else "falls short of" if gain < -2 * se else "matches (within 2 SE)")
-        lines.append(f"- best k at 40% vs vanilla at 100%, {name} accuracy: "
-                     + _judged(gain, se) + f"; best k at 40% {relation} vanilla at 100%.")
-    bias = [(e["k"], e["shape_bias"]["mean"]) for e in full_summary["per_k"]
-            if e["shape_bias"]["mean"] is not None]
-    if bias:
-        values = [b for _, b in bias]
-        steps = np.diff(values)
-        trend = ("rises monotonically" if np.all(steps >= 0)
-                 else "rises overall" if values[-1] > values[0] else "does not rise")
-        lines.append("- shape bias against k (100%, mean over seeds): "
-                     + ", ".join(f"k={k:g}: {100 * b:.0f}%" for k, b in bias)
-                     + f"; it {trend} with k.")
+def verdicts(records: list[dict]) -> list[str]:
+    lines = []
+    for label, arm, reference, metric in PREREGISTERED:
+        result = comparison(records, arm, reference, metric)
+        t = result["paired_t"]
+        if t["ci_low"] is None:
+            lines.append(f"- {label}: too few paired seeds")
+            continue
+        side = ("above 0" if t["ci_low"] > 0 else "below 0" if t["ci_high"] < 0
+                else "includes 0")
+        lines.append(f"- {label}: {_ci(t)} points over {t['n']} paired seeds (p = "
+                     f"{t['p_value']:.3f}); the interval {side}; bootstrap "
+                     f"{_ci(result['bootstrap'])}")
     return lines
+
+
+def probe(scale: Scale, dirs: dict[str, Path], device: str) -> None:
+    """Time one vanilla epoch and say how long the whole plan would take."""
+    loader = stexture.make_loader(dirs["train"], k=1.0, p_conflict=0.0,
+                                  batch_size=scale.batch_size, image_size=scale.size,
+                                  num_workers=scale.workers, min_scale=scale.min_scale)
+    model = build_model(scale.model, len(read_manifest(dirs["train"]).classes))
+    start = time.perf_counter()
+    fit(model, loader, None, TrainConfig(epochs=1, lr=scale.lr, patience=None), device=device)
+    epoch = time.perf_counter() - start
+    # vanilla 1 + replace 1 + add 1.5 + matched 1.5 + oracle 1.5 + 40% vanilla 1 + add 1.5
+    units = 9.0
+    _say(f"probe: one vanilla epoch {epoch:.1f} s; the plan is ~{units * scale.epochs} "
+         f"epoch-equivalents per seed x {scale.seeds} seeds = "
+         f"~{epoch * units * scale.epochs * scale.seeds / 60:.1f} min (+ evaluation)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,47 +426,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, default=None,
                         help="Markdown file for the table (default OUT/claim.md)")
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--texture-correlation", type=float, default=None)
+    parser.add_argument("--probe", action="store_true",
+                        help="time one vanilla epoch and project the whole run, then stop")
     parser.add_argument("--model", default=None, choices=sorted(MODELS))
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=None)
+    parser.add_argument("--test-per-class", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--min-scale", type=float, default=None)
-    parser.add_argument("--patience", type=int, default=None, help="0: never stop early")
-    parser.add_argument("--k-grid", default=None, help="comma-separated k values")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the runs finished so far")
     args = parser.parse_args(argv)
-    overrides = {"texture_correlation": args.texture_correlation, "model": args.model,
-                 "epochs": args.epochs, "per_class": args.per_class, "seeds": args.seeds,
-                 "lr": args.lr, "min_scale": args.min_scale,
-                 "patience": args.patience,
-                 "k_grid": None if args.k_grid is None
-                 else tuple(float(k) for k in args.k_grid.split(","))}
+    overrides = {"model": args.model, "epochs": args.epochs, "per_class": args.per_class,
+                 "test_per_class": args.test_per_class, "seeds": args.seeds}
     scale = replace(SCALES[args.scale], **{k: v for k, v in overrides.items() if v is not None})
-    if scale.patience == 0:
-        scale = replace(scale, patience=None)
     out = args.out or Path(f"bench-claim-{args.scale}")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     _say(f"scale {args.scale}: {asdict(scale)} -> {out}")
-    dirs = make_shards(make_data(out, scale), out, scale, args.device)
-    summaries = run_sweeps(dirs["train"], out, scale, args.device)
-    records = collect_runs(out, dirs, scale, args.device)
-    best_k = float(summaries[1.0]["best"]["k"])
+    data = make_data(out, scale)
+    dirs = make_shards(data, out, scale, args.device)
+    if args.probe:
+        probe(scale, dirs, args.device)
+        return 0
+    if not args.report_only:
+        run_arms(scale, dirs, out, args.device, list(range(scale.seeds)))
+    records = collect_runs(out, dirs, data, scale, args.device)
     manifest = read_manifest(dirs["train"])
-    counts = {f: len(stratified_subset(manifest, f)) for f in FRACTIONS}
+    counts = {f: len(stratified_subset(manifest, f)) for f in (1.0, 0.4)}
+    tests = {split: read_manifest(dirs[split]).count("train") for split in TEST_SPLITS}
     minutes = (time.perf_counter() - start) / 60
     text = "\n".join([
         f"# Furniture claim, synthetic benchmark (scale {args.scale})", "",
-        f"{manifest.num_classes} classes, {scale.size} px, texture "
-        f"correlation {scale.texture_correlation:g} (shifted test: 0), model {scale.model}, "
-        f"at most {scale.epochs} epoch(s) (patience {scale.patience}), AdamW lr {scale.lr:g}, "
-        f"crops >= {scale.min_scale:g} of the area, RTV {rtv_text(scale.size)}, "
-        f"{scale.seeds} seeds, k grid {', '.join(f'{k:g}' for k in scale.k_grid)}; "
-        f"{machine_line()}; "
+        f"{manifest.num_classes} classes, {scale.size} px, texture correlation "
+        f"{scale.texture_correlation:g} (shifted test: 0); {counts[1.0]} training images "
+        f"(40%: {counts[0.4]}, same optimiser steps), {manifest.count('val')} validation, "
+        f"{tests['test']} clean test, {tests['test_shifted']} shifted test; model "
+        f"{scale.model}, {scale.epochs} epochs, AdamW lr {scale.lr:g}, batch "
+        f"{scale.batch_size}, crops >= {scale.min_scale:g} of the area, RTV "
+        f"{rtv_text(scale.size)}; k {K:g}, p_conflict {P_CONFLICT:g}; {machine_line()}; "
         f"{minutes:.0f} min for this invocation.", "",
-        claim_table(records, best_k, counts), "",
-        *verdicts(records, best_k, summaries[1.0]), ""])
+        "Mean ± sd over seeds; differences in points with 95% intervals, paired by seed.", "",
+        claim_table(records), "", "Pre-registered comparisons:", *verdicts(records), ""])
     table_path = args.table or out / "claim.md"
     table_path.write_text(text, encoding="utf-8")
     print(text)
