@@ -308,6 +308,8 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
         aux = json.loads((folder / "sweep.json").read_text())["aux_bn"] or sweep == "oracle"
         for result_path in sorted(folder.glob("runs/*/result.json")):
             result = json.loads(result_path.read_text())
+            if result["seed"] >= scale.seeds:  # e.g. --report-only --seeds 5: whole seeds
+                continue
             checkpoint = (Path(result["metrics"]["checkpoint_file"]) if sweep == "oracle"
                           else result_path.parent / (result.get("checkpoint") or "-"))
             if not checkpoint.is_file():
