@@ -20,7 +20,8 @@ Arms (every one per seed, paired: same seed = same initial weights and data orde
 
 Every run's best checkpoint (by clean validation accuracy) is judged on a clean test split
 (the training distribution) and a shifted test split (materials not tied to class), with
-the shape bias on the shifted-test images whose material is another class's typical one.
+the shape bias on the shifted-test images whose material is another class's typical one,
+and on the clean test under five corruptions (:mod:`stexture.training.corruptions`).
 Each arm is compared with vanilla per seed: paired-t 95% interval, a bootstrap over seeds
 and test images, and the seeds a paired t-test would need for 80% power.
 
@@ -70,10 +71,12 @@ from stexture.training import (  # noqa: E402
     predict,
     stratified_subset,
 )
+from stexture.training.corruptions import CORRUPTIONS, CorruptedBatches  # noqa: E402
 from stexture.training.report import compare_to_vanilla  # noqa: E402
 
 K = 0.8
 P_CONFLICT = 0.5
+SEVERITY = 3  # of the five corruptions, on the clean test split
 TEST_SPLITS = ("test", "test_shifted")
 
 
@@ -272,6 +275,11 @@ def _test_sets(dirs: dict[str, Path], data: Path, scale: Scale
         labels = np.concatenate([batch[1].argmax(1).numpy() for batch in loader])
         texture = np.array([owner.get(material.get(key, ""), -1) for key in keys])
         sets[split] = (loader, {"labels": labels, "texture": texture})
+    # the corrupted clean test set, made once: every model sees the same images
+    profile = "cifar" if scale.size <= 64 else "imagenet"
+    loader, meta = sets["test"]
+    sets["corrupted"] = ({kind: list(CorruptedBatches(loader, kind, SEVERITY, profile=profile))
+                          for kind in CORRUPTIONS}, meta)
     return sets
 
 
@@ -282,7 +290,13 @@ def _judge(checkpoint: Path, aux: bool, sets: dict, classes: int, scale: Scale, 
         net = aux_bn(net)
     net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
     record: dict[str, Any] = {}
-    for split, (loader, meta) in sets.items():
+    batches, meta = sets["corrupted"]
+    for kind in CORRUPTIONS:
+        pred = predict(net, batches[kind], device)["probs"].argmax(1)
+        record[f"corrupt_{kind}"] = float((pred == meta["labels"]).mean())
+    record["corruption"] = float(np.mean([record[f"corrupt_{kind}"] for kind in CORRUPTIONS]))
+    for split in TEST_SPLITS:
+        loader, meta = sets[split]
         pred = predict(net, loader, device)["probs"].argmax(1)
         correct = (pred == meta["labels"]).astype(int)
         record[split] = float(correct.mean())
@@ -315,7 +329,7 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
             if not checkpoint.is_file():
                 continue
             key = str(result_path.parent.relative_to(out))
-            if key not in cache:
+            if "corruption" not in cache.get(key, {}):
                 sets = sets or _test_sets(dirs, data, scale)
                 cache[key] = _judge(checkpoint, aux, sets, classes, scale, device)
                 cache_path.write_text(json.dumps(cache) + "\n")
@@ -355,25 +369,27 @@ def comparison(records: list[dict], arm: str, reference: str, metric: str) -> di
 
 
 def claim_table(records: list[dict]) -> str:
-    lines = ["| arm | seeds | clean val % | clean test % | shifted test % | shape bias % "
-             "(cue-conflict val) | shape bias % (shifted test) | clean test - vanilla, "
-             "paired t 95% CI | bootstrap (seeds x images) | shifted test - vanilla, paired t "
-             "95% CI | seeds for 80% power (clean test) |", "|---" * 11 + "|"]
+    lines = ["| arm | seeds | clean val % | clean test % | shifted test % | corrupted test % "
+             f"(5 kinds, severity {SEVERITY}) | shape bias % (cue-conflict val) | shape bias % "
+             "(shifted test) | clean test - vanilla, paired t 95% CI | bootstrap (seeds x "
+             "images) | shifted test - vanilla, paired t 95% CI | corrupted - vanilla, paired "
+             "t 95% CI | seeds for 80% power (clean test) |", "|---" * 13 + "|"]
     for arm in ARMS:
         group = [r for r in records if r["arm"] == arm]
         if not group:
             continue
         cells = [arm, str(len(group))] + [_mean_sd([r[m] for r in group]) for m in
-                                          ("val", "test", "test_shifted", "shape_bias",
-                                           "shifted_shape_bias")]
+                                          ("val", "test", "test_shifted", "corruption",
+                                           "shape_bias", "shifted_shape_bias")]
         if arm == "vanilla":
-            cells += ["—"] * 4
+            cells += ["—"] * 5
         else:
             clean = comparison(records, arm, "vanilla", "test")
             shifted = comparison(records, arm, "vanilla", "test_shifted")
+            corrupted = comparison(records, arm, "vanilla", "corruption")
             power = clean["seeds_for_80_power"]
             cells += [_ci(clean["paired_t"]), _ci(clean["bootstrap"]), _ci(shifted["paired_t"]),
-                      "n/a" if power is None else str(power)]
+                      _ci(corrupted["paired_t"]), "n/a" if power is None else str(power)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -386,6 +402,8 @@ PREREGISTERED = (
     ("oracle-k0.8 vs vanilla, clean test", "oracle-k0.8", "vanilla", "test"),
     ("add-k0.8 vs replace-k0.8 (old recipe), clean test", "add-k0.8", "replace-k0.8", "test"),
     ("add-k0.8 vs vanilla, shifted test", "add-k0.8", "vanilla", "test_shifted"),
+    ("add-k0.8 vs vanilla, corrupted clean test (mean of 5)", "add-k0.8", "vanilla",
+     "corruption"),
 )
 
 

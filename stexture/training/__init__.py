@@ -5,6 +5,9 @@
   early stopping, checkpoints) and :func:`evaluate` (the sweep's metrics of a model).
 - :mod:`.aux_bn`: :func:`aux_bn` (auxiliary BatchNorm for composites, Li et al.'s MixBN)
   and :func:`route` (which rows of a batch use it).
+- :mod:`.corruptions`: noise, blur, JPEG, contrast and pixelate at five severities, for
+  robustness accuracy beside clean accuracy.
+- :mod:`.stats`: paired-t and bootstrap intervals over seeds, seeds needed for a power.
 - :mod:`.metrics`: accuracy, per-class accuracy, cue-conflict accuracies, shape bias.
 - :mod:`.sweep`: ``sweep.sweep`` (re-exported as ``stexture.sweep``), one run per (k, seed)
   plus baselines, resumable. The function is not re-exported here, so that
