@@ -65,7 +65,9 @@ def run_sweep(shards: Path, out: Path, args: argparse.Namespace) -> dict:
         shards, args.k_grid, seeds=args.seeds, epochs=args.epochs,
         train_fraction=args.sweep_fraction, out=out, device=args.device, model=args.model,
         image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
-        p_conflict=args.p_conflict, workers=args.loader_workers)
+        p_conflict=args.p_conflict, workers=args.loader_workers,
+        # a share is here to save time: one pass over it per epoch, not the full run's steps
+        match_steps=False)
 
 
 def choose_k(summary: dict, forced: float | None) -> float:
