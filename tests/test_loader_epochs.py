@@ -173,3 +173,43 @@ def test_workers_start_in_a_script_read_from_stdin(shards):
                           timeout=180, env={**os.environ})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "30"
+
+
+def test_workers_die_with_a_killed_parent(shards, tmp_path):
+    # the workers block in worker_init_fn (as a stuck decode would), where torch's own
+    # watchdog never looks; the parent is killed with SIGKILL
+    script = textwrap.dedent(f"""
+        import os, threading, time
+        import stexture
+
+        def stuck(worker_id):
+            open(os.path.join({str(tmp_path)!r}, f"w{{os.getpid()}}"), "w").close()
+            time.sleep(600)
+
+        loader = stexture.make_loader({str(shards)!r}, k=0.8, batch_size=2, image_size=8,
+                                      num_workers=2, worker_init_fn=stuck)
+        threading.Thread(target=lambda: next(iter(loader)), daemon=True).start()
+        time.sleep(600)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("w*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [int(p.name[1:]) for p in tmp_path.glob("w*")]
+        assert len(workers) == 2 and all(alive(p) for p in workers)
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in workers)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .._device import CudaUnavailableError
+from .._lifecycle import die_with_parent
 from ..mixing import CueConflictMix, check_unit_interval
 from ..shards.format import Manifest
 from .batch import (
@@ -37,10 +39,12 @@ __all__ = ["CueConflictLoader", "make_eval_loader", "make_loader"]
 class _WorkerInit:
     """Runs in each worker before the user's ``worker_init_fn``.
 
-    A worker started fresh (spawn, forkserver) gets one OpenCV thread: the workers are the
-    parallelism. A forked worker leaves OpenCV's pool alone: reconfiguring it there waits
-    forever on the condition variables of the parent's pool threads, which the child does
-    not have (OpenCV's own fork handling runs the child's work without them).
+    The worker ends when the process that started it does (killed included), even while it
+    is blocked where torch's own watchdog cannot see it. A worker started fresh (spawn,
+    forkserver) gets one OpenCV thread: the workers are the parallelism. A forked worker
+    leaves OpenCV's pool alone: reconfiguring it there waits forever on the condition
+    variables of the parent's pool threads, which the child does not have (OpenCV's own fork
+    handling runs the child's work without them).
     """
 
     def __init__(self, user_fn: Callable[[int], None] | None, forked: bool) -> None:
@@ -48,6 +52,7 @@ class _WorkerInit:
         self.forked = forked
 
     def __call__(self, worker_id: int) -> None:
+        die_with_parent(os.getppid())
         if not self.forked:
             cv2.setNumThreads(1)
         if self.user_fn is not None:

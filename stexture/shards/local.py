@@ -15,8 +15,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
+from .._lifecycle import die_with_parent
 from . import storage
-from .engine import DecomposeInterrupted, ShardFailure, die_with_parent, drive
+from .engine import DecomposeInterrupted, ShardFailure, drive
 from .writer import Settings, ShardJob, ShardResult, Summary, write_shard
 
 __all__ = ["DecomposeInterrupted", "write_dataset"]
@@ -91,7 +92,7 @@ class _InProcess:
 class _Pool:
     """``workers > 1``: a spawn-started process pool; each worker gets ``cores // workers``
     Numba threads so that processes x threads does not oversubscribe the machine, and ends
-    with this process (:func:`~stexture.shards.engine.die_with_parent`)."""
+    with this process (:func:`~stexture._lifecycle.die_with_parent`)."""
 
     retries = 0
 
