@@ -63,6 +63,7 @@ from .format import (
     encode_sample,
     write_tar,
 )
+from .interop import wids_index_names, write_wids_indexes
 from .sources import SourceItem, list_sources, read_items
 from .storage import Location
 
@@ -95,7 +96,8 @@ SPLITS = ("train", "val")
 PROGRESS_NAME = ".stexture-progress.json"
 # the files of a shard folder besides its shards; its own record (progress file or manifest)
 # names the shards
-_FIXED_NAMES = (MANIFEST_NAME, INDEX_NAME, REJECTED_NAME, PROGRESS_NAME)
+_FIXED_NAMES = (MANIFEST_NAME, INDEX_NAME, REJECTED_NAME, PROGRESS_NAME,
+                *sorted(wids_index_names(SPLITS)))
 # a split with fewer shards than this starves a DataLoader with several workers
 MIN_SHARDS_HINT = 8
 _SCAN_CHUNK = 32
@@ -703,8 +705,9 @@ def shard_warnings(plan: Plan) -> list[str]:
 
 def finish_dataset(out: str | Path, plan: Plan, settings: Settings,
                    results: dict[str, ShardResult], written: int = 0) -> Summary:
-    """Write ``index.csv``, ``rejected.jsonl`` and ``manifest.json`` (last: its presence
-    means the folder is complete), remove the progress file, and summarise."""
+    """Write ``index.csv``, ``rejected.jsonl``, the wids indexes (``{split}.wids.json``) and
+    ``manifest.json`` (last: its presence means the folder is complete), remove the progress
+    file, and summarise."""
     out = storage.location(out)
     manifest = assemble_manifest(plan, settings, results)
     index = io.StringIO()
@@ -715,6 +718,7 @@ def finish_dataset(out: str | Path, plan: Plan, settings: Settings,
     storage.write_atomically(storage.join(out, INDEX_NAME), index.getvalue().encode("utf-8"))
     rejected = "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in plan.rejected)
     storage.write_atomically(storage.join(out, REJECTED_NAME), rejected.encode("utf-8"))
+    write_wids_indexes(out, manifest)
     _write_json(storage.join(out, MANIFEST_NAME), manifest)
     storage.remove(storage.join(out, PROGRESS_NAME))
     counts = plan.split_counts()

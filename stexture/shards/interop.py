@@ -1,0 +1,253 @@
+"""Reading stexture shards with the tools people already use on WebDataset shards.
+
+A shard folder is plain WebDataset, so `webdataset`, `wids` and Hugging Face `datasets` read
+it as it is; what they cannot know is how the ``structure.dzst`` field is encoded and that
+the texture is ``image - structure``. This module tells them, with the decoders of
+:mod:`.format` (the one reader of each field), so every client gets the same pixels as
+:func:`stexture.shards.decode_sample`:
+
+- webdataset: ``wds.WebDataset(urls).decode(*wds_handlers()).map(add_texture)``;
+- wids: the writer puts a wids index ``{split}.wids.json`` beside ``manifest.json``
+  (:func:`write_wids_indexes`), so ``wids.ShardListDataset("shards/train.wids.json",
+  transformations=layer_dict)`` opens a split;
+- Hugging Face ``datasets``: :func:`hf_dataset` loads a split with the class as a
+  ``ClassLabel`` and decodes image, structure and texture on access.
+
+None of these packages is imported here (``datasets`` only inside :func:`hf_dataset`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import storage
+from .format import (
+    IMAGE_FIELDS,
+    STRUCTURE_FIELDS,
+    decode_rgb,
+    decode_sample,
+    decode_structure,
+    read_manifest,
+    structure_field,
+    texture_of,
+)
+
+__all__ = [
+    "WIDS_INDEX_SUFFIX",
+    "add_texture",
+    "hf_dataset",
+    "layer_dict",
+    "wds_handlers",
+    "wids_index_name",
+    "wids_index_names",
+    "write_wids_indexes",
+]
+
+WIDS_INDEX_SUFFIX = ".wids.json"
+# the wids dataset description format this writes ("wids_version" in the file)
+_WIDS_VERSION = 1
+
+
+# ---------------------------------------------------------------- webdataset
+
+
+def _field_of(key: str) -> str:
+    # webdataset hands a handler the field name with a leading dot (".structure.dzst")
+    return key.lstrip(".").lower()
+
+
+def _decode_image_field(key: str, data: bytes) -> np.ndarray | None:
+    return decode_rgb(data) if _field_of(key) in IMAGE_FIELDS else None
+
+
+def _decode_structure_field(key: str, data: bytes) -> np.ndarray | None:
+    field = _field_of(key)
+    return decode_structure(data, field) if field in STRUCTURE_FIELDS else None
+
+
+def wds_handlers() -> list[Callable[[str, bytes], np.ndarray | None]]:
+    """Handlers for ``webdataset``'s ``.decode(...)`` that read stexture's layers.
+
+    The stored image (``jpg``/``png``) and the structure (``structure.dzst``, or
+    ``structure.webp`` of format version 1) become uint8 ``HxWx3`` arrays, decoded exactly
+    as :func:`stexture.shards.decode_sample` does; webdataset's own default handlers still
+    decode ``cls`` (int) and ``json`` (dict, with ``class_name``). Follow with
+    ``.map(add_texture)`` for the texture::
+
+        dataset = (wds.WebDataset(urls, shardshuffle=False)
+                   .decode(*stexture.shards.wds_handlers())
+                   .map(stexture.shards.add_texture))
+
+    Returns
+    -------
+    list of callable
+        ``handler(key, data)`` as webdataset calls it: the decoded array, or ``None`` for a
+        field it does not handle.
+    """
+    return [_decode_image_field, _decode_structure_field]
+
+
+def add_texture(sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample with ``"texture"`` added: ``image - structure`` as int16 ``HxWx3``.
+
+    For a sample decoded with :func:`wds_handlers` (``.map(add_texture)``). ``ValueError``
+    when the sample lacks an image or a structure field, or when they are not both uint8
+    arrays of one shape (an image decoded to float by another handler, say).
+    """
+    key = sample.get("__key__", "<no key>")
+    image_field = next((f for f in IMAGE_FIELDS if f in sample), None)
+    if image_field is None:
+        raise ValueError(f"sample {key!r} has no image field ({'/'.join(IMAGE_FIELDS)})")
+    image, structure = sample[image_field], sample[structure_field(sample)]
+    for name, layer in (("image", image), ("structure", structure)):
+        if not isinstance(layer, np.ndarray) or layer.dtype != np.uint8:
+            raise ValueError(f"sample {key!r}: the {name} must be decoded to a uint8 array "
+                             f"(decode with stexture.shards.wds_handlers()), got "
+                             f"{getattr(layer, 'dtype', type(layer).__name__)}")
+    if image.shape != structure.shape:
+        raise ValueError(f"sample {key!r}: image {image.shape} and structure "
+                         f"{structure.shape} differ in shape")
+    return {**sample, "texture": texture_of(image, structure)}
+
+
+# ---------------------------------------------------------------- one plain dict per sample
+
+
+def _as_bytes(value: Any) -> Any:
+    # wids hands each field over as a file-like object over the tar's bytes
+    return value.read() if hasattr(value, "read") else value
+
+
+def layer_dict(sample: dict[str, Any]) -> dict[str, Any]:
+    """Decode a raw sample (bytes per field) into a plain dict of its layers.
+
+    Takes a sample as webdataset yields it undecoded (``{"__key__", "jpg": bytes, ...}``) or
+    as wids does (field names with a leading dot, values file-like), so it serves as wids'
+    ``transformations=`` and as ``.map(layer_dict)`` after ``wds.WebDataset(urls)``.
+
+    Returns
+    -------
+    dict
+        ``image`` and ``structure`` (uint8 ``HxWx3``), ``texture`` (int16 ``HxWx3``,
+        ``image - structure``), ``cls`` (int), ``class_name`` (str), ``json`` (the sample's
+        record), and the sample's own ``__key__`` and other ``__...__`` entries. Decoded by
+        :func:`stexture.shards.decode_sample`, whose ``ValueError`` names a missing or
+        corrupt field.
+    """
+    meta = {name: value for name, value in sample.items() if name.startswith("__")}
+    fields = {name.lstrip("."): _as_bytes(value) for name, value in sample.items()
+              if not name.startswith("__")}
+    decoded = decode_sample({"__key__": meta.get("__key__", "<no key>"), **fields})
+    return {**meta, "image": decoded.image, "structure": decoded.structure,
+            "texture": decoded.texture, "cls": decoded.cls,
+            "class_name": decoded.record.get("class_name"), "json": decoded.record}
+
+
+# ---------------------------------------------------------------- wids
+
+
+def wids_index_name(split: str) -> str:
+    """File name of the wids index of ``split``: ``train.wids.json``."""
+    return f"{split}{WIDS_INDEX_SUFFIX}"
+
+
+def wids_index_names(splits: Iterable[str]) -> set[str]:
+    """The wids index names a folder with ``splits`` may hold (the files the writer owns)."""
+    return {wids_index_name(split) for split in splits}
+
+
+def write_wids_indexes(out: storage.Location, manifest: dict[str, Any]) -> list[str]:
+    """Write a wids dataset description per split with shards beside the manifest.
+
+    ``OUT/{split}.wids.json`` holds ``wids_version`` 1, a ``name`` and the ``shardlist``
+    (each shard's file name, relative to the index, and its sample count), from the
+    ``manifest`` content (as :func:`stexture.shards.assemble_manifest` makes it), so
+    ``wids.ShardListDataset("OUT/train.wids.json")`` indexes the split. A split without
+    shards gets no index (wids refuses an empty shard list). Returns the names written.
+
+    wids (0.1.11) finds members by their 512-byte tar header and ignores PAX extended
+    headers, so a sample key longer than about 85 characters (its member names then do
+    not fit the header) is not grouped right by wids; webdataset and ``datasets`` read
+    such keys.
+    """
+    written = []
+    for split, entry in manifest["splits"].items():
+        if not entry["shards"]:
+            continue
+        index = {
+            "wids_version": _WIDS_VERSION,
+            "name": split,
+            "description": f"stexture shards, split {split}, method {manifest['method']}; "
+                           "see manifest.json",
+            "shardlist": [{"url": shard["name"], "nsamples": shard["count"]}
+                          for shard in entry["shards"]],
+        }
+        name = wids_index_name(split)
+        storage.write_atomically(
+            storage.join(out, name),
+            (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        written.append(name)
+    return written
+
+
+# ---------------------------------------------------------------- Hugging Face datasets
+
+
+_HF_COLUMNS = ("__key__", "image", "structure", "texture", "cls", "class_name")
+
+
+def _hf_transform(classes: list[str], batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Decode a batch of rows of ``load_dataset("webdataset", ...)`` into layers."""
+    image_field = next(f for f in IMAGE_FIELDS if f in batch)
+    layer_field = structure_field(batch)
+    rows = []
+    for i, key in enumerate(batch["__key__"]):
+        image = batch[image_field][i]  # an Image(decode=False) cell: {"bytes", "path"}
+        raw = {"__key__": key, image_field: image["bytes"],
+               layer_field: batch[layer_field][i], "cls": batch["cls"][i]}
+        decoded = decode_sample(raw)
+        rows.append({"__key__": key, "image": decoded.image, "structure": decoded.structure,
+                     "texture": decoded.texture, "cls": decoded.cls,
+                     "class_name": classes[decoded.cls]})
+    return {name: [row[name] for row in rows] for name in _HF_COLUMNS}
+
+
+def hf_dataset(root: str | Path, split: str = "train", *,
+               cache_dir: str | Path | None = None) -> Any:
+    """A split of a shard folder as a Hugging Face ``datasets.Dataset``.
+
+    Loads the split's shards (as listed in the manifest) with
+    ``load_dataset("webdataset", ...)``, casts ``cls`` to a ``ClassLabel`` with the
+    manifest's class names and sets a transform that decodes on access, so that
+    ``dataset[i]`` is a dict of ``__key__``, ``image`` and ``structure`` (uint8 ``HxWx3``),
+    ``texture`` (int16, ``image - structure``), ``cls`` (int) and ``class_name``, the same
+    pixels as :func:`stexture.shards.decode_sample`; ``dataset.features["cls"].names`` are
+    the class names. ``cache_dir`` is where ``datasets`` keeps its Arrow copy (its default
+    cache when ``None``).
+
+    Needs ``pip install datasets`` (``ImportError`` saying so otherwise); a missing folder
+    or manifest is ``FileNotFoundError``, an unknown split ``ValueError``.
+    """
+    manifest = read_manifest(root)
+    files = manifest.shard_paths(split)
+    if not files:
+        raise ValueError(f"split {split!r} of {manifest.root} has no shards")
+    try:
+        import datasets
+    except ImportError as exc:
+        raise ImportError("hf_dataset needs Hugging Face datasets: pip install datasets"
+                          ) from exc
+    dataset = datasets.load_dataset(
+        "webdataset", data_files={split: files}, split=split,
+        cache_dir=None if cache_dir is None else str(cache_dir))
+    image_field = next(f for f in IMAGE_FIELDS if f in dataset.column_names)
+    dataset = dataset.cast_column("cls", datasets.ClassLabel(names=manifest.classes))
+    # the stored bytes, decoded by stexture's reader rather than by datasets' PIL path
+    dataset = dataset.cast_column(image_field, datasets.Image(decode=False))
+    return dataset.with_transform(partial(_hf_transform, manifest.classes))
