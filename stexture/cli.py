@@ -25,11 +25,34 @@ COMMANDS = (
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default once: appended as ``(default: X)`` unless the help text
+    already says what the default is, and left out where there is nothing to show (a flag
+    that is off, an option that is unset or an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        nothing = (action.default is None or action.default is False
+                   or action.default == [] or action.default is argparse.SUPPRESS)
+        if nothing or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet``, which every subcommand takes."""
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only the outcome and errors: no progress bars or "
+                        "progress lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stexture",
         description="Structure/texture decomposition, WebDataset shards and cue-conflict "
         "training with soft labels.",
+        epilog="`stexture COMMAND --help` lists the options of a command. Start with "
+        "`stexture demo --quick`.",
     )
     parser.add_argument("--version", action="version", version=f"stexture {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -37,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"stexture.commands.{module_name}")
         sub = subparsers.add_parser(
             module.NAME, help=module.HELP, description=module.HELP,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         module.add_arguments(sub)
+        _add_quiet_argument(sub)
         sub.set_defaults(_run=module.run)
     return parser
 

@@ -326,7 +326,8 @@ def run_demo(
 
     ``sizes`` replaces the preset of ``quick`` (see :func:`demo_sizes`). ``log`` gets one
     line per phase and per sweep run (and per epoch with ``verbose``); ``progress`` shows
-    progress bars. Other settings than an earlier run's in ``out`` raise ``ValueError``.
+    progress bars (then ``log`` should print with ``tqdm.write``, above the bars). Other
+    settings than an earlier run's in ``out`` raise ``ValueError``.
     """
     from .training.sweep import sweep  # torch is imported only here
 
@@ -368,15 +369,11 @@ def run_demo(
     phase("inspect", 3, started, f"shards consistent with their manifest; {result.sheet}")
 
     started = time.perf_counter()
-
-    def sweep_log(line: str) -> None:
-        if verbose or not line.startswith("  "):  # per-epoch lines start with two spaces
-            say("  " + line)
-
     result.summary = sweep(result.shards, DEMO_K_VALUES, seeds=sizes.seeds,
                            epochs=sizes.epochs, out=result.sweep_dir, device=device,
                            model="small", image_size=sizes.size, batch_size=sizes.batch_size,
-                           log=sweep_log, **_TRAINING)
+                           log=lambda line: say("  " + line), progress=progress,
+                           verbose=verbose, **_TRAINING)
     phase("sweep", 4, started, f"{result.sweep_dir / 'report.md'}")
     _write_report(result)
     return result

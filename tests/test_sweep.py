@@ -28,7 +28,7 @@ def shards(tmp_path_factory):
 
 def test_cli_sweep_runs_end_to_end_and_writes_every_output(shards, tmp_path, capsys):
     out = tmp_path / "runs"
-    code = cli.main(["sweep", str(shards), "--k", "0,1", "--seeds", "1", "--epochs", "2",
+    code = cli.main(["sweep", str(shards), "-v", "--k", "0,1", "--seeds", "1", "--epochs", "2",
                      "--out", str(out), "--device", "cpu", "--image-size", "32",
                      "--batch-size", "8", "--balance-classes"])
     assert code == 0

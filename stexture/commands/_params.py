@@ -1,10 +1,13 @@
-"""Options shared by several commands, and parsing ``--param name=value`` into method
-parameters."""
+"""Options shared by several commands, parsing ``--param name=value`` into method
+parameters, and printing progress lines."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
+
+from tqdm import tqdm
 
 from ..smoothing import METHODS, get_method
 
@@ -12,11 +15,16 @@ from ..smoothing import METHODS, get_method
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     """``--method``, ``--param NAME=VALUE`` (repeatable) and ``--device``."""
     parser.add_argument("--method", default="rtv", choices=sorted(METHODS),
-                        help="smoothing method")
+                        help="smoothing method: rtv (relative total variation), rgf (rolling "
+                        "guidance filter) or tv (total variation)")
+    defaults = "; ".join(
+        f"{name}: " + ", ".join(f"{p}={v}" for p, v in METHODS[name].defaults.items())
+        for name in sorted(METHODS))
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="a method parameter, repeatable (e.g. --param lam=0.02)")
+                        help="a parameter of the method, repeatable (e.g. --param lam=0.02); "
+                        f"the defaults are {defaults}")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
-                        help="where to run the decomposition")
+                        help="where to run the decomposition (auto: the GPU when there is one)")
 
 
 def add_ray_address_argument(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +32,13 @@ def add_ray_address_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
                         help="ray engine: the cluster to join (auto, HOST:6379, "
                         "ray://HOST:10001); default RAY_ADDRESS, else a new local one")
+
+
+def print_line(line: str) -> None:
+    """Print ``line`` to stdout above any progress bar on the terminal, flushed at once (a
+    long command's lines reach a log file as they happen)."""
+    tqdm.write(line)
+    sys.stdout.flush()
 
 
 def parse_params(method: str, pairs: list[str]) -> dict[str, Any]:

@@ -61,7 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "as failed")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete what an earlier run wrote in OUT and start over")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _silent(line: str) -> None:
+    """--quiet: the engines' progress lines ("resuming: ...") go nowhere."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
                              max_retries=args.max_retries)
     try:
         summary = run_engine(args.src, args.out, settings, overwrite=args.overwrite,
-                             show_progress=not args.quiet)
+                             show_progress=not args.quiet,
+                             log=_silent if args.quiet else _to_stderr)
     except DecomposeInterrupted as exc:
         print_text(f"stexture decompose: {exc}", sys.stderr)
         return 130

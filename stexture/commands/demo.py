@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..demo import demo_sizes, format_outcome, run_demo
+from ._params import print_line
 
 NAME = "demo"
 HELP = ("Generate synthetic furniture photos, decompose them with RTV into shards, sweep k in "
@@ -28,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=None, help="seeds per k (default 1)")
     parser.add_argument("--classes", default=None,
                         help="comma-separated subset of the classes (default all eight)")
-    parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--verbose", action="store_true", help="also print every epoch")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
+                        help="where to decompose and train (auto: the GPU when there is one)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also print a line per epoch of every sweep run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
                        epochs=args.epochs, seeds=args.seeds, classes=classes)
     out = args.out or Path("stexture-demo-quick" if args.quick else "stexture-demo")
     result = run_demo(out, sizes=sizes, device=args.device, progress=not args.quiet,
-                      log=lambda line: print(line, flush=True), verbose=args.verbose)
+                      log=None if args.quiet else print_line, verbose=args.verbose)
     print(format_outcome(result))
     return 0

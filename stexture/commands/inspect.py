@@ -31,14 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = validate_dataset(args.out, recompute=args.recompute,
                               examples_per_class=args.per_class, sources=args.sources)
+    say = (lambda line: None) if args.quiet else print_text
     if result.counts:
-        print_text(result.table())
+        say(result.table())
     if result.recomputed:
-        print_text(f"structure recomputed and matched on {result.recomputed} sample(s)"
-                   if result.ok else f"structure recomputed on {result.recomputed} sample(s)")
+        say(f"structure recomputed and matched on {result.recomputed} sample(s)"
+            if result.ok else f"structure recomputed on {result.recomputed} sample(s)")
     if args.per_class > 0 and result.examples:
         sheet = contact_sheet(result.examples, args.sheet or args.out / "contact-sheet.png")
-        print_text(f"contact sheet: {sheet}")
+        say(f"contact sheet: {sheet}")
     if result.problems:
         for problem in result.problems:
             print_text(f"stexture inspect: {problem}", sys.stderr)

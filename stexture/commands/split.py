@@ -11,7 +11,8 @@ from ..imageio import read_rgb, texture_to_display, write_png
 from ._params import add_method_arguments, parse_params
 
 NAME = "split"
-HELP = "Decompose one image file into structure.png and texture.png (texture offset to grey)."
+HELP = ("Decompose one image file into <stem>-structure.png and <stem>-texture.png in --out "
+        "(the texture offset to mid-grey, so that it can be seen).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     write_png(structure_path, structure)
     write_png(texture_path, texture_to_display(texture))
     height, width = image.shape[:2]
-    print(f"{args.image}: {width}x{height} {args.method} in {seconds:.2f} s -> "
-          f"{structure_path}, {texture_path}")
+    if not args.quiet:
+        print(f"{args.image}: {width}x{height} {args.method} in {seconds:.2f} s -> "
+              f"{structure_path}, {texture_path}")
     return 0

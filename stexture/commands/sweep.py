@@ -9,7 +9,7 @@ from ..mixing import MODES, TEXTURE_LAYOUTS
 from ..training.models import MODELS
 from ..training.sweep import parse_k_values, sweep
 from ..training.trainer import OPTIMIZERS
-from ._params import add_ray_address_argument
+from ._params import add_ray_address_argument, print_line
 
 NAME = "sweep"
 HELP = ("Train a model per label weight k and seed on cue-conflict batches (plus a vanilla "
@@ -31,14 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(fewer optimiser steps than the full run)")
     parser.add_argument("--out", type=Path, default=Path("runs"),
                         help="output folder; rerun with the same settings to resume")
-    parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--model", default="small", choices=sorted(MODELS))
+    parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
+                        help="where to train (auto: the GPU when there is one)")
+    parser.add_argument("--model", default="small", choices=sorted(MODELS),
+                        help="small: a 3-stage ResNet of 0.3 M parameters for 32-96 px images; "
+                        "resnet18: the ImageNet ResNet-18 (11 M)")
     parser.add_argument("--image-size", type=int, default=64, help="side of the square crops")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per training batch")
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="peak learning rate (after warm-up, before cosine decay)")
+    parser.add_argument("--weight-decay", type=float, default=0.05,
+                        help="weight decay of the weights (not of biases and batch norms): "
+                        "decoupled with adamw, an L2 term with sgd")
+    parser.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS,
+                        help="adamw, or sgd with Nesterov momentum 0.9")
+    parser.add_argument("--label-smoothing", type=float, default=0.0,
+                        help="eps: each target becomes (1 - eps) * y + eps / classes")
     parser.add_argument("--patience", type=int, default=3,
                         help="stop a run after this many epochs without a gain in clean "
                         "validation accuracy (0: never)")
@@ -78,6 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-trial", type=float, default=0.0,
                         help="ray engine: GPUs reserved by each trial, fractions allowed "
                         "(0.25: four runs share a GPU)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also print a line per epoch of every run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         balance_classes=args.balance_classes,
         init_weights=args.init_weights, workers=args.workers, baseline=not args.no_baseline,
         engine=args.engine, address=args.address, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, log=lambda message: print(message, flush=True),
+        gpus_per_trial=args.gpus_per_trial, log=None if args.quiet else print_line,
+        progress=not args.quiet, verbose=args.verbose,
     )
     best = summary["best"]
     if best is not None and best.get("gain_over_vanilla") is not None:

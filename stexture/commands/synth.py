@@ -16,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="folder to write (must be empty or absent)")
     parser.add_argument("--per-class", type=int, default=100, help="training images per class")
     parser.add_argument("--test-per-class", type=int, default=None,
-                        help="clean test images per class (None: per-class // 4; 0 skips)")
+                        help="clean test images per class (default per-class // 4; 0 skips)")
     parser.add_argument("--shifted-per-class", type=int, default=None,
-                        help="texture_correlation-0 test images per class "
-                        "(None: as test-per-class; 0 skips)")
+                        help="test_shifted images per class, made with texture correlation 0 "
+                        "(default as --test-per-class; 0 skips)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--texture-correlation", type=float, default=0.8,
                         help="probability that an object has its class's typical material")
@@ -28,7 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (>= 0)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the splits of an earlier run in OUT")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

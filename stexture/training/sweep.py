@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from ..loader import make_eval_loader, make_loader
 from ..shards.format import Manifest, read_index, read_manifest
@@ -209,7 +210,7 @@ class _Sweep:
 
     def __init__(self, manifest: Manifest, keys: list[str] | None, settings: dict[str, Any],
                  out: Path, device: str, workers: int, train_fn: TrainFn | None,
-                 init_weights: Path | None, log: Log) -> None:
+                 init_weights: Path | None, log: Log, verbose: bool = True) -> None:
         self.manifest = manifest
         self.keys = keys
         # batches of a full pass over the whole training split: every run gets as many
@@ -221,6 +222,7 @@ class _Sweep:
         self.train_fn = train_fn
         self.init_weights = init_weights
         self.log = log
+        self.verbose = verbose
         self.class_weights = None
         if settings["balance_classes"]:
             counts = _keys_by_class(manifest, "train")
@@ -298,9 +300,10 @@ class _Sweep:
             label_smoothing=s["label_smoothing"], patience=s["patience"], seed=run.seed)
         checkpoint = self.run_dir(run) / CHECKPOINT_NAME
         checkpoint.unlink(missing_ok=True)  # from an attempt killed mid-run: not this run's
+        epoch_log = (lambda m: self.log(f"  {run.name} {m}")) if self.verbose else None
         trained = fit(model, self.train_loader(run), self.val_loaders["clean"], config,
                       device=self.device, class_weights=self.class_weights,
-                      checkpoint_path=checkpoint, log=lambda m: self.log(f"  {run.name} {m}"))
+                      checkpoint_path=checkpoint, log=epoch_log)
         metrics = (evaluate(model, self.val_loaders, self.device)
                    if trained.best_epoch is not None else {})
         return {"status": trained.status, "stop_reason": trained.stop_reason,
@@ -339,6 +342,21 @@ def _finished_or_run(state: _Sweep, run: Run, label: str) -> dict[str, Any]:
     state.log(f"{label}: {result['status']}, clean_acc "
               f"{'n/a' if clean is None else f'{clean:.4f}'} ({result['seconds']:.1f} s)")
     return result
+
+
+def _run_all(state: _Sweep, runs: list[Run], progress: bool) -> list[dict[str, Any]]:
+    """Every run's result, in plan order, under a progress bar over the runs (with the
+    overall ETA) when ``progress``; runs finished before count as done from the start."""
+    finished = [(state.run_dir(run) / RESULT_NAME).is_file() for run in runs]
+    results = []
+    with tqdm(total=len(runs), initial=sum(finished), unit="run", desc="sweep",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for i, (run, done) in enumerate(zip(runs, finished, strict=True), 1):
+            bar.set_postfix_str(run.name, refresh=True)
+            results.append(_finished_or_run(state, run, f"[{i}/{len(runs)}] {run.name}"))
+            if not done:
+                bar.update(1)
+    return results
 
 
 def sweep(
@@ -380,6 +398,8 @@ def sweep(
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
     log: Log | None = print,
+    progress: bool = False,
+    verbose: bool = True,
 ) -> dict[str, Any]:
     """Train and judge one model per (k, seed) on the shards in ``shards``; return the
     summary (also written to ``out/summary.json``, with ``results.csv``, ``sweep.png`` and
@@ -428,7 +448,12 @@ def sweep(
         with ``cpus_per_trial`` cores and ``gpus_per_trial`` GPUs (fractions allowed) each,
         then the ensembles and the report here. The results are the same; ``out`` must be
         on a file system every node shares.
-    log : where progress lines go (``None`` for silence).
+    log : where progress lines go (``None`` for silence): one when the sweep starts, one
+        when each run starts and ends, and (with ``verbose``) one per epoch of each run.
+        With ``progress``, pass ``tqdm.write`` (or a function that calls it) so the lines
+        print above the bar.
+    progress : show a progress bar over all runs with the time left (tqdm, on stderr).
+    verbose : also log a line per epoch of each run of the built-in trainer.
 
     Bad settings (an empty grid, k outside [0, 1], seeds < 1, a fraction outside (0, 1] or
     one that leaves a class empty, init weights that do not fit the model) raise
@@ -487,7 +512,7 @@ def sweep(
     with_ensemble = ensemble and train_fn is None and 0.0 in k_list and 1.0 in k_list
     runs = _plan(k_list, seed_list, baseline, with_ensemble, matched_baseline)
     state = _Sweep(manifest, keys, settings, out, device, workers, train_fn,
-                   None if init_weights is None else Path(init_weights), log)
+                   None if init_weights is None else Path(init_weights), log, verbose)
     state.train_loader(Run("k", k_list[0], seed_list[0]))  # checks the loader's settings
     _check_settings(out, settings)
     log(f"sweep: {len(runs)} runs ({len(k_list)} k x {len(seed_list)} seed(s)"
@@ -503,13 +528,12 @@ def sweep(
         make_state = partial(_Sweep, read_manifest(manifest.root.resolve()), keys, settings,
                              out.resolve(), device, workers, train_fn,
                              None if init_weights is None else Path(init_weights).resolve(),
-                             log)
+                             log, verbose)
         trained = [run for run in runs if run.kind != "ensemble"
                    and not (state.run_dir(run) / RESULT_NAME).is_file()]
         run_trials(make_state, trained, out, address=address, cpus_per_trial=cpus_per_trial,
                    gpus_per_trial=gpus_per_trial, log=log)
-    results = [_finished_or_run(state, run, f"[{i}/{len(runs)}] {run.name}")
-               for i, run in enumerate(runs, 1)]
+    results = _run_all(state, runs, progress)
     summary = write_report(out, results, k_list, manifest.classes, settings)
     best = summary["best"]
     if best is not None:
