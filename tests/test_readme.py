@@ -91,7 +91,9 @@ def test_readme_block_runs(block, template, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-        "MPLBACKEND": "Agg"}
+        "MPLBACKEND": "Agg",
+        # the caches of wids and Hugging Face datasets stay in the test's folder
+        "WIDS_CACHE": str(work / ".wids-cache"), "HF_HOME": str(work / ".hf")}
     if block.runner == "python":
         (work / "readme_block.py").write_text(code, encoding="utf-8")
         command = [sys.executable, "readme_block.py"]

@@ -171,10 +171,10 @@ def write_wids_indexes(out: storage.Location, manifest: dict[str, Any]) -> list[
     ``wids.ShardListDataset("OUT/train.wids.json")`` indexes the split. A split without
     shards gets no index (wids refuses an empty shard list). Returns the names written.
 
-    wids (0.1.11) finds members by their 512-byte tar header and ignores PAX extended
-    headers, so a sample key longer than about 85 characters (its member names then do
-    not fit the header) is not grouped right by wids; webdataset and ``datasets`` read
-    such keys.
+    wids (0.1.11) reads member names from the 512-byte tar headers and ignores PAX extended
+    headers, so it cannot read a sample whose key is longer than 85 characters (the name
+    ``KEY.structure.dzst`` then needs a PAX header); webdataset and ``datasets`` read such
+    keys.
     """
     written = []
     for split, entry in manifest["splits"].items():
