@@ -29,12 +29,6 @@ CLASSES = ("brick", "grass", "gravel")
 PER_CLASS = 5  # the default val fraction (0.1) leaves one image per class for val
 SHARD_SIZE = 4
 
-# Blocks expected to fail for a known reason, by a line of their code: {line: reason}.
-XFAIL: dict[str, str] = {
-    # a DataLoader with workers started from a plain script's top level
-    "train = stexture.make_loader(SHARDS, k=0.8": "issue 12 loader",
-}
-
 
 def _blocks():
     params = []
@@ -48,9 +42,6 @@ def _blocks():
             marks = []
             if block.not_run:
                 marks.append(pytest.mark.skip(reason=f"not-run: {block.not_run}"))
-            reason = next((r for line, r in XFAIL.items() if line in block.code), None)
-            if reason:
-                marks.append(pytest.mark.xfail(reason=reason, strict=False))
             params.append(pytest.param(block, marks=marks,
                                        id=f"{doc}::{slug}-{counts[slug]}-{block.runner}"))
     return params
