@@ -33,6 +33,7 @@ from .format import (
     decode_rgb,
     decode_sample,
     decode_structure,
+    iter_tar_samples,
     read_manifest,
     structure_field,
     texture_of,
@@ -223,8 +224,8 @@ def hf_dataset(root: str | Path, split: str = "train", *,
     """A split of a shard folder as a Hugging Face ``datasets.Dataset``.
 
     Loads the split's shards (as listed in the manifest) with
-    ``load_dataset("webdataset", ...)``, casts ``cls`` to a ``ClassLabel`` with the
-    manifest's class names and sets a transform that decodes on access, so that
+    ``load_dataset("webdataset", ...)``, with ``cls`` a ``ClassLabel`` of the manifest's class
+    names, and sets a transform that decodes on access, so that
     ``dataset[i]`` is a dict of ``__key__``, ``image`` and ``structure`` (uint8 ``HxWx3``),
     ``texture`` (int16, ``image - structure``), ``cls`` (int) and ``class_name``, the same
     pixels as :func:`stexture.shards.decode_sample`; ``dataset.features["cls"].names`` are
@@ -243,11 +244,21 @@ def hf_dataset(root: str | Path, split: str = "train", *,
     except ImportError as exc:
         raise ImportError("hf_dataset needs Hugging Face datasets: pip install datasets"
                           ) from exc
+    # the columns as the webdataset builder would infer them, but with the stored image as
+    # bytes (decoded by stexture's reader below) and cls a ClassLabel: given up front, so
+    # that no cast rewrites the dataset afterwards
+    first = next(iter_tar_samples(files[0]))
+    image_field = next(f for f in IMAGE_FIELDS if f in first)
+    record = json.loads(first["json"])
+    features = datasets.Features({
+        image_field: datasets.Image(decode=False),
+        structure_field(first): datasets.Value("binary"),
+        "cls": datasets.ClassLabel(names=manifest.classes),
+        "json": datasets.Dataset.from_list([{"json": record}]).features["json"],
+        "__key__": datasets.Value("string"),
+        "__url__": datasets.Value("string"),
+    })
     dataset = datasets.load_dataset(
-        "webdataset", data_files={split: files}, split=split,
+        "webdataset", data_files={split: files}, split=split, features=features,
         cache_dir=None if cache_dir is None else str(cache_dir))
-    image_field = next(f for f in IMAGE_FIELDS if f in dataset.column_names)
-    dataset = dataset.cast_column("cls", datasets.ClassLabel(names=manifest.classes))
-    # the stored bytes, decoded by stexture's reader rather than by datasets' PIL path
-    dataset = dataset.cast_column(image_field, datasets.Image(decode=False))
     return dataset.with_transform(partial(_hf_transform, manifest.classes))
