@@ -156,24 +156,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="seeds per k in the sweep")
     p.add_argument("--epochs", type=int, default=10, help="epochs per sweep run")
     p.add_argument("--final-epochs", type=int, default=None,
-                   help="epochs of the final model (default: --epochs)")
-    p.add_argument("--final-seed", type=int, default=0)
+                   help="epochs of the final model (None: as --epochs)")
+    p.add_argument("--final-seed", type=int, default=0, help="seed of the final model")
     p.add_argument("--sweep-fraction", type=float, default=1.0,
                    help="share of the training split the sweep trains on")
-    p.add_argument("--method", default="rtv", choices=sorted(stexture.METHODS))
+    p.add_argument("--method", default="rtv", choices=sorted(stexture.METHODS),
+                   help="smoothing method of the structure layer")
     p.add_argument("--size", type=int, default=128, help="shorter side of the stored images")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of each class held out as the val split")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
     p.add_argument("--workers", type=int, default=1, help="decomposition processes")
-    p.add_argument("--model", default="small", choices=sorted(MODELS))
+    p.add_argument("--model", default="small", choices=sorted(MODELS),
+                   help="small (0.3 M parameters, 32-96 px) or resnet18")
     p.add_argument("--image-size", type=int, default=96, help="side of the training crops")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=64, help="images per training batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     p.add_argument("--p-conflict", type=float, default=0.5,
                    help="share of each batch that is cue-conflict")
     p.add_argument("--patience", type=int, default=3, help="early stopping (0: off)")
-    p.add_argument("--loader-workers", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--loader-workers", type=int, default=0,
+                   help="data loader worker processes")
+    p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
+                   help="where to decompose and train (auto: the GPU when there is one)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
