@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from PIL import Image
 
 from stexture import decompose
-from stexture.commands import synth
+from stexture.cli import main
 from stexture.datasets import (
     CLASSES,
     MATERIALS,
@@ -189,12 +188,9 @@ def test_materials_are_grey_tiles_and_paint_is_a_colour_ramp():
 
 
 def test_synth_command_writes_the_tree_and_prints_a_summary(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    synth.add_arguments(parser)
-    args = parser.parse_args([str(tmp_path / "ds"), "--per-class", "2", "--size", "32",
-                              "--classes", "chair,sofa", "--texture-correlation", "0.5",
-                              "--seed", "7", "--quiet"])
-    assert synth.run(args) == 0
+    assert main(["synth", str(tmp_path / "ds"), "--per-class", "2", "--size", "32",
+                 "--classes", "chair,sofa", "--texture-correlation", "0.5", "--seed", "7",
+                 "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "8 images of 2 classes" in out and "test_shifted" in out
     assert len(list((tmp_path / "ds").rglob("*.jpg"))) == 2 * (2 + 2 * 1)
