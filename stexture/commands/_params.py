@@ -1,13 +1,10 @@
-"""Options shared by several commands, parsing ``--param name=value`` into method
-parameters, and printing progress lines."""
+"""Options shared by several commands, and parsing ``--param name=value`` into method
+parameters."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
-
-from tqdm import tqdm
 
 from ..smoothing import METHODS, get_method
 
@@ -32,13 +29,6 @@ def add_ray_address_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
                         help="ray engine: the cluster to join (auto, HOST:6379, "
                         "ray://HOST:10001); default RAY_ADDRESS, else a new local one")
-
-
-def print_line(line: str) -> None:
-    """Print ``line`` to stdout above any progress bar on the terminal, flushed at once (a
-    long command's lines reach a log file as they happen)."""
-    tqdm.write(line)
-    sys.stdout.flush()
 
 
 def parse_params(method: str, pairs: list[str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from ..shards.engine import DecomposeFailed, DecomposeInterrupted
 from ..shards.local import write_dataset
 from ..shards.ray_engine import write_dataset_ray
 from ..shards.writer import Settings
-from ._output import print_text
+from ._output import print_line, print_text
 from ._params import add_method_arguments, add_ray_address_argument, parse_params
 
 NAME = "decompose"
@@ -63,10 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delete what an earlier run wrote in OUT and start over")
 
 
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr)
-
-
 def _silent(line: str) -> None:
     """--quiet: the engines' progress lines ("resuming: ...") go nowhere."""
 
@@ -92,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_engine(args.src, args.out, settings, overwrite=args.overwrite,
                              show_progress=not args.quiet,
-                             log=_silent if args.quiet else _to_stderr)
+                             log=_silent if args.quiet else partial(print_line, file=sys.stderr))
     except DecomposeInterrupted as exc:
         print_text(f"stexture decompose: {exc}", sys.stderr)
         return 130

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..demo import demo_sizes, format_outcome, run_demo
-from ._params import print_line
+from ._output import print_line
 
 NAME = "demo"
 HELP = ("Generate synthetic furniture photos, decompose them with RTV into shards, sweep k in "

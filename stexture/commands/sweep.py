@@ -9,7 +9,8 @@ from ..mixing import MODES, TEXTURE_LAYOUTS
 from ..training.models import MODELS
 from ..training.sweep import parse_k_values, sweep
 from ..training.trainer import OPTIMIZERS
-from ._params import add_ray_address_argument, print_line
+from ._output import print_line
+from ._params import add_ray_address_argument
 
 NAME = "sweep"
 HELP = ("Train a model per label weight k and seed on cue-conflict batches (plus a vanilla "
