@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
@@ -202,6 +203,8 @@ def decode_rgb_bytes(
             )
         try:
             img.load()
+            if img.format == "JPEG":
+                _check_jpeg_scan_complete(data)
             return to_rgb(img)
         except Image.DecompressionBombError as exc:
             raise ImageReadError(f"{name}: too many pixels ({exc})", "too_many_pixels") from exc
@@ -209,6 +212,19 @@ def decode_rgb_bytes(
             raise ImageReadError(
                 f"{name}: cannot be read as an image (corrupt or truncated: {exc})", "corrupt"
             ) from exc
+
+
+def _check_jpeg_scan_complete(data: bytes) -> None:
+    """``ValueError`` for a JPEG whose coded data ends before its last block: a file cut
+    short and given an end marker decodes without error, its missing part grey. libjpeg
+    says "premature end of data segment" only as a warning, which Pillow and OpenCV drop;
+    simplejpeg's strict mode raises it. Other warnings (extraneous bytes, as some cameras
+    write) do not reject a photo."""
+    try:
+        simplejpeg.decode_jpeg(data, strict=True)
+    except ValueError as exc:
+        if "premature end" in str(exc).lower():
+            raise ValueError(f"the JPEG data ends early ({exc})") from None
 
 
 def read_rgb(path: str | Path, max_pixels: int | None = None, min_side: int = 0) -> np.ndarray:

@@ -517,3 +517,22 @@ def test_a_gzip_shard_is_a_clear_error_for_random_access(tmp_path):
     assert len(list(iter_tar_samples(shard))) == 4  # in order, it reads
     with pytest.raises(ValueError, match="compressed; random access needs an uncompressed"):
         make_eval_loader(root)
+
+
+def test_a_jpeg_cut_short_with_an_end_marker_is_rejected_as_corrupt(src, tmp_path):
+    photo = texture_crop("gravel", 3)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="JPEG", quality=90)
+    whole = buffer.getvalue()
+    cut = whole[: len(whole) // 2] + b"\xff\xd9"  # decodes without error, its lower half grey
+    with pytest.raises(ValueError, match="ends early") as error:
+        decode_rgb_bytes(cut, "cut.jpg")
+    assert error.value.reason == "corrupt"
+    # bytes after the end marker (some cameras and editors add them) still read
+    assert np.array_equal(decode_rgb_bytes(whole + b"trailing"), decode_rgb_bytes(whole))
+    (src / "brick" / "0" / "cut.jpg").write_bytes(cut)
+    summary = run(src, tmp_path / "out")
+    rejected = [json.loads(line) for line in
+                (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rejected if r["path"].endswith("cut.jpg")] == ["corrupt"]
+    assert summary.written > 0
