@@ -1,0 +1,140 @@
+"""Does the shuffled texture layout remove the donor's silhouette? (issue 13)
+
+A cue-conflict composite gives the texture of image *b* the label weight ``1 - k``. If that
+texture still shows where *b*'s object was (its silhouette edges and seams), the ``1 - k``
+part of the label is partly a *shape* label. This measures it directly: on synthetic
+furniture whose materials are *not* tied to the class (``texture_correlation = 0``, so the
+texture itself says nothing about the class), a model is trained and tested on texture
+layers alone, ``x = 0.5 + P(t)``, with ``P`` the aligned layout or the shuffled one
+(``stexture.mixing.compose`` with a tile permutation per image, as the loader makes them).
+
+Pre-registered reading (written before the first run): accuracy above chance (1/8) on the
+aligned texture is shape leaking through the texture layer; the shuffled layout removes
+that leak if its accuracy is within 2 points of chance (upper end of the 95% interval over
+seeds below 14.5%) and the aligned-minus-shuffled difference is above 0 (paired over seeds).
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_texture_layout.py            # 3 seeds, 15 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import machine_line, print_table
+from scipy import stats
+
+from stexture import decompose
+from stexture.datasets import CLASSES, make_furniture_dataset, synthetic_rtv_params
+from stexture.imageio import read_rgb
+from stexture.mixing import MixPlan, compose
+from stexture.training.models import small_resnet
+
+CHANCE = 1 / len(CLASSES)
+
+
+def texture_layers(root: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(textures ``N x 3 x S x S`` in [-1, 1], labels) of a split, by RTV."""
+    textures, labels = [], []
+    for cls, name in enumerate(CLASSES):
+        for path in sorted((root / split / name).glob("*.jpg")):
+            image = read_rgb(path)
+            _, texture = decompose(image, "rtv", **synthetic_rtv_params(size))
+            textures.append(torch.from_numpy(texture).permute(2, 0, 1))
+            labels.append(cls)
+    return torch.stack(textures), torch.tensor(labels)
+
+
+def laid_out(textures: torch.Tensor, layout: str, tile: int, seed: int) -> torch.Tensor:
+    """``0.5 + P(t)`` per image: the texture alone, aligned or tile-shuffled."""
+    n, _, height, width = textures.shape
+    index = torch.arange(n)
+    tiles = None
+    if layout == "shuffled":
+        count = (height // tile) * (width // tile)
+        g = torch.Generator().manual_seed(seed)
+        tiles = torch.stack([torch.randperm(count, generator=g) for _ in range(n)])
+    plan = MixPlan(index, index, torch.ones(n, dtype=torch.bool), tiles, tile)
+    grey = torch.full_like(textures, 0.5)
+    return compose(grey, textures, plan)  # own texture as donor: x = 0.5 + P(t)
+
+
+def train_and_test(train: tuple, test: tuple, epochs: int, seed: int) -> float:
+    torch.manual_seed(seed)
+    model = small_resnet(len(CLASSES))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    x, y = train
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        for batch in torch.randperm(len(x), generator=g).split(32):
+            loss = torch.nn.functional.cross_entropy(model((x[batch] - 0.5) / 0.25), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        predicted = torch.cat([model((xb - 0.5) / 0.25).argmax(1) for xb in test[0].split(256)])
+    return float((predicted == test[1]).float().mean())
+
+
+def interval(values: np.ndarray) -> tuple[float, float]:
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return values.mean() - half, values.mean() + half
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=60, help="training images per class")
+    parser.add_argument("--test-per-class", type=int, default=40)
+    parser.add_argument("--size", type=int, default=64, help="image side (px)")
+    parser.add_argument("--tile", type=int, default=8, help="tile side of the shuffled layout")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "furniture"
+        make_furniture_dataset(root, per_class=args.per_class,
+                               test_per_class=args.test_per_class, shifted_per_class=1,
+                               size=args.size, texture_correlation=0.0, progress=False)
+        train = texture_layers(root, "train", args.size)
+        test = texture_layers(root, "test", args.size)
+    accuracy = {layout: [] for layout in ("aligned", "shuffled")}
+    for seed in range(args.seeds):
+        for layout in accuracy:
+            data_train = (laid_out(train[0], layout, args.tile, 2 * seed), train[1])
+            data_test = (laid_out(test[0], layout, args.tile, 2 * seed + 1), test[1])
+            accuracy[layout].append(train_and_test(data_train, data_test, args.epochs, seed))
+            print(f"seed {seed} {layout}: {100 * accuracy[layout][-1]:.1f}%", flush=True)
+    rows = []
+    for layout, values in accuracy.items():
+        v = 100 * np.array(values)
+        low, high = interval(v)
+        rows.append([layout, f"{v.mean():.1f}", f"[{low:.1f}, {high:.1f}]",
+                     " ".join(f"{a:.1f}" for a in v)])
+    difference = 100 * (np.array(accuracy["aligned"]) - np.array(accuracy["shuffled"]))
+    low, high = interval(difference)
+    print(machine_line())
+    print(f"{len(CLASSES)} classes, texture_correlation 0, {args.size} px, "
+          f"{args.per_class} train / {args.test_per_class} test images per class, tile "
+          f"{args.tile} px, small ResNet, {args.epochs} epochs, {args.seeds} seeds; chance "
+          f"{100 * CHANCE:.1f}%; {time.perf_counter() - start:.0f} s")
+    print_table(["texture layout", "test accuracy %", "95% CI over seeds", "per seed"], rows)
+    print(f"aligned - shuffled: {difference.mean():+.1f} points, paired 95% CI "
+          f"[{low:+.1f}, {high:+.1f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
