@@ -461,3 +461,35 @@ def test_warnings_do_not_fire_on_clean_shards(shards):
     with warnings.catch_warnings():
         warnings.simplefilter("error", CorruptSampleWarning)
         list(make_loader(shards, k=0.5, image_size=8))
+
+
+@pytest.mark.parametrize("view", ["structure", "texture"])
+def test_a_layer_view_shows_one_stored_layer(shards, view):
+    stored = stored_layers(shards)
+
+    def expected(key):
+        image, structure, _ = stored[key]
+        if view == "structure":
+            return as_float(structure) / 255
+        texture = image.astype(np.int16) - structure.astype(np.int16) + 128
+        return as_float(np.clip(texture, 0, 255).astype(np.uint8)) / 255
+
+    loader = make_loader(shards, k=0.5, p_conflict=0.0, batch_size=8, image_size=SIZE,
+                         min_scale=1.0, with_info=True, view=view, num_workers=1, **RAW)
+    seen = 0
+    for x, _, info in loader:
+        assert not info["is_conflict"].any()
+        for i, key in enumerate(info["key"]):
+            want = expected(key)
+            assert any(torch.allclose(x[i], w, rtol=0, atol=1e-6) for w in (want, want.flip(2)))
+            seen += 1
+    assert seen == 24
+    val = stored_layers(shards, "val")
+    for x, _, info in make_eval_loader(shards, batch_size=4, image_size=SIZE, view=view, **RAW):
+        for i, key in enumerate(info["key"]):
+            stored[key] = val[key]
+            torch.testing.assert_close(x[i], expected(key), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="p_conflict=0"):
+        make_loader(shards, k=0.5, view=view)
+    with pytest.raises(ValueError, match="view"):
+        make_loader(shards, k=0.5, view="edges")

@@ -12,12 +12,33 @@ from torch.utils.data import get_worker_info
 
 from .index import warn_corrupt
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Counters", "Normalize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VIEWS", "Counters", "Normalize", "layer_view"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SKIPPED, CONFLICT_PAIRS, SAME_CLASS_PAIRS = range(3)
+VIEWS = ("image", "structure", "texture")
+
+
+def check_view(view: str, p_conflict: float = 0.0) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
+    if view != "image" and p_conflict > 0:
+        raise ValueError(f"view={view!r} trains on one layer of each image: it takes "
+                         f"p_conflict=0 (got {p_conflict})")
+
+
+def layer_view(images: np.ndarray, structures: np.ndarray, view: str) -> np.ndarray:
+    """The uint8 layer a loader shows for ``view``: the image, its structure, or its texture
+    offset to mid-grey, ``clip(image - structure + 128, 0, 255)`` (the texture layer of a
+    structure-only / texture-only model, as in the report the method comes from)."""
+    if view == "image":
+        return images
+    if view == "structure":
+        return structures
+    texture = images.astype(np.int16) - structures.astype(np.int16) + 128
+    return np.clip(texture, 0, 255).astype(np.uint8)
 
 
 class Normalize:

@@ -27,6 +27,7 @@ from .batch import (
     SKIPPED,
     Counters,
     Normalize,
+    check_view,
 )
 from .evaluation import EVAL_KINDS, EvalCollate, EvalSet, conflict_donors
 from .index import locate_split, manifest_of
@@ -172,6 +173,7 @@ def make_loader(
     rank: int | None = None,
     world_size: int | None = None,
     min_scale: float = 0.35,
+    view: str = "image",
     **dataloader_options: Any,
 ) -> CueConflictLoader:
     """A training loader of cue-conflict batches over the shards in ``source``.
@@ -226,6 +228,10 @@ tile_size
         group.
     min_scale : float in (0, 1]
         Smallest crop area of the random-resized crop, as a fraction of the image.
+    view : {"image", "structure", "texture"}
+        What ``x`` shows: the image (mixed as above), or one layer of it for a structure-only
+        or texture-only model (the texture offset to mid-grey, ``image - structure + 128``
+        clipped to 8 bits); a layer view takes ``p_conflict=0``.
     **dataloader_options
         Passed to ``torch.utils.data.DataLoader``: ``pin_memory``, ``persistent_workers``,
         ``prefetch_factor``, ``multiprocessing_context`` (default: the platform's),
@@ -253,6 +259,7 @@ tile_size
                    "label_smoothing": label_smoothing, "mode": mode, "alpha": alpha,
                    "texture_layout": texture_layout, "tile_size": tile_size}
     CueConflictMix(2, k, **mix_options)  # checked before anything is read from disk
+    check_view(view, p_conflict)
     _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
     _check_seed(seed)
     shuffle = _shuffle_from(shuffle, shuffle_buffer)
@@ -275,7 +282,8 @@ tile_size
                        counters=counters)
     mix = CueConflictMix(manifest.num_classes, k, **mix_options)
     collate = TrainCollate(mix, normalize, seed=seed, image_size=image_size,
-                           with_info=with_info, mix_in_worker=device is None, counters=counters)
+                           with_info=with_info, mix_in_worker=device is None, counters=counters,
+                           view=view)
     return CueConflictLoader(dataset, sampler=sampler, collate=collate, batch_size=batch_size,
                              drop_last=drop_last, mix_device=device, counters=counters,
                              num_workers=num_workers, **dataloader_options)
@@ -293,6 +301,7 @@ def make_eval_loader(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     k: float = 1.0,
+    view: str = "image",
     **dataloader_options: Any,
 ) -> DataLoader:
     """A deterministic evaluation loader over ``split``; yields ``(x, y, info)``.
@@ -307,12 +316,15 @@ def make_eval_loader(
     set on every call), ``y = k * onehot(structure) + (1 - k) * onehot(texture)``,
     ``is_conflict`` True; this is the set for the shape-bias metric. ``info`` also holds
     ``key`` and ``texture_key``. Undecodable samples are dropped with a
-    :class:`CorruptSampleWarning`, so a batch may be smaller. ``dataloader_options`` go to
-    ``torch.utils.data.DataLoader`` (``pin_memory``, ``persistent_workers``, ...).
+    :class:`CorruptSampleWarning`, so a batch may be smaller. ``view`` shows the image or
+    one of its layers, as in :func:`make_loader` (layer views: ``kind="clean"`` only).
+    ``dataloader_options`` go to ``torch.utils.data.DataLoader`` (``pin_memory``,
+    ``persistent_workers``, ...).
     """
     if kind not in EVAL_KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(EVAL_KINDS)}")
     k = check_unit_interval("k", k)
+    check_view(view, 1.0 if kind == "conflict" else 0.0)
     _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
     _check_seed(seed)
     normalize = Normalize(mean, std)
@@ -323,9 +335,9 @@ def make_eval_loader(
     else:
         donors = conflict_donors(np.array([s.cls for s in samples]), seed)
     dataset = EvalSet(samples, donors, image_size, Counters(num_workers),
-                      with_structure=kind == "conflict")
+                      with_structure=kind == "conflict" or view != "image")
     collate = EvalCollate(manifest.num_classes, k if kind == "conflict" else 1.0, normalize,
-                          kind == "conflict", image_size)
+                          kind == "conflict", image_size, view)
     worker_init_fn = _worker_init(dataloader_options)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       collate_fn=collate, worker_init_fn=worker_init_fn, **dataloader_options)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..mixing import MixPlan, compose_normalized, soft_targets
-from .batch import Counters, Normalize
+from .batch import Counters, Normalize, layer_view
 from .crops import center_crop_box, crop_layers
 from .index import Located, SampleReader, decode_image, decode_structure_of
 
@@ -74,7 +74,8 @@ class EvalCollate:
     the training batches (every row a composite of the set, or every row an original)."""
 
     def __init__(self, num_classes: int, k: float, normalize: Normalize,
-                 is_conflict: bool, image_size: int) -> None:
+                 is_conflict: bool, image_size: int, view: str = "image") -> None:
+        self.view = view
         self.num_classes = num_classes
         self.image_size = image_size
         self.k = k
@@ -99,6 +100,7 @@ class EvalCollate:
         # rows 0..n-1 are the samples, n..2n-1 their donors
         images = np.stack([it[0] for it in items] + [it[2] for it in items])
         structures = np.stack([it[1] for it in items] + [it[3] for it in items])
+        images = layer_view(images, structures, self.view)
         plan = MixPlan(torch.arange(n), torch.arange(n) + n if self.is_conflict
                        else torch.arange(n), torch.full((n,), self.is_conflict))
         x = compose_normalized(images, structures, plan, scale=self.normalize.scale,

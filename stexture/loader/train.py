@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..mixing import CueConflictMix, MixPlan, compose, compose_normalized
-from .batch import CONFLICT_PAIRS, SAME_CLASS_PAIRS, Counters, Normalize, to_chw
+from .batch import CONFLICT_PAIRS, SAME_CLASS_PAIRS, Counters, Normalize, layer_view, to_chw
 from .crops import crop_layers, random_resized_crop_box
 from .index import Located, SampleReader, decode_image, decode_structure_of
 from .sampler import Ticket
@@ -84,8 +84,9 @@ class TrainCollate:
 
     def __init__(self, mix: CueConflictMix, normalize: Normalize, *, seed: int,
                  image_size: int, with_info: bool, mix_in_worker: bool,
-                 counters: Counters) -> None:
+                 counters: Counters, view: str = "image") -> None:
         self.mix = mix
+        self.view = view
         self.normalize = normalize
         self.seed = seed
         self.image_size = image_size
@@ -111,8 +112,8 @@ class TrainCollate:
         while items:
             labels = torch.tensor([it.cls for it in items], dtype=torch.int64)
             plan = self.mix.draw(labels, size)
-            failed = {i for i in sorted(plan.needs_structure())
-                      if not self._add_structure(items[i])}
+            needed = plan.needs_structure() if self.view == "image" else range(len(items))
+            failed = {i for i in sorted(needed) if not self._add_structure(items[i])}
             if not failed:
                 return items, plan
             items = [it for i, it in enumerate(items) if i not in failed]
@@ -131,6 +132,7 @@ class TrainCollate:
         # a sample whose structure is not needed stands in its image: texture 0, never used
         structures = np.stack([it.image if it.structure is None else it.structure
                                for it in items])
+        images = layer_view(images, structures, self.view)
         if not self.mix_in_worker:
             return PlannedBatch(to_chw(images), to_chw(structures), labels, plan, keys)
         x = torch.from_numpy(compose_normalized(
