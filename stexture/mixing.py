@@ -112,12 +112,6 @@ class MixPlan:
     def __len__(self) -> int:
         return int(self.structure_index.shape[0])
 
-    def subset(self, rows: torch.Tensor) -> MixPlan:
-        """The plan of some of the rows (e.g. those whose samples could be decoded)."""
-        tiles = None if self.tiles is None else self.tiles[rows]
-        return MixPlan(self.structure_index[rows], self.texture_index[rows],
-                       self.is_conflict[rows], tiles, self.tile_size)
-
     def needs_structure(self) -> set[int]:
         """Samples whose structure layer the plan uses: those of every composite and its donor
         (an original needs only its image)."""

@@ -21,12 +21,13 @@ SKIPPED, CONFLICT_PAIRS, SAME_CLASS_PAIRS = range(3)
 VIEWS = ("image", "structure", "texture")
 
 
-def check_view(view: str, p_conflict: float = 0.0) -> None:
+def check_view(view: str, *, mixes: bool) -> None:
+    """``ValueError`` for an unknown view, or a layer view asked to make composites."""
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
-    if view != "image" and p_conflict > 0:
-        raise ValueError(f"view={view!r} trains on one layer of each image: it takes "
-                         f"p_conflict=0 (got {p_conflict})")
+    if view != "image" and mixes:
+        raise ValueError(f"view={view!r} shows one layer of each image, so it makes no "
+                         "cue-conflict samples: use p_conflict=0 (kind='clean' to evaluate)")
 
 
 def layer_view(images: np.ndarray, structures: np.ndarray, view: str) -> np.ndarray:
@@ -59,16 +60,19 @@ class Normalize:
         self.scale = np.array([1.0 / (255.0 * s) for s in std], np.float32)
         self.shift = np.array([-m / s for m, s in zip(mean, std, strict=True)], np.float32)
 
+    def _like(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean and std as ``1 x 3 x 1 x 1`` tensors of ``x``'s dtype and device."""
+        return tuple(torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+                     for v in (self.mean, self.std))
+
     def unit(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``B x 3 x H x W`` values in [0, 1] (any device)."""
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        mean, std = self._like(x)
         return ((x - mean) / std).contiguous()
 
     def undo(self, x: torch.Tensor) -> torch.Tensor:
         """Back to [0, 1]: the inverse of :meth:`unit`."""
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        mean, std = self._like(x)
         return x * std + mean
 
 

@@ -100,10 +100,7 @@ class CueConflictLoader(DataLoader):
         return self.sampler.epoch
 
     def __iter__(self) -> Iterator[tuple]:
-        sampler: EpochSampler = self.sampler
-        epoch = sampler.epoch + sampler._started
-        resume = sampler._resume
-        seen = resume[1] if resume is not None and resume[0] == epoch else 0
+        epoch, seen = self.sampler.upcoming()
         collate: TrainCollate = self.collate_fn
         for batch in super().__iter__():
             if isinstance(batch, PlannedBatch):
@@ -259,7 +256,7 @@ tile_size
                    "label_smoothing": label_smoothing, "mode": mode, "alpha": alpha,
                    "texture_layout": texture_layout, "tile_size": tile_size}
     CueConflictMix(2, k, **mix_options)  # checked before anything is read from disk
-    check_view(view, p_conflict)
+    check_view(view, mixes=p_conflict > 0)
     _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
     _check_seed(seed)
     shuffle = _shuffle_from(shuffle, shuffle_buffer)
@@ -324,7 +321,7 @@ def make_eval_loader(
     if kind not in EVAL_KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(EVAL_KINDS)}")
     k = check_unit_interval("k", k)
-    check_view(view, 1.0 if kind == "conflict" else 0.0)
+    check_view(view, mixes=kind == "conflict")
     _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
     _check_seed(seed)
     normalize = Normalize(mean, std)

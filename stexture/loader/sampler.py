@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -134,12 +134,11 @@ class EpochSampler(DistributedSampler):
             covered += len(part)
         return np.concatenate(parts)[:total] if parts else np.empty(0, np.int64)
 
-    def start_epoch(self) -> int:
-        """The epoch an iteration starting now runs (advancing after a finished one)."""
-        if self._started:
-            self.epoch += 1
-        self._started = True
-        return self.epoch
+    def upcoming(self) -> tuple[int, int]:
+        """(epoch, batches it skips) of the next iteration: what :meth:`__iter__` will run."""
+        epoch = self.epoch + self._started
+        skip = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+        return epoch, skip
 
     def resume_at(self, epoch: int, batches: int) -> None:
         """Start the next run of ``epoch`` after its first ``batches`` batches."""
@@ -147,15 +146,10 @@ class EpochSampler(DistributedSampler):
         self._resume = (int(epoch), int(batches))
 
     def __iter__(self) -> Iterator[Ticket]:
-        epoch = self.start_epoch()
+        epoch, skip = self.upcoming()
+        self.epoch, self._started, self._resume = epoch, True, None
         rank, world_size = resolve_ranks(self._rank, self._world_size)
         order = self.epoch_order(epoch, world_size)
-        start = 0
-        if self._resume is not None and self._resume[0] == epoch:
-            start = self._resume[1] * self.batch_size
-        self._resume = None
+        start = skip * self.batch_size
         for slot in range(rank + start * world_size, len(order), world_size):
             yield Ticket(int(order[slot]), epoch, slot)
-
-    def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "seed": self.seed, "size": self.size}
