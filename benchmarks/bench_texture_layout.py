@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import machine_line, print_table
-from scipy import stats
 
 from stexture import decompose
 from stexture.datasets import CLASSES, make_furniture_dataset, synthetic_rtv_params
 from stexture.imageio import read_rgb
 from stexture.mixing import MixPlan, compose
 from stexture.training.models import small_resnet
+from stexture.training.stats import paired_t
 
 CHANCE = 1 / len(CLASSES)
 
@@ -85,11 +85,12 @@ def train_and_test(train: tuple, test: tuple, epochs: int, seed: int) -> float:
     return float((predicted == test[1]).float().mean())
 
 
-def interval(values: np.ndarray) -> tuple[float, float]:
-    if len(values) < 2:
-        return float("nan"), float("nan")
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return values.mean() - half, values.mean() + half
+def interval(a: np.ndarray, b: np.ndarray, spec: str = "+.1f") -> str:
+    """The paired 95% t interval of ``mean(a - b)`` over seeds, as text."""
+    t = paired_t(a, b)
+    if t["ci_low"] is None:
+        return "n/a"
+    return f"[{t['ci_low']:{spec}}, {t['ci_high']:{spec}}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,19 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for layout, values in accuracy.items():
         v = 100 * np.array(values)
-        low, high = interval(v)
-        rows.append([layout, f"{v.mean():.1f}", f"[{low:.1f}, {high:.1f}]",
+        rows.append([layout, f"{v.mean():.1f}", interval(v, np.zeros_like(v), ".1f"),
                      " ".join(f"{a:.1f}" for a in v)])
-    difference = 100 * (np.array(accuracy["aligned"]) - np.array(accuracy["shuffled"]))
-    low, high = interval(difference)
+    aligned, shuffled = (100 * np.array(accuracy[k]) for k in ("aligned", "shuffled"))
     print(machine_line())
     print(f"{len(CLASSES)} classes, texture_correlation 0, {args.size} px, "
           f"{args.per_class} train / {args.test_per_class} test images per class, tile "
           f"{args.tile} px, small ResNet, {args.epochs} epochs, {args.seeds} seeds; chance "
           f"{100 * CHANCE:.1f}%; {time.perf_counter() - start:.0f} s")
     print_table(["texture layout", "test accuracy %", "95% CI over seeds", "per seed"], rows)
-    print(f"aligned - shuffled: {difference.mean():+.1f} points, paired 95% CI "
-          f"[{low:+.1f}, {high:+.1f}]")
+    print(f"aligned - shuffled: {(aligned - shuffled).mean():+.1f} points, paired 95% CI "
+          f"{interval(aligned, shuffled)}")
     return 0
 
 
