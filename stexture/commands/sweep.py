@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..mixing import MODES, TEXTURE_LAYOUTS
 from ..training.models import MODELS
-from ..training.sweep import parse_k_values, sweep
+from ..training.sweep import STUDENTS, parse_k_values, sweep
 from ..training.trainer import OPTIMIZERS
 from ._output import print_line
 from ._params import add_ray_address_argument
@@ -66,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aux-bn", action="store_true",
                         help="composites through auxiliary BatchNorm statistics, evaluation "
                         "with the main ones (Li et al.'s MixBN)")
+    parser.add_argument("--student", default="cue-conflict", choices=STUDENTS,
+                        help="cue-conflict: the k runs train on cue-conflict batches; "
+                        "teachers: each seed also trains a structure-layer and a "
+                        "texture-layer model, and the k runs distil k * teacher_s + (1 - k) "
+                        "* teacher_t into a model of the original images")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="softmax temperature of the teachers (--student teachers)")
     parser.add_argument("--matched-baseline", action="store_true",
                         help="with --mode add: also train vanilla on as many images as the "
                         "add-mode runs see (compute-matched)")
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing, patience=args.patience or None,
         p_conflict=args.p_conflict, min_scale=args.min_scale, mode=args.mode, alpha=args.alpha,
         texture_layout=args.texture_layout, tile_size=args.tile_size, aux_bn=args.aux_bn,
+        student=args.student, temperature=args.temperature,
         matched_baseline=args.matched_baseline, match_steps=not args.no_match_steps,
         balance_classes=args.balance_classes,
         init_weights=args.init_weights, workers=args.workers, baseline=not args.no_baseline,

@@ -1,16 +1,18 @@
 """The sweep report: ``results.csv``, ``summary.json``, ``sweep.png`` and ``report.md``.
 
 Per arm (each k, the vanilla baseline, the compute-matched vanilla arm, the k=0/k=1
-ensemble) the summary gives, for every metric, the mean and the sample standard deviation
-(``ddof=1``; null for a single seed) over the seeds, and under ``vs_vanilla`` the
-comparison of its clean accuracy with vanilla's, paired by seed (same initial weights, same
-data order; :mod:`stexture.training.stats`): the paired-t 95% interval of the mean
-difference, a bootstrap interval over seeds and validation images (when the runs recorded
-per-image results, ``clean_correct``), and the number of seeds a paired t-test would need to
-detect the observed difference with 80% power.
+ensemble, the structure- and texture-layer teachers) the summary gives, for every metric,
+the mean and the sample standard deviation (``ddof=1``; null for a single seed) over the
+seeds, and under ``vs_vanilla`` the comparison of its clean accuracy with vanilla's, paired
+by seed (same initial weights, same data order; :mod:`stexture.training.stats`): the
+paired-t 95% interval of the mean difference, a bootstrap interval over seeds and validation
+images (when the runs recorded per-image results, ``clean_correct``), and the number of
+seeds a paired t-test would need to detect the observed difference with 80% power.
 
 The best k is the one with the highest mean clean accuracy (the first in the grid on a
-tie); its gain over vanilla is clear when the paired-t 95% interval excludes 0.
+tie); its gain over vanilla is clear when the paired-t 95% interval excludes 0. The layer
+teachers are judged on their own layer of the validation images, so they are not compared
+with vanilla.
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ def summarize(results: Sequence[dict[str, Any]], k_values: Sequence[float],
              for k in k_values]
     matched_runs = [r for r in results if r["kind"] == "vanilla-matched"]
     ensemble_runs = [r for r in results if r["kind"] == "ensemble"]
+    layer_runs = {kind: [r for r in results if r["kind"] == kind]
+                  for kind in ("structure", "texture")}
     ranked = [e for e in per_k if e[REQUIRED_METRIC]["mean"] is not None]
     best = None
     if ranked:
@@ -128,6 +132,9 @@ def summarize(results: Sequence[dict[str, Any]], k_values: Sequence[float],
         "vanilla": _group(vanilla_runs, classes) if vanilla_runs else None,
         "vanilla_matched": arm(matched_runs) if matched_runs else None,
         "ensemble_k0_k1": arm(ensemble_runs) if ensemble_runs else None,
+        # judged on their own layer of the validation images, so not paired with vanilla
+        **{f"{kind}_layer": _group(runs, classes) if runs else None
+           for kind, runs in layer_runs.items()},
         "best": best,
         "gain_definition": "paired by seed: mean of (arm - vanilla) clean accuracy with the "
                            "paired-t 95% interval; the gain is clear when it excludes 0",
@@ -246,7 +253,11 @@ def report_markdown(summary: dict[str, Any], plot_name: str) -> str:
     rows += [(label, summary[key]) for key, label in (("vanilla", "vanilla"),
                                                       ("vanilla_matched",
                                                        "vanilla (compute-matched)"),
-                                                      ("ensemble_k0_k1", "ensemble k0+k1"))
+                                                      ("ensemble_k0_k1", "ensemble k0+k1"),
+                                                      ("structure_layer",
+                                                       "structure layer (teacher)"),
+                                                      ("texture_layer",
+                                                       "texture layer (teacher)"))
              if summary.get(key) is not None]
     for label, entry in rows:
         cells = [label, str(entry[REQUIRED_METRIC]["n"])] + [_cell(entry[m]) for m in METRICS]

@@ -11,6 +11,14 @@ Run names: ``k0.4-seed1``, ``vanilla-seed1`` (original images only, one-hot labe
 compute-matched baseline) and ``ensemble-seed1`` (the averaged probabilities of the k=0 and
 k=1 models of seed 1).
 
+Students: with ``student="cue-conflict"`` (the default) a k run trains on cue-conflict
+batches labelled ``k * onehot(structure class) + (1 - k) * onehot(texture class)``. With
+``student="teachers"`` each seed first trains ``structure-seed1`` and ``texture-seed1``, one
+model on each layer of the images (one-hot labels, judged on the same layer of the
+validation split), and a k run trains a student on the original images against
+``k * softmax(T_s(structure) / tau) + (1 - k) * softmax(T_t(texture) / tau)`` from those two
+models of its seed (:mod:`stexture.training.teachers`).
+
 Optimiser steps: with ``train_fraction < 1`` and ``match_steps`` (the default) every epoch
 still has as many batches as an epoch of the full training split (the loader's
 ``samples_per_epoch``; the subset is gone over again, freshly permuted), so a 40% run gets
@@ -38,6 +46,7 @@ from ..shards.format import Manifest, read_index, read_manifest
 from .aux_bn import aux_bn as with_aux_bn
 from .models import MODELS, build_model
 from .report import REQUIRED_METRIC, write_report
+from .teachers import TeacherTargets
 from .trainer import (
     Log,
     TrainConfig,
@@ -49,7 +58,7 @@ from .trainer import (
     seed_everything,
 )
 
-__all__ = ["TrainFn", "parse_k_values", "stratified_subset", "sweep"]
+__all__ = ["STUDENTS", "TrainFn", "parse_k_values", "stratified_subset", "sweep"]
 
 TrainFn = Callable[[Iterable, Mapping[str, Iterable], "float | None", int], Mapping[str, Any]]
 SETTINGS_NAME = "sweep.json"
@@ -58,12 +67,16 @@ CHECKPOINT_NAME = "best.pt"
 # the cue-conflict validation set is drawn with this seed in every run, so all runs are
 # judged on the same images
 EVAL_SEED = 0
+STUDENTS = ("cue-conflict", "teachers")
+# the teacher runs of student="teachers": each trains on one layer view of the images
+LAYER_KINDS = ("structure", "texture")
 
 
 @dataclass(frozen=True)
 class Run:
     """One entry of the sweep plan: ``kind`` is ``"k"``, ``"vanilla"``,
-    ``"vanilla-matched"`` or ``"ensemble"``."""
+    ``"vanilla-matched"``, ``"ensemble"``, or a layer model ``"structure"`` / ``"texture"``
+    (the teachers of ``student="teachers"``)."""
 
     kind: str
     k: float | None
@@ -137,13 +150,15 @@ def _keys_by_class(manifest: Manifest, split: str) -> dict[int, list[str]]:
 
 
 def _plan(k_values: list[float], seeds: list[int], baseline: bool, ensemble: bool,
-          matched: bool = False) -> list[Run]:
+          matched: bool = False, layers: bool = False) -> list[Run]:
     runs = []
     for seed in seeds:
         if baseline:
             runs.append(Run("vanilla", None, seed))
         if matched:
             runs.append(Run("vanilla-matched", None, seed))
+        if layers:  # before the k runs: their students learn from these
+            runs += [Run(kind, None, seed) for kind in LAYER_KINDS]
         runs += [Run("k", k, seed) for k in k_values]
         if ensemble:
             runs.append(Run("ensemble", None, seed))
@@ -237,6 +252,17 @@ class _Sweep:
             for kind in ("clean", "conflict")
         }
 
+    def val_loaders_of(self, run: Run) -> dict[str, Iterable]:
+        """A layer model is judged on the same layer of the validation images (it has no
+        cue-conflict metrics); every other run on the images and the composites."""
+        if run.kind not in LAYER_KINDS:
+            return self.val_loaders
+        s = self.settings
+        return {"clean": make_eval_loader(
+            str(self.manifest.root), kind="clean", split="val", batch_size=s["batch_size"],
+            image_size=s["image_size"], num_workers=self.workers, seed=EVAL_SEED,
+            view=run.kind)}
+
     def run_dir(self, run: Run) -> Path:
         return self.out / "runs" / run.name
 
@@ -260,17 +286,49 @@ class _Sweep:
         model = build_model(self.settings["model"], self.manifest.num_classes)
         return with_aux_bn(model) if self.settings["aux_bn"] else model
 
-    def train_loader(self, run: Run) -> Iterable:
+    def _loader(self, run: Run, view: str = "image", *, mixes: bool, with_info: bool
+                ) -> Iterable:
         s = self.settings
-        vanilla = run.kind in ("vanilla", "vanilla-matched")
         return make_loader(
-            str(self.manifest.root), k=1.0 if vanilla else run.k, split="train",
+            str(self.manifest.root), k=run.k if mixes else 1.0, split="train",
             batch_size=s["batch_size"], image_size=s["image_size"], num_workers=self.workers,
-            seed=run.seed, p_conflict=0.0 if vanilla else s["p_conflict"],
+            seed=run.seed, p_conflict=s["p_conflict"] if mixes else 0.0,
             pairing=s["pairing"], min_scale=s["min_scale"], keys=self.keys,
             mode=s["mode"], alpha=s["alpha"], texture_layout=s["texture_layout"],
-            tile_size=s["tile_size"], with_info=s["aux_bn"],
-            samples_per_epoch=self.samples_per_epoch(run))
+            tile_size=s["tile_size"], with_info=with_info,
+            samples_per_epoch=self.samples_per_epoch(run), view=view)
+
+    def train_loader(self, run: Run) -> Iterable:
+        """The run's training batches: cue-conflict for a k run of the cue-conflict student,
+        the teachers' targets for a k run of the teachers' student, originals (one-hot) for
+        vanilla, one layer (one-hot) for a layer model."""
+        aux = self.settings["aux_bn"]
+        if run.kind in LAYER_KINDS:
+            return self._loader(run, run.kind, mixes=False, with_info=aux)
+        if run.kind != "k":
+            return self._loader(run, mixes=False, with_info=aux)
+        if self.settings["student"] == "cue-conflict":
+            return self._loader(run, mixes=True, with_info=aux)
+        views = [self._loader(run, view, mixes=False, with_info=True)
+                 for view in ("image", *LAYER_KINDS)]
+        return TeacherTargets(*views, *self._teachers(run.seed), k=run.k,
+                              temperature=self.settings["temperature"], device=self.device)
+
+    def _teachers(self, seed: int) -> list[torch.nn.Module]:
+        """The structure and texture models of ``seed``, from their best checkpoints."""
+        models = []
+        for kind in LAYER_KINDS:
+            path = self.run_dir(Run(kind, None, seed)) / CHECKPOINT_NAME
+            if not path.is_file():
+                raise FileNotFoundError(f"the {kind} teacher of seed {seed} has no checkpoint "
+                                        f"({path}): its run failed or was removed")
+            models.append(self.load_model(path))
+        return models
+
+    def load_model(self, path: Path) -> torch.nn.Module:
+        model = self.build_model()
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+        return model.to(self.device)
 
     def execute(self, run: Run) -> dict[str, Any]:
         start = time.perf_counter()
@@ -281,7 +339,7 @@ class _Sweep:
         else:
             seed_everything(run.seed)
             metrics = _check_metrics(run.name, self.train_fn(
-                self.train_loader(run), self.val_loaders, run.k, run.seed))
+                self.train_loader(run), self.val_loaders_of(run), run.k, run.seed))
             result = {"status": metrics.pop("status", "completed"),
                       "stop_reason": metrics.pop("stop_reason", ""),
                       "history": metrics.pop("history", []), "metrics": metrics}
@@ -301,10 +359,11 @@ class _Sweep:
         checkpoint = self.run_dir(run) / CHECKPOINT_NAME
         checkpoint.unlink(missing_ok=True)  # from an attempt killed mid-run: not this run's
         epoch_log = (lambda m: self.log(f"  {run.name} {m}")) if self.verbose else None
-        trained = fit(model, self.train_loader(run), self.val_loaders["clean"], config,
+        val_loaders = self.val_loaders_of(run)
+        trained = fit(model, self.train_loader(run), val_loaders["clean"], config,
                       device=self.device, class_weights=self.class_weights,
                       checkpoint_path=checkpoint, log=epoch_log)
-        metrics = (evaluate(model, self.val_loaders, self.device)
+        metrics = (evaluate(model, val_loaders, self.device)
                    if trained.best_epoch is not None else {})
         return {"status": trained.status, "stop_reason": trained.stop_reason,
                 "best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
@@ -319,10 +378,7 @@ class _Sweep:
             if not path.is_file():
                 return {"status": "skipped", "metrics": {}, "history": [],
                         "stop_reason": f"member {member.name} has no checkpoint"}
-            model = self.build_model()
-            model.load_state_dict(torch.load(path, map_location="cpu",
-                                             weights_only=True)["model"])
-            models.append(model.to(self.device))
+            models.append(self.load_model(path))
         return {"status": "completed", "stop_reason": "averaged probabilities of "
                 + " and ".join(m.name for m in members), "history": [],
                 "metrics": evaluate(models, self.val_loaders, self.device)}
@@ -385,6 +441,8 @@ def sweep(
     texture_layout: str = "aligned",
     tile_size: int = 16,
     aux_bn: bool = False,
+    student: str = "cue-conflict",
+    temperature: float = 1.0,
     matched_baseline: bool = False,
     match_steps: bool = True,
     balance_classes: bool = False,
@@ -425,6 +483,12 @@ def sweep(
         (:func:`stexture.training.aux_bn`) for the composites; evaluation uses the main
         ones. With a ``train_fn``, convert and route in it (see
         :mod:`stexture.training.aux_bn`).
+    student : ``"cue-conflict"`` (the k runs train on cue-conflict batches) or ``"teachers"``
+        (each seed also trains a structure-layer and a texture-layer model, and the k runs
+        train students on the original images against the two models' blended predictions;
+        see the module docstring). The teachers' student takes no composites: ``p_conflict``,
+        ``mode``, ``alpha``, ``texture_layout``, ``tile_size`` and ``aux_bn`` do not apply.
+    temperature : the teachers' softmax temperature ``tau`` (> 0) for ``student="teachers"``.
     matched_baseline : also train ``vanilla-matched`` per seed: vanilla shown as many
         images as a ``mode="add"`` run (epochs ``1 + round(p_conflict * B) / B`` times
         longer in samples), so that a gain of the add-mode runs is not just more compute.
@@ -473,6 +537,13 @@ def sweep(
     if aux_bn and train_fn is not None:
         raise ValueError("aux_bn is for the built-in trainer; with a train_fn, call "
                          "stexture.training.aux_bn and route the composites in it")
+    if student not in STUDENTS:
+        raise ValueError(f"unknown student {student!r}; expected one of {', '.join(STUDENTS)}")
+    if not (0.0 < temperature < math.inf):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    if student == "teachers" and (aux_bn or train_fn is not None):
+        raise ValueError("student='teachers' trains its students and their teachers with the "
+                         "built-in trainer on clean images: no aux_bn, no train_fn")
     if matched_baseline and mode != "add":
         raise ValueError("matched_baseline needs mode='add' (in replace mode vanilla already "
                          "sees as many images as the cue-conflict runs)")
@@ -505,19 +576,22 @@ def sweep(
         "warmup_fraction": warmup_fraction, "label_smoothing": label_smoothing,
         "patience": patience, "p_conflict": p_conflict, "pairing": pairing, "min_scale": min_scale,
         "mode": mode, "alpha": alpha, "texture_layout": texture_layout, "tile_size": tile_size,
-        "aux_bn": aux_bn, "match_steps": match_steps, "balance_classes": balance_classes,
+        "aux_bn": aux_bn, "student": student, "temperature": temperature,
+        "match_steps": match_steps, "balance_classes": balance_classes,
         "init_weights": None if init_weights is None else str(Path(init_weights).resolve()),
     }
     out = Path(out)
     with_ensemble = ensemble and train_fn is None and 0.0 in k_list and 1.0 in k_list
-    runs = _plan(k_list, seed_list, baseline, with_ensemble, matched_baseline)
+    runs = _plan(k_list, seed_list, baseline, with_ensemble, matched_baseline,
+                 layers=student == "teachers")
     state = _Sweep(manifest, keys, settings, out, device, workers, train_fn,
                    None if init_weights is None else Path(init_weights), log, verbose)
-    state.train_loader(Run("k", k_list[0], seed_list[0]))  # checks the loader's settings
+    state._loader(Run("k", k_list[0], seed_list[0]), mixes=True, with_info=False)  # checks
     _check_settings(out, settings)
     log(f"sweep: {len(runs)} runs ({len(k_list)} k x {len(seed_list)} seed(s)"
         f"{', vanilla' if baseline else ''}"
         f"{', compute-matched vanilla' if matched_baseline else ''}"
+        f"{', structure and texture teachers' if student == 'teachers' else ''}"
         f"{', ensemble' if with_ensemble else ''}) on "
         f"{state.device}, {len(keys) if keys is not None else manifest.count('train')} "
         f"training images -> {out}")
@@ -531,8 +605,11 @@ def sweep(
                              log, verbose)
         trained = [run for run in runs if run.kind != "ensemble"
                    and not (state.run_dir(run) / RESULT_NAME).is_file()]
-        run_trials(make_state, trained, out, address=address, cpus_per_trial=cpus_per_trial,
-                   gpus_per_trial=gpus_per_trial, log=log)
+        # the teachers first: a student's trial loads them
+        for phase in ([r for r in trained if r.kind in LAYER_KINDS],
+                      [r for r in trained if r.kind not in LAYER_KINDS]):
+            run_trials(make_state, phase, out, address=address, cpus_per_trial=cpus_per_trial,
+                       gpus_per_trial=gpus_per_trial, log=log)
     results = _run_all(state, runs, progress)
     summary = write_report(out, results, k_list, manifest.classes, settings)
     best = summary["best"]

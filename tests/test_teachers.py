@@ -1,0 +1,155 @@
+"""The two-teacher student: targets, aligned views, and the sweep's ``student="teachers"``."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from shardfactory import make_shard_dir
+
+from stexture import cli, make_eval_loader, make_loader
+from stexture.loader.batch import Normalize
+from stexture.training import build_model, predict
+from stexture.training.sweep import sweep
+from stexture.training.teachers import TeacherTargets, teacher_targets
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shard_dir(tmp_path_factory.mktemp("shards") / "s", per_class=6,
+                          val_per_class=2, size=32, shard_size=4)
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("k, tau", [(0.0, 1.0), (0.3, 2.0), (0.8, 0.5), (1.0, 4.0)])
+def test_targets_are_the_blend_of_the_tempered_softmaxes(k, tau):
+    rng = np.random.default_rng(1)
+    s, t = rng.normal(0, 3, (5, 4)), rng.normal(0, 3, (5, 4))
+    y = teacher_targets(torch.tensor(s), torch.tensor(t), k, tau).numpy()
+    expected = k * softmax(s / tau) + (1 - k) * softmax(t / tau)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("k, tau, message", [(1.2, 1.0, "k must lie"), (float("nan"), 1.0,
+                                             "k must lie"), (0.5, 0.0, "temperature"),
+                                             (0.5, float("inf"), "temperature")])
+def test_bad_k_or_temperature_is_a_clear_error(k, tau, message):
+    with pytest.raises(ValueError, match=message):
+        teacher_targets(torch.zeros(2, 3), torch.zeros(2, 3), k, tau)
+
+
+def test_logits_of_other_shapes_are_an_error():
+    with pytest.raises(ValueError, match="B x C"):
+        teacher_targets(torch.zeros(2, 3), torch.zeros(2, 4), 0.5)
+
+
+def views(shards, workers=0, seed=3, **options):
+    common = dict(k=1.0, p_conflict=0.0, batch_size=4, image_size=24, seed=seed,
+                  with_info=True, num_workers=workers, **options)
+    return [make_loader(shards, view=view, **common) for view in ("image", "structure",
+                                                                   "texture")]
+
+
+def teachers():
+    torch.manual_seed(0)
+    return build_model("small", 3).eval(), build_model("small", 3).eval()
+
+
+def test_the_three_views_show_the_same_crops(shards):
+    """texture = clip(image - structure + 128) pixel by pixel: only true when the three
+    loaders cropped the same sample in the same place."""
+    undo = Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).undo
+    loaders = views(shards, samples_per_epoch=24)
+    for loader in loaders:
+        loader.set_epoch(1)
+    for (x, _, info), (xs, _, info_s), (xt, _, _) in zip(*loaders, strict=True):
+        assert info["key"] == info_s["key"]
+        image, structure, texture = (undo(v) * 255 for v in (x, xs, xt))
+        np.testing.assert_allclose(texture, (image - structure + 128).clamp(0, 255), atol=0.5)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_targets_come_from_the_teachers_on_the_layers_of_the_same_crop(shards, workers):
+    structure_teacher, texture_teacher = teachers()
+    targets = TeacherTargets(*views(shards, workers), structure_teacher, texture_teacher,
+                             k=0.7, temperature=2.0)
+    targets.set_epoch(2)
+    got = list(targets)
+    # the independent computation: the teachers on separately built, 0-worker layer loaders
+    reference = views(shards, 0)
+    for loader in reference:
+        loader.set_epoch(2)
+    assert len(got) == len(targets) == len(reference[0])
+    with torch.no_grad():
+        for (x, y), (xi, _, _), (xs, _, _), (xt, _, _) in zip(got, *reference, strict=True):
+            expected = 0.7 * torch.softmax(structure_teacher(xs) / 2, 1) \
+                + 0.3 * torch.softmax(texture_teacher(xt) / 2, 1)
+            torch.testing.assert_close(x, xi, rtol=0, atol=0)
+            torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_loaders_that_draw_other_samples_are_refused(shards):
+    image, structure, _ = views(shards, seed=3)
+    other_seed = views(shards, seed=4)[2]
+    with pytest.raises(RuntimeError, match="different samples"):
+        list(TeacherTargets(image, structure, other_seed, *teachers(), k=0.5))
+    longer = views(shards, samples_per_epoch=40)[2]
+    with pytest.raises(ValueError, match="differ in length"):
+        TeacherTargets(image, structure, longer, *teachers(), k=0.5)
+
+
+def test_sweep_trains_layer_teachers_then_students_from_them(shards, tmp_path):
+    out = tmp_path / "runs"
+    code = cli.main(["sweep", str(shards), "--k", "0,1", "--seeds", "1", "--epochs", "1",
+                     "--out", str(out), "--device", "cpu", "--image-size", "24",
+                     "--batch-size", "4", "--student", "teachers", "--temperature", "2"])
+    assert code == 0
+    runs = out / "runs"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["student"] == "teachers"
+    assert summary["settings"]["temperature"] == 2.0
+    for kind in ("structure", "texture"):
+        result = json.loads((runs / f"{kind}-seed0" / "result.json").read_text())
+        # judged on its own layer of the validation images: recompute it independently
+        model = build_model("small", 3)
+        model.load_state_dict(torch.load(runs / f"{kind}-seed0" / "best.pt",
+                                         weights_only=True)["model"])
+        loader = make_eval_loader(shards, kind="clean", split="val", batch_size=4,
+                                  image_size=24, view=kind)
+        prediction = predict(model, loader)
+        accuracy = float((prediction["probs"].argmax(1) == prediction["target"]).mean())
+        assert result["metrics"]["clean_acc"] == pytest.approx(accuracy)
+        assert "shape_bias" not in result["metrics"]
+        assert summary[f"{kind}_layer"]["clean_acc"]["n"] == 1
+    for name in ("k0-seed0", "k1-seed0"):
+        result = json.loads((runs / name / "result.json").read_text())
+        assert result["status"] == "completed" and 0 <= result["metrics"]["clean_acc"] <= 1
+    assert summary["ensemble_k0_k1"]["clean_acc"]["n"] == 1
+    assert "structure layer (teacher)" in (out / "report.md").read_text()
+
+
+def test_a_student_without_its_teacher_fails_with_the_teachers_name(shards, tmp_path):
+    options = dict(seeds=1, epochs=1, device="cpu", image_size=24, batch_size=4, log=None,
+                   student="teachers", baseline=False, ensemble=False)
+    sweep(shards, [1.0], out=tmp_path / "runs", **options)
+    (tmp_path / "runs" / "runs" / "texture-seed0" / "best.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="texture teacher of seed 0"):
+        sweep(shards, [0.5], out=tmp_path / "runs", **options)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"student": "oracle"}, "unknown student"),
+    ({"student": "teachers", "temperature": 0.0}, "temperature"),
+    ({"student": "teachers", "aux_bn": True}, "no aux_bn"),
+])
+def test_bad_student_settings_fail_before_training(shards, tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        sweep(shards, [0.5], out=tmp_path / "x", log=None, **options)
+    assert not (tmp_path / "x").exists()
