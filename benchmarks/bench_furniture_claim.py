@@ -16,7 +16,17 @@ Arms (every one per seed, paired: same seed = same initial weights and data orde
 ``oracle-k0.8``      as ``add-k0.8`` but the appended images are rendered cue-conflict images
                      (class a's shape in class b's typical material,
                      :func:`stexture.datasets.make_cue_conflict_split`): no decomposition;
-``vanilla@40%``, ``add-k0.8@40%``  on a stratified 40% with the full run's optimiser steps.
+``structure``, ``texture``  one model on each layer of the images (one-hot labels), judged
+                     on the same layer of the test images: the report's structure-biased and
+                     texture-biased models;
+``teachers-k<k>``    the report's other reading: a student of the original images trained
+                     against ``k softmax(T_s(structure)) + (1 - k) softmax(T_t(texture))``
+                     of that seed's two layer models (:mod:`stexture.training.teachers`),
+                     for each k of ``TEACHER_KS``;
+``vanilla@40%``, ``add-k0.8@40%``  on a stratified 40% with the full run's optimiser steps;
+``teachers@40%``     the student at the k with the best mean clean validation accuracy of
+                     the full runs, its teachers and itself trained on the same 40%
+                     (``structure@40%``, ``texture@40%``), at the full run's steps.
 
 Every run's best checkpoint (by clean validation accuracy) is judged on a clean test split
 (the training distribution) and a shifted test split (materials not tied to class), with
@@ -26,7 +36,9 @@ Each arm is compared with vanilla per seed: paired-t 95% interval, a bootstrap o
 and test images, and the seeds a paired t-test would need for 80% power.
 
 Run from the repository root (resumable: the same command again continues; seeds are the
-outer loop, so an interrupted run still has complete, paired seeds)::
+outer loop, so an interrupted run still has complete, paired seeds; ``--jobs 2`` trains two
+seeds at a time, one torch thread each, which on 2 cores is faster than one seed on two
+threads for models this small)::
 
     python benchmarks/bench_furniture_claim.py --scale smoke   # plumbing only
     python benchmarks/bench_furniture_claim.py --scale cpu     # ~7-8 min a seed, 2 shared cores
@@ -41,6 +53,7 @@ import csv
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -76,6 +89,8 @@ from stexture.training.report import compare_to_vanilla  # noqa: E402
 
 K = 0.8
 P_CONFLICT = 0.5
+TEACHER_KS = (0.5, 0.8)  # the two-teacher student's k grid
+TEMPERATURE = 1.0  # of the teachers' softmax
 SEVERITY = 3  # of the five corruptions, on the clean test split
 TEST_SPLITS = ("test", "test_shifted")
 
@@ -227,40 +242,79 @@ def arm_sweeps(scale: Scale, dirs: dict[str, Path], out: Path, device: str
                        train_fn=oracle_train_fn(out / "sweep-oracle" / "checkpoints", dirs,
                                                 scale, device)),
         "40": dict(k_values=[K], baseline=True, train_fraction=0.4, **add),
+        "teachers": dict(k_values=list(TEACHER_KS), baseline=False, ensemble=False,
+                         student="teachers", temperature=TEMPERATURE),
     }
+
+
+def best_teacher_k(out: Path, seeds: list[int]) -> float | None:
+    """The student's k with the best mean clean validation accuracy over ``seeds`` (the
+    first of the grid on a tie), or None while a seed's student runs are missing."""
+    means = []
+    for k in TEACHER_KS:
+        paths = [out / "sweep-teachers" / "runs" / f"k{k:g}-seed{seed}" / "result.json"
+                 for seed in seeds]
+        if not all(path.is_file() for path in paths):
+            return None
+        accs = [json.loads(path.read_text())["metrics"].get("clean_acc") for path in paths]
+        means.append(np.mean([a if a is not None else 0.0 for a in accs]))
+    return TEACHER_KS[int(np.argmax(means))]
+
+
+def _sweep_options(scale: Scale, device: str) -> dict[str, Any]:
+    return dict(epochs=scale.epochs, device=device, model=scale.model,
+                image_size=scale.size, batch_size=scale.batch_size, patience=scale.patience,
+                workers=scale.workers, lr=scale.lr, min_scale=scale.min_scale,
+                log=lambda line: None if line.startswith("  ") else _say("  " + line))
 
 
 def run_arms(scale: Scale, dirs: dict[str, Path], out: Path, device: str, seeds: list[int]
              ) -> None:
-    common = dict(epochs=scale.epochs, device=device, model=scale.model,
-                  image_size=scale.size, batch_size=scale.batch_size, patience=scale.patience,
-                  workers=scale.workers, lr=scale.lr, min_scale=scale.min_scale,
-                  log=lambda line: None if line.startswith("  ") else _say("  " + line))
+    """Every arm that does not depend on other seeds, seed by seed."""
     sweeps = arm_sweeps(scale, dirs, out, device)
     for seed in seeds:  # outer: an interrupted run leaves whole seeds
         for name, options in sweeps.items():
             options = {"p_conflict": P_CONFLICT, **options}
             stexture.sweep(dirs["train"], options.pop("k_values"), seeds=[seed],
-                           out=out / f"sweep-{name}", **common, **options)
+                           out=out / f"sweep-{name}", **_sweep_options(scale, device),
+                           **options)
 
 
-def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
+def run_student_at_40(scale: Scale, dirs: dict[str, Path], out: Path, device: str,
+                      seeds: list[int], k: float) -> None:
+    """The student's 40% arm at the full runs' best k (known once every seed's full student
+    runs are done), with its teachers trained on the same 40%."""
+    for seed in seeds:
+        stexture.sweep(dirs["train"], [k], seeds=[seed], out=out / "sweep-teachers40",
+                       baseline=False, ensemble=False, student="teachers",
+                       temperature=TEMPERATURE, train_fraction=0.4,
+                       **_sweep_options(scale, device))
+
+
+def _arm_name(sweep: str, result: dict[str, Any]) -> str:
     kind = result["kind"]
     if sweep == "40":
         return "vanilla@40%" if kind == "vanilla" else "add-k0.8@40%"
-    if kind in ("vanilla", "vanilla-matched"):
+    if sweep == "teachers40":
+        return "teachers@40%" if kind == "k" else f"{kind}@40%"
+    if kind in ("vanilla", "vanilla-matched", "structure", "texture"):
         return kind
+    if sweep == "teachers":
+        return f"teachers-k{result['k']:g}"
     return {"replace": "replace-k0.8", "add": "add-k0.8", "oracle": "oracle-k0.8"}[sweep]
 
 
-ARMS = ("vanilla", "vanilla-matched", "replace-k0.8", "add-k0.8", "oracle-k0.8",
-        "vanilla@40%", "add-k0.8@40%")
+ARMS = ("vanilla", "vanilla-matched", "replace-k0.8", "add-k0.8", "oracle-k0.8", "structure",
+        "texture", *(f"teachers-k{k:g}" for k in TEACHER_KS), "vanilla@40%", "add-k0.8@40%",
+        "structure@40%", "texture@40%", "teachers@40%")
+SWEEPS = ("replace", "add", "oracle", "40", "teachers", "teachers40")
 
 
-def _test_sets(dirs: dict[str, Path], data: Path, scale: Scale
+def _test_sets(dirs: dict[str, Path], data: Path, scale: Scale, view: str = "image"
                ) -> dict[str, tuple[Any, dict[str, np.ndarray]]]:
-    """Per test split: its loader and, for the shifted one, the texture class of every image
-    whose material is another class's typical one (-1 otherwise), in loader order."""
+    """Per test split: its loader (showing ``view`` of the images) and, for the shifted one,
+    the texture class of every image whose material is another class's typical one (-1
+    otherwise), in loader order; for the image view also the corrupted clean test."""
     classes = read_manifest(dirs["train"]).classes
     owner = {m: classes.index(c) for c in classes for m in TYPICAL_MATERIALS[c]}
     with (data / "records.csv").open() as f:
@@ -270,11 +324,13 @@ def _test_sets(dirs: dict[str, Path], data: Path, scale: Scale
     for split in TEST_SPLITS:
         loader = stexture.make_eval_loader(dirs[split], kind="clean", split="train",
                                            batch_size=scale.batch_size, image_size=scale.size,
-                                           num_workers=scale.workers)
+                                           num_workers=scale.workers, view=view)
         keys = [key for batch in loader for key in batch[2]["key"]]
         labels = np.concatenate([batch[1].argmax(1).numpy() for batch in loader])
         texture = np.array([owner.get(material.get(key, ""), -1) for key in keys])
         sets[split] = (loader, {"labels": labels, "texture": texture})
+    if view != "image":
+        return sets
     # the corrupted clean test set, made once: every model sees the same images
     profile = "cifar" if scale.size <= 64 else "imagenet"
     loader, meta = sets["test"]
@@ -289,12 +345,14 @@ def _judge(checkpoint: Path, aux: bool, sets: dict, classes: int, scale: Scale, 
     if aux:
         net = aux_bn(net)
     net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
-    record: dict[str, Any] = {}
-    batches, meta = sets["corrupted"]
-    for kind in CORRUPTIONS:
-        pred = predict(net, batches[kind], device)["probs"].argmax(1)
-        record[f"corrupt_{kind}"] = float((pred == meta["labels"]).mean())
-    record["corruption"] = float(np.mean([record[f"corrupt_{kind}"] for kind in CORRUPTIONS]))
+    record: dict[str, Any] = {"corruption": None}  # a layer model: not measured
+    if "corrupted" in sets:
+        batches, meta = sets["corrupted"]
+        for kind in CORRUPTIONS:
+            pred = predict(net, batches[kind], device)["probs"].argmax(1)
+            record[f"corrupt_{kind}"] = float((pred == meta["labels"]).mean())
+        record["corruption"] = float(np.mean([record[f"corrupt_{kind}"]
+                                              for kind in CORRUPTIONS]))
     for split in TEST_SPLITS:
         loader, meta = sets[split]
         pred = predict(net, loader, device)["probs"].argmax(1)
@@ -315,10 +373,12 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
     cache_path = out / "test-results.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     classes = len(read_manifest(dirs["train"]).classes)
-    sets = None
+    sets: dict[str, dict] = {}  # per view, made when first needed
     records = []
-    for sweep in ("replace", "add", "oracle", "40"):
+    for sweep in SWEEPS:
         folder = out / f"sweep-{sweep}"
+        if not (folder / "sweep.json").is_file():
+            continue
         aux = json.loads((folder / "sweep.json").read_text())["aux_bn"] or sweep == "oracle"
         for result_path in sorted(folder.glob("runs/*/result.json")):
             result = json.loads(result_path.read_text())
@@ -330,8 +390,10 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
                 continue
             key = str(result_path.parent.relative_to(out))
             if "corruption" not in cache.get(key, {}):
-                sets = sets or _test_sets(dirs, data, scale)
-                cache[key] = _judge(checkpoint, aux, sets, classes, scale, device)
+                view = result["kind"] if result["kind"] in ("structure", "texture") else "image"
+                if view not in sets:
+                    sets[view] = _test_sets(dirs, data, scale, view)
+                cache[key] = _judge(checkpoint, aux, sets[view], classes, scale, device)
                 cache_path.write_text(json.dumps(cache) + "\n")
             records.append({"arm": _arm_name(sweep, result), "seed": result["seed"],
                             "val": result["metrics"].get("clean_acc"),
@@ -363,9 +425,13 @@ def _ci(stat: dict[str, Any] | None) -> str:
             f"{100 * stat['ci_high']:+.1f}]")
 
 
-def comparison(records: list[dict], arm: str, reference: str, metric: str) -> dict[str, Any]:
-    return compare_to_vanilla(_as_results(records, arm, metric),
-                              _as_results(records, reference, metric))
+def comparison(records: list[dict], arm: str, reference: str, metric: str
+               ) -> dict[str, Any] | None:
+    """The paired comparison of ``metric``, or None when an arm did not measure it."""
+    results = [_as_results(records, name, metric) for name in (arm, reference)]
+    if any(r["metrics"]["clean_acc"] is None for group in results for r in group):
+        return None
+    return compare_to_vanilla(*results)
 
 
 def claim_table(records: list[dict]) -> str:
@@ -389,7 +455,8 @@ def claim_table(records: list[dict]) -> str:
             corrupted = comparison(records, arm, "vanilla", "corruption")
             power = clean["seeds_for_80_power"]
             cells += [_ci(clean["paired_t"]), _ci(clean["bootstrap"]), _ci(shifted["paired_t"]),
-                      _ci(corrupted["paired_t"]), "n/a" if power is None else str(power)]
+                      _ci(corrupted and corrupted["paired_t"]),
+                      "n/a" if power is None else str(power)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -404,16 +471,32 @@ PREREGISTERED = (
     ("add-k0.8 vs vanilla, shifted test", "add-k0.8", "vanilla", "test_shifted"),
     ("add-k0.8 vs vanilla, corrupted clean test (mean of 5)", "add-k0.8", "vanilla",
      "corruption"),
-    # added after the first results, so not pre-registered: the oracle arm also sees more
+    # post hoc in the first runs, registered before this one: the oracle arm also sees more
     # images (and new objects) than vanilla, so compute is its confound too
-    ("post hoc: oracle-k0.8 vs compute-matched vanilla, clean test", "oracle-k0.8",
-     "vanilla-matched", "test"),
+    ("oracle-k0.8 vs compute-matched vanilla, clean test", "oracle-k0.8", "vanilla-matched",
+     "test"),
+    # the report's other reading (TEACHERS_BEST: the student at the full runs' best k)
+    ("teachers (best k) vs vanilla, clean test", "TEACHERS_BEST", "vanilla", "test"),
+    ("data efficiency: teachers@40% vs vanilla (100%), clean test", "teachers@40%",
+     "vanilla", "test"),
+    ("teachers (best k) vs vanilla, shifted test", "TEACHERS_BEST", "vanilla", "test_shifted"),
+    ("teachers (best k) vs vanilla, corrupted clean test (mean of 5)", "TEACHERS_BEST",
+     "vanilla", "corruption"),
+    ("teachers@40% vs vanilla@40%, clean test", "teachers@40%", "vanilla@40%", "test"),
+    ("structure layer model vs vanilla, clean test", "structure", "vanilla", "test"),
+    ("texture layer model vs vanilla, clean test", "texture", "vanilla", "test"),
 )
 
 
-def verdicts(records: list[dict]) -> list[str]:
+def verdicts(records: list[dict], best_k: float | None) -> list[str]:
     lines = []
     for label, arm, reference, metric in PREREGISTERED:
+        if arm == "TEACHERS_BEST":
+            if best_k is None:
+                lines.append(f"- {label}: the student runs are not finished")
+                continue
+            arm = f"teachers-k{best_k:g}"
+            label = label.replace("best k", f"best k = {best_k:g}")
         result = comparison(records, arm, reference, metric)
         t = result["paired_t"]
         if t["ci_low"] is None:
@@ -437,10 +520,45 @@ def probe(scale: Scale, dirs: dict[str, Path], device: str) -> None:
     fit(model, loader, None, TrainConfig(epochs=1, lr=scale.lr, patience=None), device=device)
     epoch = time.perf_counter() - start
     # vanilla 1 + replace 1 + add 1.5 + matched 1.5 + oracle 1.5 + 40% vanilla 1 + add 1.5
-    units = 9.0
+    # + two layer models 2 + students (one training step and two teacher forward passes:
+    # ~1.7) per teacher k + at 40% two layer models 2 + a student 1.7
+    units = 9.0 + 2 + 1.7 * len(TEACHER_KS) + 2 + 1.7
     _say(f"probe: one vanilla epoch {epoch:.1f} s; the plan is ~{units * scale.epochs} "
          f"epoch-equivalents per seed x {scale.seeds} seeds = "
          f"~{epoch * units * scale.epochs * scale.seeds / 60:.1f} min (+ evaluation)")
+
+
+PHASES = ("full", "40")  # the student's 40% arm needs every seed's full runs first
+
+
+def run_phase(phase: str, scale: Scale, dirs: dict[str, Path], out: Path, device: str,
+              seeds: list[int]) -> None:
+    if phase == "full":
+        run_arms(scale, dirs, out, device, seeds)
+        return
+    k = best_teacher_k(out, list(range(scale.seeds)))
+    if k is None:
+        raise SystemExit("the student's 40% arm needs every seed's full student runs: run "
+                         "the full phase first")
+    run_student_at_40(scale, dirs, out, device, seeds, k)
+
+
+def run_in_processes(phase: str, args: argparse.Namespace, seeds: list[int]) -> None:
+    """Run ``phase`` with the seeds dealt to ``args.jobs`` child processes."""
+    base = [sys.executable, str(Path(__file__).resolve()), "--scale", args.scale,
+            "--out", str(args.out or Path(f"bench-claim-{args.scale}")),
+            "--device", args.device, "--phase", phase,
+            "--threads", str(args.threads or 1)]
+    for flag in ("model", "epochs", "per_class", "test_per_class", "seeds"):
+        value = getattr(args, flag)
+        if value is not None:
+            base += [f"--{flag.replace('_', '-')}", str(value)]
+    children = [subprocess.Popen([*base, "--only-seeds", ",".join(map(str, part))])
+                for part in (seeds[j::args.jobs] for j in range(args.jobs)) if part]
+    codes = [child.wait() for child in children]
+    if any(codes):
+        raise SystemExit(f"phase {phase}: a child process failed (exit codes {codes}); run "
+                         "the same command again to resume")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -460,7 +578,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs finished so far")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train this many seeds at a time, in processes of --threads "
+                        "torch threads each")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of this process (default: torch's; 1 with --jobs)")
+    parser.add_argument("--only-seeds", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=PHASES, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    threads = args.threads or (1 if args.jobs > 1 else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
     overrides = {"model": args.model, "epochs": args.epochs, "per_class": args.per_class,
                  "test_per_class": args.test_per_class, "seeds": args.seeds}
     scale = replace(SCALES[args.scale], **{k: v for k, v in overrides.items() if v is not None})
@@ -473,9 +603,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe:
         probe(scale, dirs, args.device)
         return 0
+    seeds = (list(range(scale.seeds)) if args.only_seeds is None
+             else [int(seed) for seed in args.only_seeds.split(",")])
+    if args.phase is not None:  # a child of --jobs
+        run_phase(args.phase, scale, dirs, out, args.device, seeds)
+        return 0
     if not args.report_only:
-        run_arms(scale, dirs, out, args.device, list(range(scale.seeds)))
+        for phase in PHASES:
+            if args.jobs == 1:
+                run_phase(phase, scale, dirs, out, args.device, seeds)
+            else:
+                run_in_processes(phase, args, seeds)
     records = collect_runs(out, dirs, data, scale, args.device)
+    best_k = best_teacher_k(out, seeds)
     manifest = read_manifest(dirs["train"])
     counts = {f: len(stratified_subset(manifest, f)) for f in (1.0, 0.4)}
     tests = {split: read_manifest(dirs[split]).count("train") for split in TEST_SPLITS}
@@ -492,8 +632,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{minutes:.0f} min for this invocation.", "",
         "Mean ± sd over seeds; differences in points with 95% intervals, paired by seed.", "",
         claim_table(records), "",
+        f"The two-teacher student's best k on clean validation (mean over seeds): "
+        f"{'n/a' if best_k is None else f'{best_k:g}'}; teacher temperature {TEMPERATURE:g}.",
+        "",
         "Comparisons (pre-registered in the README unless marked post hoc):",
-        *verdicts(records), ""])
+        *verdicts(records, best_k), ""])
     table_path = args.table or out / "claim.md"
     table_path.write_text(text, encoding="utf-8")
     print(text)
