@@ -41,7 +41,7 @@ seeds at a time, one torch thread each, which on 2 cores is faster than one seed
 threads for models this small)::
 
     python benchmarks/bench_furniture_claim.py --scale smoke   # plumbing only
-    python benchmarks/bench_furniture_claim.py --scale cpu     # ~7-8 min a seed, 2 shared cores
+    python benchmarks/bench_furniture_claim.py --scale cpu --jobs 2  # ~1 h on 2 cores
     python benchmarks/bench_furniture_claim.py --scale gpu     # one H100/H200
     python benchmarks/bench_furniture_claim.py --scale gpu --probe  # 1-epoch timing first
 """
@@ -115,13 +115,14 @@ class Scale:
 SCALES = {
     # plumbing only: the numbers mean nothing
     "smoke": Scale(per_class=10, test_per_class=4, size=32, epochs=1, seeds=2, batch_size=16),
-    # ~7-8 min per seed beside other work on 2 shared cores; 5 seeds ~40 min (see the README for
-    # how far it falls short of the issue's 2-hour, 2,000-image-test specification)
-    "cpu": Scale(per_class=150, test_per_class=250, size=32, epochs=12, seeds=8,
+    # ~18 min per seed on one thread of a quiet core; with --jobs 2 six seeds take about an
+    # hour on 2 cores (see the README for how far this falls short of the issue's 64 px)
+    "cpu": Scale(per_class=150, test_per_class=250, size=32, epochs=30, seeds=6,
                  batch_size=32, tile_size=8),
     # one H100/H200: check with --probe that it fits 10 minutes before running it
-    # (~2.3 M training images seen in all: 9 epoch-equivalents x 8 epochs x 5 seeds x 6,400)
-    "gpu": Scale(per_class=1000, test_per_class=250, size=96, epochs=8, seeds=5,
+    # (~3.5 M training images seen in all: ~18 epoch-equivalents x 6 epochs x 5 seeds x
+    # 6,400; it fits at ~6,000 images a second)
+    "gpu": Scale(per_class=1000, test_per_class=250, size=96, epochs=6, seeds=5,
                  model="resnet18", batch_size=256, workers=12, tile_size=16),
 }
 
