@@ -8,9 +8,16 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["center_crop_box", "crop_layers", "random_resized_crop_box"]
+__all__ = ["center_crop_box", "check_min_scale", "crop_layers", "random_resized_crop_box"]
 
 _LOG_RATIOS = (math.log(3 / 4), math.log(4 / 3))
+
+
+def check_min_scale(min_scale: float) -> None:
+    """A ``ValueError`` unless ``min_scale`` (the smallest crop area of
+    :func:`random_resized_crop_box`, a share of the image) lies in (0, 1]."""
+    if not 0.0 < min_scale <= 1.0:
+        raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
 
 
 def random_resized_crop_box(

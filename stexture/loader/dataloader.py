@@ -29,6 +29,7 @@ from .batch import (
     Normalize,
     check_view,
 )
+from .crops import check_min_scale
 from .evaluation import EVAL_KINDS, EvalCollate, EvalSet, conflict_donors
 from .index import locate_split, manifest_of
 from .sampler import EpochSampler
@@ -260,8 +261,7 @@ tile_size
     _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
     _check_seed(seed)
     shuffle = _shuffle_from(shuffle, shuffle_buffer)
-    if not 0.0 < min_scale <= 1.0:
-        raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
+    check_min_scale(min_scale)
     if samples_per_epoch is not None and samples_per_epoch < 1:
         raise ValueError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
     normalize = Normalize(mean, std)

@@ -1,7 +1,7 @@
 """The sweep's training runs as Ray Tune trials, one per (k, seed) and vanilla run.
 
 Each trial builds the sweep's state in its own process and runs exactly what the local sweep
-runs (:func:`stexture.training.sweep._finished_or_run`), so it writes the same
+runs (:func:`stexture.training.runs.finished_or_run`), so it writes the same
 ``OUT/runs/<name>/result.json`` and ``best.pt``. The driver then goes through the runs as a
 local sweep does: it finds every trained run finished, computes the k=0 / k=1 ensembles from
 their checkpoints (evaluation only) and writes the same report files. A sweep cut short
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._ray import connect, error_line, import_ray
+from .runs import Run, SweepState, finished_or_run
 
 __all__ = ["TUNE_DIR", "run_trials"]
 
@@ -29,23 +30,21 @@ TUNE_DIR = "tune"
 MAX_FAILURES = 1
 
 
-def _trial(config: dict[str, Any], make_state: Callable[[], Any], runs: dict[str, Any]) -> None:
+def _trial(config: dict[str, Any], make_state: Callable[[], SweepState],
+           runs: dict[str, Run]) -> None:
     from ray import tune
 
-    from .sweep import _finished_or_run
-
     run = runs[config["run"]]
-    result = _finished_or_run(make_state(), run, run.name)
+    result = finished_or_run(make_state(), run, run.name)
     metrics = {key: value for key, value in result["metrics"].items()
                if isinstance(value, (int, float)) and math.isfinite(value)}
     tune.report({**metrics, "status": result["status"]})
 
 
-def run_trials(make_state: Callable[[], Any], runs: Sequence[Any], out: str | Path, *,
+def run_trials(make_state: Callable[[], SweepState], runs: Sequence[Run], out: str | Path, *,
                address: str | None = None, cpus_per_trial: float = 1.0,
                gpus_per_trial: float = 0.0, log: Callable[[str], None] = print) -> None:
-    """Train ``runs`` (sweep runs with a ``name``) as Tune trials; their results land in
-    ``OUT/runs/<name>/``.
+    """Train ``runs`` as Tune trials; their results land in ``OUT/runs/<name>/``.
 
     ``make_state()`` builds the sweep state inside a trial (picklable, with absolute paths:
     a trial does not run in the driver's folder). ``address`` is the Ray cluster (``None``:

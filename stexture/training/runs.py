@@ -1,0 +1,361 @@
+"""The runs of a sweep and the state they share, for the local loop and Ray Tune trials.
+
+:mod:`stexture.training.sweep` checks the settings, plans the runs (:func:`plan_runs`) and
+goes through them with :func:`run_all`; :mod:`stexture.training.ray_tune` trains the same
+runs as trials, each calling :func:`finished_or_run` on a :class:`SweepState` of its own.
+Either way a run writes ``OUT/runs/<name>/result.json`` (and its best checkpoint,
+``best.pt``, beside it) as soon as it finishes, and a run whose result is there is skipped:
+that is how a killed sweep resumes.
+
+Run names: ``k0.4-seed1``, ``vanilla-seed1`` (original images only, one-hot labels),
+``vanilla-matched-seed1`` (vanilla shown as many images as an add-mode run: the
+compute-matched baseline) and ``ensemble-seed1`` (the averaged probabilities of the k=0 and
+k=1 models of seed 1).
+
+Students: with ``student="cue-conflict"`` (the default) a k run trains on cue-conflict
+batches labelled ``k * onehot(structure class) + (1 - k) * onehot(texture class)``. With
+``student="teachers"`` each seed first trains ``structure-seed1`` and ``texture-seed1``, one
+model on each layer of the images (one-hot labels, judged on the same layer of the
+validation split), and a k run trains a student on the original images against
+``k * softmax(T_s(structure) / tau) + (1 - k) * softmax(T_t(texture) / tau)`` from those two
+models of its seed (:mod:`stexture.training.teachers`).
+
+Optimiser steps: with ``train_fraction < 1`` and ``match_steps`` (the default) every epoch
+still has as many batches as an epoch of the full training split (the loader's
+``samples_per_epoch``; the subset is gone over again, freshly permuted), so a 40% run gets
+the same number of optimiser steps and the same learning-rate schedule as the 100% run and
+the comparison is one of data, not of training budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..loader import make_eval_loader, make_loader
+from ..shards.format import Manifest, read_index
+from .aux_bn import aux_bn as with_aux_bn
+from .config import SweepConfig
+from .models import build_model
+from .report import REQUIRED_METRIC
+from .teachers import TeacherTargets
+from .trainer import (
+    Log,
+    balanced_class_weights,
+    evaluate,
+    fit,
+    load_init_weights,
+    resolve_torch_device,
+    seed_everything,
+)
+
+__all__ = ["CHECKPOINT_NAME", "LAYER_KINDS", "RESULT_NAME", "Run", "SweepState", "TrainFn",
+           "finished_or_run", "keys_by_class", "plan_runs", "run_all", "trial_phases",
+           "write_json"]
+
+TrainFn = Callable[[Iterable, Mapping[str, Iterable], "float | None", int], Mapping[str, Any]]
+RESULT_NAME = "result.json"
+CHECKPOINT_NAME = "best.pt"
+# the cue-conflict validation set is drawn with this seed in every run, so all runs are
+# judged on the same images
+EVAL_SEED = 0
+# the teacher runs of student="teachers": each trains on one layer view of the images
+LAYER_KINDS = ("structure", "texture")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One entry of the sweep plan: ``kind`` is ``"k"``, ``"vanilla"``,
+    ``"vanilla-matched"``, ``"ensemble"``, or a layer model ``"structure"`` / ``"texture"``
+    (the teachers of ``student="teachers"``)."""
+
+    kind: str
+    k: float | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        if self.kind == "k":
+            return f"k{self.k:g}-seed{self.seed}"
+        return f"{self.kind}-seed{self.seed}"
+
+
+def plan_runs(config: SweepConfig, *, builtin: bool) -> list[Run]:
+    """The sweep's runs in the order they are trained, seed by seed: vanilla,
+    vanilla-matched, the layer teachers (before the k runs: their students learn from them),
+    the k runs, the ensemble (with the ``builtin`` trainer and 0 and 1 in the grid)."""
+    ensemble = config.ensemble and builtin and {0.0, 1.0} <= set(config.k_values)
+    runs = []
+    for seed in config.seed_list:
+        if config.baseline:
+            runs.append(Run("vanilla", None, seed))
+        if config.matched_baseline:
+            runs.append(Run("vanilla-matched", None, seed))
+        if config.student == "teachers":
+            runs += [Run(kind, None, seed) for kind in LAYER_KINDS]
+        runs += [Run("k", k, seed) for k in config.k_values]
+        if ensemble:
+            runs.append(Run("ensemble", None, seed))
+    return runs
+
+
+def keys_by_class(manifest: Manifest, split: str) -> dict[int, list[str]]:
+    """The keys of ``split`` by class, from ``index.csv``."""
+    by_class: dict[int, list[str]] = {}
+    for row in read_index(manifest.root):
+        if row["split"] == split:
+            by_class.setdefault(int(row["cls"]), []).append(row["key"])
+    return by_class
+
+
+def write_json(path: Path, data: Any) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, allow_nan=False, default=_jsonable) + "\n",
+                       encoding="utf-8")
+    partial.replace(path)  # atomic: a kill never leaves a half-written result
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: undefined numbers (a metric without samples, a diverged loss) are
+    stored as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    return value
+
+
+def _check_metrics(name: str, metrics: Any) -> dict[str, Any]:
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"run {name}: train_fn must return a dict of metrics, "
+                         f"got {type(metrics).__name__}")
+    value = metrics.get(REQUIRED_METRIC)
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"run {name}: train_fn's metrics must hold {REQUIRED_METRIC!r}, a "
+                         f"number in [0, 1]; got {value!r}")
+    return dict(metrics)
+
+
+class SweepState:
+    """The state one sweep shares between its runs: the shards (``keys``: the training
+    subset, None for the whole split), the settings, the output folder, the validation
+    loaders and the class weights. A Ray Tune trial builds its own from the same arguments
+    (with absolute paths: a trial does not run in the driver's folder)."""
+
+    def __init__(self, manifest: Manifest, keys: list[str] | None, config: SweepConfig,
+                 out: Path, device: str, workers: int, train_fn: TrainFn | None,
+                 log: Log, verbose: bool = True) -> None:
+        self.manifest = manifest
+        self.keys = keys
+        # batches of a full pass over the whole training split: every run gets as many
+        self.full_size = manifest.count("train")
+        self.config = config
+        self.out = out
+        self.device = resolve_torch_device(device)
+        self.workers = workers
+        self.train_fn = train_fn
+        self.log = log
+        self.verbose = verbose
+        self.class_weights = None
+        if config.balance_classes:
+            counts = keys_by_class(manifest, "train")
+            kept = set(keys) if keys is not None else None
+            self.class_weights = balanced_class_weights(
+                [sum(1 for key in counts.get(c, []) if kept is None or key in kept)
+                 for c in range(manifest.num_classes)])
+        self.val_loaders = {
+            kind: make_eval_loader(
+                str(manifest.root), kind=kind, split="val", batch_size=config.batch_size,
+                image_size=config.image_size, num_workers=workers, seed=EVAL_SEED)
+            for kind in ("clean", "conflict")
+        }
+
+    def val_loaders_of(self, run: Run) -> dict[str, Iterable]:
+        """A layer model is judged on the same layer of the validation images (it has no
+        cue-conflict metrics); every other run on the images and the composites."""
+        if run.kind not in LAYER_KINDS:
+            return self.val_loaders
+        c = self.config
+        return {"clean": make_eval_loader(
+            str(self.manifest.root), kind="clean", split="val", batch_size=c.batch_size,
+            image_size=c.image_size, num_workers=self.workers, seed=EVAL_SEED,
+            view=run.kind)}
+
+    def run_dir(self, run: Run) -> Path:
+        return self.out / "runs" / run.name
+
+    def samples_per_epoch(self, run: Run) -> int | None:
+        """The loader's epoch length: the full split's size for a subset with
+        ``match_steps``; for the compute-matched vanilla run, the images an add-mode batch
+        holds per original (``1 + round(p * B) / B``) times that."""
+        batch = self.config.batch_size
+        base = None
+        if self.keys is not None and self.config.match_steps:
+            # the loader yields full batches only: as many as a pass over the split has
+            base = math.ceil(self.full_size / batch) * batch
+        if run.kind != "vanilla-matched":
+            return base
+        views = (batch + round(self.config.p_conflict * batch)) / batch
+        one_pass = len(self.keys) if self.keys is not None else self.full_size
+        return round(views * (base if base is not None else one_pass))
+
+    def build_model(self) -> torch.nn.Module:
+        model = build_model(self.config.model, self.manifest.num_classes)
+        return with_aux_bn(model) if self.config.aux_bn else model
+
+    def check_loader(self, run: Run) -> None:
+        """Build ``run``'s cue-conflict loader, so that what only the shards can tell (the
+        subset's keys in the split, at least one batch per epoch) fails before training."""
+        self._loader(run, mixes=True, with_info=False)
+
+    def _loader(self, run: Run, view: str = "image", *, mixes: bool, with_info: bool
+                ) -> Iterable:
+        c = self.config
+        return make_loader(
+            str(self.manifest.root), k=run.k if mixes else 1.0, split="train",
+            batch_size=c.batch_size, image_size=c.image_size, num_workers=self.workers,
+            seed=run.seed, p_conflict=c.p_conflict if mixes else 0.0,
+            pairing=c.pairing, min_scale=c.min_scale, keys=self.keys,
+            mode=c.mode, alpha=c.alpha, texture_layout=c.texture_layout,
+            tile_size=c.tile_size, with_info=with_info,
+            samples_per_epoch=self.samples_per_epoch(run), view=view)
+
+    def train_loader(self, run: Run) -> Iterable:
+        """The run's training batches: cue-conflict for a k run of the cue-conflict student,
+        the teachers' targets for a k run of the teachers' student, originals (one-hot) for
+        vanilla, one layer (one-hot) for a layer model."""
+        aux = self.config.aux_bn
+        if run.kind in LAYER_KINDS:
+            return self._loader(run, run.kind, mixes=False, with_info=aux)
+        if run.kind != "k":
+            return self._loader(run, mixes=False, with_info=aux)
+        if self.config.student == "cue-conflict":
+            return self._loader(run, mixes=True, with_info=aux)
+        views = [self._loader(run, view, mixes=False, with_info=True)
+                 for view in ("image", *LAYER_KINDS)]
+        return TeacherTargets(*views, *self._teachers(run.seed), k=run.k,
+                              temperature=self.config.temperature, device=self.device)
+
+    def _teachers(self, seed: int) -> list[torch.nn.Module]:
+        """The structure and texture models of ``seed``, from their best checkpoints."""
+        models = []
+        for kind in LAYER_KINDS:
+            path = self.run_dir(Run(kind, None, seed)) / CHECKPOINT_NAME
+            if not path.is_file():
+                raise FileNotFoundError(f"the {kind} teacher of seed {seed} has no checkpoint "
+                                        f"({path}): its run failed or was removed")
+            models.append(self.load_model(path))
+        return models
+
+    def load_model(self, path: Path) -> torch.nn.Module:
+        model = self.build_model()
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+        return model.to(self.device)
+
+    def execute(self, run: Run) -> dict[str, Any]:
+        start = time.perf_counter()
+        if run.kind == "ensemble":
+            result = self._ensemble(run)
+        elif self.train_fn is None:
+            result = self._train_builtin(run)
+        else:
+            seed_everything(run.seed)
+            metrics = _check_metrics(run.name, self.train_fn(
+                self.train_loader(run), self.val_loaders_of(run), run.k, run.seed))
+            result = {"status": metrics.pop("status", "completed"),
+                      "stop_reason": metrics.pop("stop_reason", ""),
+                      "history": metrics.pop("history", []), "metrics": metrics}
+        return {"name": run.name, "kind": run.kind, "k": run.k, "seed": run.seed, **result,
+                "seconds": time.perf_counter() - start}
+
+    def _train_builtin(self, run: Run) -> dict[str, Any]:
+        seed_everything(run.seed)
+        model = self.build_model()
+        if self.config.init_weights is not None:
+            load_init_weights(model, self.config.init_weights)
+        checkpoint = self.run_dir(run) / CHECKPOINT_NAME
+        checkpoint.unlink(missing_ok=True)  # from an attempt killed mid-run: not this run's
+        epoch_log = (lambda m: self.log(f"  {run.name} {m}")) if self.verbose else None
+        val_loaders = self.val_loaders_of(run)
+        trained = fit(model, self.train_loader(run), val_loaders["clean"],
+                      self.config.train_config(run.seed),
+                      device=self.device, class_weights=self.class_weights,
+                      checkpoint_path=checkpoint, log=epoch_log)
+        metrics = (evaluate(model, val_loaders, self.device)
+                   if trained.best_epoch is not None else {})
+        return {"status": trained.status, "stop_reason": trained.stop_reason,
+                "best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
+                "history": trained.history, "metrics": metrics,
+                "checkpoint": CHECKPOINT_NAME if trained.best_epoch is not None else None}
+
+    def _ensemble(self, run: Run) -> dict[str, Any]:
+        members = [Run("k", 0.0, run.seed), Run("k", 1.0, run.seed)]
+        models = []
+        for member in members:
+            path = self.run_dir(member) / CHECKPOINT_NAME
+            if not path.is_file():
+                return {"status": "skipped", "metrics": {}, "history": [],
+                        "stop_reason": f"member {member.name} has no checkpoint"}
+            models.append(self.load_model(path))
+        return {"status": "completed", "stop_reason": "averaged probabilities of "
+                + " and ".join(m.name for m in members), "history": [],
+                "metrics": evaluate(models, self.val_loaders, self.device)}
+
+
+def finished_or_run(state: SweepState, run: Run, label: str) -> dict[str, Any]:
+    """The saved result of ``run``, or run it now and save its result."""
+    path = state.run_dir(run) / RESULT_NAME
+    if path.is_file():
+        state.log(f"{label}: finished earlier, skipped")
+        return json.loads(path.read_text(encoding="utf-8"))
+    state.log(f"{label}: started")
+    result = _finite_or_none(state.execute(run))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result)
+    clean = result["metrics"].get(REQUIRED_METRIC)
+    state.log(f"{label}: {result['status']}, clean_acc "
+              f"{'n/a' if clean is None else f'{clean:.4f}'} ({result['seconds']:.1f} s)")
+    return result
+
+
+def run_all(state: SweepState, runs: list[Run], progress: bool) -> list[dict[str, Any]]:
+    """Every run's result, in plan order, under a progress bar over the runs (with the
+    overall ETA) when ``progress``; runs finished before count as done from the start."""
+    finished = [(state.run_dir(run) / RESULT_NAME).is_file() for run in runs]
+    results = []
+    with tqdm(total=len(runs), initial=sum(finished), unit="run", desc="sweep",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for i, (run, done) in enumerate(zip(runs, finished, strict=True), 1):
+            bar.set_postfix_str(run.name, refresh=True)
+            results.append(finished_or_run(state, run, f"[{i}/{len(runs)}] {run.name}"))
+            if not done:
+                bar.update(1)
+    return results
+
+
+def trial_phases(state: SweepState, runs: list[Run]) -> list[list[Run]]:
+    """The runs still to train (no result yet, not an ensemble, which only evaluates), in
+    the phases an engine that runs them at once must keep: the layer teachers before the
+    students that load them."""
+    trained = [run for run in runs if run.kind != "ensemble"
+               and not (state.run_dir(run) / RESULT_NAME).is_file()]
+    return [[run for run in trained if run.kind in LAYER_KINDS],
+            [run for run in trained if run.kind not in LAYER_KINDS]]
