@@ -117,6 +117,8 @@ def keys_by_class(manifest: Manifest, split: str) -> dict[int, list[str]]:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON in ``path`` (numpy and torch scalars and arrays as numbers
+    and lists), written to ``path.partial`` first and then renamed."""
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2, allow_nan=False, default=_jsonable) + "\n",
                        encoding="utf-8")
