@@ -26,7 +26,9 @@ Arms (every one per seed, paired: same seed = same initial weights and data orde
 ``vanilla@40%``, ``add-k0.8@40%``  on a stratified 40% with the full run's optimiser steps;
 ``teachers@40%``     the student at the k with the best mean clean validation accuracy of
                      the full runs, its teachers and itself trained on the same 40%
-                     (``structure@40%``, ``texture@40%``), at the full run's steps.
+                     (``structure@40%``, ``texture@40%``), at the full run's steps;
+``layers-ensemble``  judged only (post hoc): the mean of the structure model's probabilities
+                     on the structure layer and the texture model's on the texture layer.
 
 Every run's best checkpoint (by clean validation accuracy) is judged on a clean test split
 (the training distribution) and a shifted test split (materials not tied to class), with
@@ -91,6 +93,7 @@ K = 0.8
 P_CONFLICT = 0.5
 TEACHER_KS = (0.5, 0.8)  # the two-teacher student's k grid
 TEMPERATURE = 1.0  # of the teachers' softmax
+POSTHOC_TEMPERATURE = 4.0  # a softer distillation, tried after the complete run
 SEVERITY = 3  # of the five corruptions, on the clean test split
 TEST_SPLITS = ("test", "test_shifted")
 
@@ -292,12 +295,15 @@ def run_student_at_40(scale: Scale, dirs: dict[str, Path], out: Path, device: st
                        **_sweep_options(scale, device))
 
 
-def _arm_name(sweep: str, result: dict[str, Any]) -> str:
+def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
+    """The arm of a run (None: a run another arm already counts, such as a linked teacher)."""
     kind = result["kind"]
     if sweep == "40":
         return "vanilla@40%" if kind == "vanilla" else "add-k0.8@40%"
     if sweep == "teachers40":
         return "teachers@40%" if kind == "k" else f"{kind}@40%"
+    if sweep == "teachers-posthoc":
+        return f"teachers-k{result['k']:g}-T{POSTHOC_TEMPERATURE:g}" if kind == "k" else None
     if kind in ("vanilla", "vanilla-matched", "structure", "texture"):
         return kind
     if sweep == "teachers":
@@ -306,9 +312,11 @@ def _arm_name(sweep: str, result: dict[str, Any]) -> str:
 
 
 ARMS = ("vanilla", "vanilla-matched", "replace-k0.8", "add-k0.8", "oracle-k0.8", "structure",
-        "texture", *(f"teachers-k{k:g}" for k in TEACHER_KS), "vanilla@40%", "add-k0.8@40%",
-        "structure@40%", "texture@40%", "teachers@40%")
-SWEEPS = ("replace", "add", "oracle", "40", "teachers", "teachers40")
+        "texture", "layers-ensemble", *(f"teachers-k{k:g}" for k in TEACHER_KS),
+        *(f"teachers-k{k:g}-T{POSTHOC_TEMPERATURE:g}" for k in TEACHER_KS),
+        "vanilla@40%", "add-k0.8@40%", "structure@40%", "texture@40%", "layers-ensemble@40%",
+        "teachers@40%")
+SWEEPS = ("replace", "add", "oracle", "40", "teachers", "teachers40", "teachers-posthoc")
 
 
 def _test_sets(dirs: dict[str, Path], data: Path, scale: Scale, view: str = "image"
@@ -340,12 +348,30 @@ def _test_sets(dirs: dict[str, Path], data: Path, scale: Scale, view: str = "ima
     return sets
 
 
-def _judge(checkpoint: Path, aux: bool, sets: dict, classes: int, scale: Scale, device: str
-           ) -> dict[str, Any]:
+def _load(checkpoint: Path, aux: bool, classes: int, scale: Scale) -> torch.nn.Module:
     net = build_model(scale.model, classes)
     if aux:
         net = aux_bn(net)
     net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    return net
+
+
+def _score(record: dict[str, Any], split: str, pred: np.ndarray, meta: dict[str, np.ndarray]
+           ) -> None:
+    """Accuracy (and per image) of ``pred`` on ``split``; on the shifted test also the shape
+    bias on the images whose material is another class's typical one."""
+    correct = (pred == meta["labels"]).astype(int)
+    record[split] = float(correct.mean())
+    record[f"{split}_correct"] = correct.tolist()
+    if split == "test_shifted":
+        other = (meta["texture"] >= 0) & (meta["texture"] != meta["labels"])
+        record["shifted_shape_bias"] = cue_conflict_metrics(
+            pred[other], meta["labels"][other], meta["texture"][other])["shape_bias"]
+
+
+def _judge(checkpoint: Path, aux: bool, sets: dict, classes: int, scale: Scale, device: str
+           ) -> dict[str, Any]:
+    net = _load(checkpoint, aux, classes, scale)
     record: dict[str, Any] = {"corruption": None}  # a layer model: not measured
     if "corrupted" in sets:
         batches, meta = sets["corrupted"]
@@ -356,15 +382,49 @@ def _judge(checkpoint: Path, aux: bool, sets: dict, classes: int, scale: Scale, 
                                               for kind in CORRUPTIONS]))
     for split in TEST_SPLITS:
         loader, meta = sets[split]
-        pred = predict(net, loader, device)["probs"].argmax(1)
-        correct = (pred == meta["labels"]).astype(int)
-        record[split] = float(correct.mean())
-        record[f"{split}_correct"] = correct.tolist()
-        if split == "test_shifted":
-            other = (meta["texture"] >= 0) & (meta["texture"] != meta["labels"])
-            record["shifted_shape_bias"] = cue_conflict_metrics(
-                pred[other], meta["labels"][other], meta["texture"][other])["shape_bias"]
+        _score(record, split, predict(net, loader, device)["probs"].argmax(1), meta)
     return record
+
+
+def _judge_layer_pair(checkpoints: dict[str, Path], sets: dict[str, dict], classes: int,
+                      scale: Scale, device: str) -> dict[str, Any]:
+    """The two layer models as one ensemble: the mean of the structure model's
+    probabilities on the structure layer and the texture model's on the texture layer of
+    the same test images (post hoc: are they complementary, as the report found?)."""
+    nets = {view: _load(path, False, classes, scale) for view, path in checkpoints.items()}
+    record: dict[str, Any] = {"corruption": None}
+    for split in TEST_SPLITS:
+        metas = [sets[view][split][1] for view in nets]
+        if not all(np.array_equal(m["labels"], metas[0]["labels"]) for m in metas):
+            raise RuntimeError(f"the layer views of {split} list other images")
+        probs = sum(predict(net, sets[view][split][0], device)["probs"]
+                    for view, net in nets.items()) / len(nets)
+        _score(record, split, probs.argmax(1), metas[0])
+    return record
+
+
+def _layer_ensembles(out: Path, cache: dict, sets: dict[str, dict], dirs: dict[str, Path],
+                     data: Path, scale: Scale, device: str) -> list[dict[str, Any]]:
+    """A record per seed and training share with both layer models."""
+    classes = len(read_manifest(dirs["train"]).classes)
+    records = []
+    for sweep, arm in (("teachers", "layers-ensemble"), ("teachers40", "layers-ensemble@40%")):
+        for seed in range(scale.seeds):
+            runs = out / f"sweep-{sweep}" / "runs"
+            paths = {view: runs / f"{view}-seed{seed}" / "best.pt"
+                     for view in ("structure", "texture")}
+            if not all(path.is_file() for path in paths.values()):
+                continue
+            key = f"sweep-{sweep}/layers-ensemble-seed{seed}"
+            if key not in cache:
+                for view in paths:
+                    if view not in sets:
+                        sets[view] = _test_sets(dirs, data, scale, view)
+                cache[key] = _judge_layer_pair(paths, sets, classes, scale, device)
+                (out / "test-results.json").write_text(json.dumps(cache) + "\n")
+            records.append({"arm": arm, "seed": seed, "val": None, "shape_bias": None,
+                            **cache[key]})
+    return records
 
 
 def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, device: str
@@ -383,7 +443,9 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
         aux = json.loads((folder / "sweep.json").read_text())["aux_bn"] or sweep == "oracle"
         for result_path in sorted(folder.glob("runs/*/result.json")):
             result = json.loads(result_path.read_text())
-            if result["seed"] >= scale.seeds:  # e.g. --report-only --seeds 5: whole seeds
+            arm = _arm_name(sweep, result)
+            # seed filter: e.g. --report-only --seeds 5 keeps whole seeds
+            if arm is None or result["seed"] >= scale.seeds:
                 continue
             checkpoint = (Path(result["metrics"]["checkpoint_file"]) if sweep == "oracle"
                           else result_path.parent / (result.get("checkpoint") or "-"))
@@ -396,10 +458,10 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
                     sets[view] = _test_sets(dirs, data, scale, view)
                 cache[key] = _judge(checkpoint, aux, sets[view], classes, scale, device)
                 cache_path.write_text(json.dumps(cache) + "\n")
-            records.append({"arm": _arm_name(sweep, result), "seed": result["seed"],
+            records.append({"arm": arm, "seed": result["seed"],
                             "val": result["metrics"].get("clean_acc"),
                             "shape_bias": result["metrics"].get("shape_bias"), **cache[key]})
-    return records
+    return records + _layer_ensembles(out, cache, sets, dirs, data, scale, device)
 
 
 # ---------------------------------------------------------------------------- the table
@@ -486,17 +548,32 @@ PREREGISTERED = (
     ("teachers@40% vs vanilla@40%, clean test", "teachers@40%", "vanilla@40%", "test"),
     ("structure layer model vs vanilla, clean test", "structure", "vanilla", "test"),
     ("texture layer model vs vanilla, clean test", "texture", "vanilla", "test"),
+    # added after the complete run: are the two layer models complementary?
+    ("post hoc: layer ensemble (structure + texture models) vs vanilla, clean test",
+     "layers-ensemble", "vanilla", "test"),
+    ("post hoc: layer ensemble vs the structure model, clean test", "layers-ensemble",
+     "structure", "test"),
+    ("post hoc: layer ensemble vs compute-matched vanilla, clean test", "layers-ensemble",
+     "vanilla-matched", "test"),
+    ("post hoc: layer ensemble vs the student it teaches (best k), clean test",
+     "layers-ensemble", "TEACHERS_BEST", "test"),
+    ("post hoc: student at temperature 4 (best k) vs vanilla, clean test", "TEACHERS_BEST_T",
+     "vanilla", "test"),
+    ("post hoc: student at temperature 4 vs at temperature 1 (best k), clean test",
+     "TEACHERS_BEST_T", "TEACHERS_BEST", "test"),
 )
 
 
 def verdicts(records: list[dict], best_k: float | None) -> list[str]:
     lines = []
     for label, arm, reference, metric in PREREGISTERED:
-        if arm == "TEACHERS_BEST":
+        if {"TEACHERS_BEST", "TEACHERS_BEST_T"} & {arm, reference}:
             if best_k is None:
                 lines.append(f"- {label}: the student runs are not finished")
                 continue
-            arm = f"teachers-k{best_k:g}"
+            names = {"TEACHERS_BEST": f"teachers-k{best_k:g}",
+                     "TEACHERS_BEST_T": f"teachers-k{best_k:g}-T{POSTHOC_TEMPERATURE:g}"}
+            arm, reference = (names.get(name, name) for name in (arm, reference))
             label = label.replace("best k", f"best k = {best_k:g}")
         result = comparison(records, arm, reference, metric)
         t = result["paired_t"]
@@ -529,7 +606,8 @@ def probe(scale: Scale, dirs: dict[str, Path], device: str) -> None:
          f"~{epoch * units * scale.epochs * scale.seeds / 60:.1f} min (+ evaluation)")
 
 
-PHASES = ("full", "40")  # the student's 40% arm needs every seed's full runs first
+# the student's 40% arm and the post-hoc student need every seed's full runs first
+PHASES = ("full", "40", "posthoc")
 
 
 def run_phase(phase: str, scale: Scale, dirs: dict[str, Path], out: Path, device: str,
@@ -539,9 +617,31 @@ def run_phase(phase: str, scale: Scale, dirs: dict[str, Path], out: Path, device
         return
     k = best_teacher_k(out, list(range(scale.seeds)))
     if k is None:
-        raise SystemExit("the student's 40% arm needs every seed's full student runs: run "
-                         "the full phase first")
-    run_student_at_40(scale, dirs, out, device, seeds, k)
+        raise SystemExit(f"phase {phase} needs every seed's full student runs: run the full "
+                         "phase first")
+    if phase == "40":
+        run_student_at_40(scale, dirs, out, device, seeds, k)
+    else:
+        run_student_at_posthoc_temperature(scale, dirs, out, device, seeds, k)
+
+
+def run_student_at_posthoc_temperature(scale: Scale, dirs: dict[str, Path], out: Path,
+                                       device: str, seeds: list[int], k: float) -> None:
+    """Added after the complete run (the layer ensemble beat the student it taught): the
+    student at the best k distilled at ``POSTHOC_TEMPERATURE`` from the *same* teachers (their
+    finished runs are linked into the new sweep folder, which then trains only students)."""
+    folder = out / "sweep-teachers-posthoc"
+    for seed in seeds:
+        for kind in ("structure", "texture"):
+            source = out / "sweep-teachers" / "runs" / f"{kind}-seed{seed}"
+            target = folder / "runs" / source.name
+            target.mkdir(parents=True, exist_ok=True)
+            for name in ("result.json", "best.pt"):
+                if not (target / name).exists():
+                    os.link(source / name, target / name)
+        stexture.sweep(dirs["train"], [k], seeds=[seed], out=folder, baseline=False,
+                       ensemble=False, student="teachers", temperature=POSTHOC_TEMPERATURE,
+                       **_sweep_options(scale, device))
 
 
 def run_in_processes(phase: str, args: argparse.Namespace, seeds: list[int]) -> None:
