@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from stexture.cli import main
-from stexture.demo import DEMO_K_VALUES, demo_sizes, results_table, soft_label_text
+from stexture.demo import DEMO_K_VALUES, SCOPE, demo_sizes, results_table, soft_label_text
 
 TINY = ["--classes", "chair,sofa,lamp", "--per-class", "5", "--size", "32", "--epochs", "1",
         "--quiet"]
@@ -54,6 +54,8 @@ def test_demo_prints_the_table_with_every_k(demo_run, capsys):
     assert "synth: finished earlier, skipped" in printed
     assert "finished earlier, skipped" in printed.split("[4/4]")[0].split("[3/4]")[1]
     assert str(out / "report.md") in printed
+    # the demo says what it cannot tell, in its output and its report
+    assert SCOPE in printed and SCOPE in (out / "report.md").read_text()
 
 
 def test_demo_refuses_other_settings_in_the_same_folder(demo_run, capsys):
