@@ -13,6 +13,8 @@ Arms (every one per seed, paired: same seed = same initial weights and data orde
 ``add-k0.8``         Li et al.'s recipe: every original kept, ``round(0.5 B)`` composites
                      appended, routed through auxiliary BatchNorm, partial transfer
                      ``alpha = 0.5``, the donor's texture shuffled in tiles (no shape of b);
+``add-k0``, ``add-k1``, ``add-ensemble-k0+k1``  (post hoc) the add recipe at k = 0 and 1,
+                     and the sweep's ensemble of those two models (mean probabilities);
 ``oracle-k0.8``      as ``add-k0.8`` but the appended images are rendered cue-conflict images
                      (class a's shape in class b's typical material,
                      :func:`stexture.datasets.make_cue_conflict_split`): no decomposition;
@@ -241,7 +243,8 @@ def arm_sweeps(scale: Scale, dirs: dict[str, Path], out: Path, device: str
                aux_bn=True)
     return {
         "replace": dict(k_values=[K], baseline=True),
-        "add": dict(k_values=[K], baseline=False, matched_baseline=True, **add),
+        # k 0 and 1 (and their ensemble, the sweep's): added after the complete run
+        "add": dict(k_values=[0.0, K, 1.0], baseline=False, matched_baseline=True, **add),
         "oracle": dict(k_values=[K], baseline=False, p_conflict=0.0,
                        train_fn=oracle_train_fn(out / "sweep-oracle" / "checkpoints", dirs,
                                                 scale, device)),
@@ -308,10 +311,13 @@ def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
         return kind
     if sweep == "teachers":
         return f"teachers-k{result['k']:g}"
-    return {"replace": "replace-k0.8", "add": "add-k0.8", "oracle": "oracle-k0.8"}[sweep]
+    if sweep == "add":
+        return "add-ensemble-k0+k1" if kind == "ensemble" else f"add-k{result['k']:g}"
+    return {"replace": "replace-k0.8", "oracle": "oracle-k0.8"}[sweep]
 
 
-ARMS = ("vanilla", "vanilla-matched", "replace-k0.8", "add-k0.8", "oracle-k0.8", "structure",
+ARMS = ("vanilla", "vanilla-matched", "replace-k0.8", "add-k0.8", "add-k0", "add-k1",
+        "add-ensemble-k0+k1", "oracle-k0.8", "structure",
         "texture", "layers-ensemble", *(f"teachers-k{k:g}" for k in TEACHER_KS),
         *(f"teachers-k{k:g}-T{POSTHOC_TEMPERATURE:g}" for k in TEACHER_KS),
         "vanilla@40%", "add-k0.8@40%", "structure@40%", "texture@40%", "layers-ensemble@40%",
@@ -369,9 +375,10 @@ def _score(record: dict[str, Any], split: str, pred: np.ndarray, meta: dict[str,
             pred[other], meta["labels"][other], meta["texture"][other])["shape_bias"]
 
 
-def _judge(checkpoint: Path, aux: bool, sets: dict, classes: int, scale: Scale, device: str
-           ) -> dict[str, Any]:
-    net = _load(checkpoint, aux, classes, scale)
+def _judge(checkpoints: list[Path], aux: bool, sets: dict, classes: int, scale: Scale,
+           device: str) -> dict[str, Any]:
+    """Test results of a model (or of the ensemble averaging several models' probabilities)."""
+    net = [_load(checkpoint, aux, classes, scale) for checkpoint in checkpoints]
     record: dict[str, Any] = {"corruption": None}  # a layer model: not measured
     if "corrupted" in sets:
         batches, meta = sets["corrupted"]
@@ -427,6 +434,16 @@ def _layer_ensembles(out: Path, cache: dict, sets: dict[str, dict], dirs: dict[s
     return records
 
 
+def _checkpoints_of(sweep: str, result: dict[str, Any], run_dir: Path) -> list[Path]:
+    """The checkpoint(s) a run is judged with: the k=0 and k=1 models of its seed for the
+    sweep's ensemble run."""
+    if result["kind"] == "ensemble":
+        return [run_dir.parent / f"k{k}-seed{result['seed']}" / "best.pt" for k in (0, 1)]
+    if sweep == "oracle":
+        return [Path(result["metrics"]["checkpoint_file"])]
+    return [run_dir / (result.get("checkpoint") or "-")]
+
+
 def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, device: str
                  ) -> list[dict[str, Any]]:
     """One record per trained run: sweep metrics and test results (cached in
@@ -447,16 +464,15 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
             # seed filter: e.g. --report-only --seeds 5 keeps whole seeds
             if arm is None or result["seed"] >= scale.seeds:
                 continue
-            checkpoint = (Path(result["metrics"]["checkpoint_file"]) if sweep == "oracle"
-                          else result_path.parent / (result.get("checkpoint") or "-"))
-            if not checkpoint.is_file():
+            checkpoints = _checkpoints_of(sweep, result, result_path.parent)
+            if not all(checkpoint.is_file() for checkpoint in checkpoints):
                 continue
             key = str(result_path.parent.relative_to(out))
             if "corruption" not in cache.get(key, {}):
                 view = result["kind"] if result["kind"] in ("structure", "texture") else "image"
                 if view not in sets:
                     sets[view] = _test_sets(dirs, data, scale, view)
-                cache[key] = _judge(checkpoint, aux, sets[view], classes, scale, device)
+                cache[key] = _judge(checkpoints, aux, sets[view], classes, scale, device)
                 cache_path.write_text(json.dumps(cache) + "\n")
             records.append({"arm": arm, "seed": result["seed"],
                             "val": result["metrics"].get("clean_acc"),
@@ -561,6 +577,10 @@ PREREGISTERED = (
      "vanilla", "test"),
     ("post hoc: student at temperature 4 vs at temperature 1 (best k), clean test",
      "TEACHERS_BEST_T", "TEACHERS_BEST", "test"),
+    ("post hoc: ensemble of the add-mode k=0 and k=1 models vs vanilla, clean test",
+     "add-ensemble-k0+k1", "vanilla", "test"),
+    ("post hoc: the k=0 + k=1 ensemble vs compute-matched vanilla, clean test",
+     "add-ensemble-k0+k1", "vanilla-matched", "test"),
 )
 
 
@@ -600,7 +620,8 @@ def probe(scale: Scale, dirs: dict[str, Path], device: str) -> None:
     # vanilla 1 + replace 1 + add 1.5 + matched 1.5 + oracle 1.5 + 40% vanilla 1 + add 1.5
     # + two layer models 2 + students (one training step and two teacher forward passes:
     # ~1.7) per teacher k + at 40% two layer models 2 + a student 1.7
-    units = 9.0 + 2 + 1.7 * len(TEACHER_KS) + 2 + 1.7
+    # + the add-mode k=0 and k=1 runs 3
+    units = 9.0 + 2 + 1.7 * len(TEACHER_KS) + 2 + 1.7 + 3
     _say(f"probe: one vanilla epoch {epoch:.1f} s; the plan is ~{units * scale.epochs} "
          f"epoch-equivalents per seed x {scale.seeds} seeds = "
          f"~{epoch * units * scale.epochs * scale.seeds / 60:.1f} min (+ evaluation)")
