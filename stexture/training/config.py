@@ -20,7 +20,6 @@ extended with more seeds or k values.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 from ..loader.crops import check_min_scale
 from ..mixing import MODES, PAIRINGS, TEXTURE_LAYOUTS, CueConflictMix
 from .models import MODELS
+from .teachers import check_temperature
 from .trainer import OPTIMIZERS, TrainConfig
 
 __all__ = ["DEFAULT_K_VALUES", "PLAN", "STUDENTS", "SweepConfig", "check_train_fraction",
@@ -224,8 +224,7 @@ class SweepConfig:
         if self.student not in STUDENTS:
             raise ValueError(f"unknown student {self.student!r}; expected one of "
                              f"{', '.join(STUDENTS)}")
-        if not (0.0 < self.temperature < math.inf):
-            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+        check_temperature(self.temperature)
         if self.student == "teachers" and self.aux_bn:
             raise ValueError(_TEACHERS_TRAIN_BUILTIN)
         if self.matched_baseline and self.mode != "add":

@@ -23,6 +23,7 @@ arXiv:1503.02531, 2015.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -30,7 +31,7 @@ from torch import nn
 
 from .trainer import resolve_torch_device
 
-__all__ = ["TeacherTargets", "teacher_targets"]
+__all__ = ["TeacherTargets", "check_temperature", "teacher_targets"]
 
 
 def teacher_targets(structure_logits: torch.Tensor, texture_logits: torch.Tensor, k: float,
@@ -45,11 +46,16 @@ def teacher_targets(structure_logits: torch.Tensor, texture_logits: torch.Tensor
     return k * structure + (1.0 - k) * texture
 
 
+def check_temperature(temperature: float) -> None:
+    """``ValueError`` unless the teachers' softmax temperature is a finite number > 0."""
+    if not 0.0 < temperature < math.inf:  # NaN fails too
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+
+
 def _check_k_and_temperature(k: float, temperature: float) -> None:
     if not 0.0 <= k <= 1.0:  # NaN fails too
         raise ValueError(f"k must lie in [0, 1], got {k}")
-    if not temperature > 0.0 or temperature == float("inf"):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    check_temperature(temperature)
 
 
 class TeacherTargets:
