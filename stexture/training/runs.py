@@ -183,23 +183,20 @@ class SweepState:
             self.class_weights = balanced_class_weights(
                 [sum(1 for key in counts.get(c, []) if kept is None or key in kept)
                  for c in range(manifest.num_classes)])
-        self.val_loaders = {
-            kind: make_eval_loader(
-                str(manifest.root), kind=kind, split="val", batch_size=config.batch_size,
-                image_size=config.image_size, num_workers=workers, seed=EVAL_SEED)
-            for kind in ("clean", "conflict")
-        }
+        self.val_loaders = {kind: self._val_loader(kind) for kind in ("clean", "conflict")}
+
+    def _val_loader(self, kind: str, view: str = "image") -> Iterable:
+        c = self.config
+        return make_eval_loader(
+            str(self.manifest.root), kind=kind, split="val", batch_size=c.batch_size,
+            image_size=c.image_size, num_workers=self.workers, seed=EVAL_SEED, view=view)
 
     def val_loaders_of(self, run: Run) -> dict[str, Iterable]:
         """A layer model is judged on the same layer of the validation images (it has no
         cue-conflict metrics); every other run on the images and the composites."""
         if run.kind not in LAYER_KINDS:
             return self.val_loaders
-        c = self.config
-        return {"clean": make_eval_loader(
-            str(self.manifest.root), kind="clean", split="val", batch_size=c.batch_size,
-            image_size=c.image_size, num_workers=self.workers, seed=EVAL_SEED,
-            view=run.kind)}
+        return {"clean": self._val_loader("clean", view=run.kind)}
 
     def run_dir(self, run: Run) -> Path:
         return self.out / "runs" / run.name
