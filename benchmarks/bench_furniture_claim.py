@@ -410,6 +410,13 @@ def _judge_layer_pair(checkpoints: dict[str, Path], sets: dict[str, dict], class
     return record
 
 
+CACHE_NAME = "test-results.json"  # every judged run's test results, by run folder
+
+
+def _save_cache(out: Path, cache: dict[str, Any]) -> None:
+    (out / CACHE_NAME).write_text(json.dumps(cache) + "\n")
+
+
 def _layer_ensembles(out: Path, cache: dict, sets: dict[str, dict], dirs: dict[str, Path],
                      data: Path, scale: Scale, device: str) -> list[dict[str, Any]]:
     """A record per seed and training share with both layer models."""
@@ -428,7 +435,7 @@ def _layer_ensembles(out: Path, cache: dict, sets: dict[str, dict], dirs: dict[s
                     if view not in sets:
                         sets[view] = _test_sets(dirs, data, scale, view)
                 cache[key] = _judge_layer_pair(paths, sets, classes, scale, device)
-                (out / "test-results.json").write_text(json.dumps(cache) + "\n")
+                _save_cache(out, cache)
             records.append({"arm": arm, "seed": seed, "val": None, "shape_bias": None,
                             **cache[key]})
     return records
@@ -448,7 +455,7 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
                  ) -> list[dict[str, Any]]:
     """One record per trained run: sweep metrics and test results (cached in
     ``out/test-results.json``)."""
-    cache_path = out / "test-results.json"
+    cache_path = out / CACHE_NAME
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     classes = len(read_manifest(dirs["train"]).classes)
     sets: dict[str, dict] = {}  # per view, made when first needed
@@ -473,7 +480,7 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
                 if view not in sets:
                     sets[view] = _test_sets(dirs, data, scale, view)
                 cache[key] = _judge(checkpoints, aux, sets[view], classes, scale, device)
-                cache_path.write_text(json.dumps(cache) + "\n")
+                _save_cache(out, cache)
             records.append({"arm": arm, "seed": result["seed"],
                             "val": result["metrics"].get("clean_acc"),
                             "shape_bias": result["metrics"].get("shape_bias"), **cache[key]})
@@ -665,10 +672,11 @@ def run_student_at_posthoc_temperature(scale: Scale, dirs: dict[str, Path], out:
                        **_sweep_options(scale, device))
 
 
-def run_in_processes(phase: str, args: argparse.Namespace, seeds: list[int]) -> None:
+def run_in_processes(phase: str, args: argparse.Namespace, out: Path, seeds: list[int]
+                     ) -> None:
     """Run ``phase`` with the seeds dealt to ``args.jobs`` child processes."""
     base = [sys.executable, str(Path(__file__).resolve()), "--scale", args.scale,
-            "--out", str(args.out or Path(f"bench-claim-{args.scale}")),
+            "--out", str(out),
             "--device", args.device, "--phase", phase,
             "--threads", str(args.threads or 1)]
     for flag in ("model", "epochs", "per_class", "test_per_class", "seeds"):
@@ -735,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.jobs == 1:
                 run_phase(phase, scale, dirs, out, args.device, seeds)
             else:
-                run_in_processes(phase, args, seeds)
+                run_in_processes(phase, args, out, seeds)
     records = collect_runs(out, dirs, data, scale, args.device)
     best_k = best_teacher_k(out, seeds)
     manifest = read_manifest(dirs["train"])
