@@ -9,7 +9,10 @@ from shardfactory import make_shard_dir
 
 from stexture import cli, make_eval_loader, make_loader
 from stexture.loader.batch import Normalize
+from stexture.shards.format import read_manifest
 from stexture.training import build_model, predict
+from stexture.training.config import SweepConfig
+from stexture.training.runs import Run, SweepState
 from stexture.training.sweep import sweep
 from stexture.training.teachers import TeacherTargets, teacher_targets
 
@@ -133,6 +136,34 @@ def test_sweep_trains_layer_teachers_then_students_from_them(shards, tmp_path):
         assert result["status"] == "completed" and 0 <= result["metrics"]["clean_acc"] <= 1
     assert summary["ensemble_k0_k1"]["clean_acc"]["n"] == 1
     assert "structure layer (teacher)" in (out / "report.md").read_text()
+
+
+def test_a_sweep_student_learns_the_blend_of_its_seeds_saved_teachers(shards, tmp_path):
+    """The sweep's k run hands its k, the temperature and the checkpoints of its seed's
+    layer runs to the targets: its first batch equals the blend computed here from the
+    checkpoints on separately built layer loaders."""
+    config = SweepConfig(k_values=(0.3,), seeds=1, epochs=1, image_size=24, batch_size=4,
+                         student="teachers", temperature=2.0, baseline=False, ensemble=False)
+    out = tmp_path / "runs"
+    sweep(shards, config=config, out=out, device="cpu", log=None)
+    state = SweepState(read_manifest(shards), None, config, out, "cpu", 0, None,
+                       lambda line: None)
+    targets = state.train_loader(Run("k", 0.3, 0))
+    targets.set_epoch(0)
+    x, y = next(iter(targets))
+    loaded = {}
+    for kind in ("structure", "texture"):
+        loaded[kind] = build_model("small", 3).eval()
+        loaded[kind].load_state_dict(torch.load(out / "runs" / f"{kind}-seed0" / "best.pt",
+                                                weights_only=True)["model"])
+    layers = {view: next(iter(make_loader(shards, k=1.0, p_conflict=0.0, batch_size=4,
+                                          image_size=24, seed=0, view=view)))[0]
+              for view in ("image", "structure", "texture")}
+    with torch.no_grad():
+        expected = 0.3 * torch.softmax(loaded["structure"](layers["structure"]) / 2, 1) \
+            + 0.7 * torch.softmax(loaded["texture"](layers["texture"]) / 2, 1)
+    torch.testing.assert_close(x, layers["image"], rtol=0, atol=0)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_a_student_without_its_teacher_fails_with_the_teachers_name(shards, tmp_path):
