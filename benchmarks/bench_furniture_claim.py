@@ -378,18 +378,18 @@ def _score(record: dict[str, Any], split: str, pred: np.ndarray, meta: dict[str,
 def _judge(checkpoints: list[Path], aux: bool, sets: dict, classes: int, scale: Scale,
            device: str) -> dict[str, Any]:
     """Test results of a model (or of the ensemble averaging several models' probabilities)."""
-    net = [_load(checkpoint, aux, classes, scale) for checkpoint in checkpoints]
+    nets = [_load(checkpoint, aux, classes, scale) for checkpoint in checkpoints]
     record: dict[str, Any] = {"corruption": None}  # a layer model: not measured
     if "corrupted" in sets:
         batches, meta = sets["corrupted"]
         for kind in CORRUPTIONS:
-            pred = predict(net, batches[kind], device)["probs"].argmax(1)
+            pred = predict(nets, batches[kind], device)["probs"].argmax(1)
             record[f"corrupt_{kind}"] = float((pred == meta["labels"]).mean())
         record["corruption"] = float(np.mean([record[f"corrupt_{kind}"]
                                               for kind in CORRUPTIONS]))
     for split in TEST_SPLITS:
         loader, meta = sets[split]
-        _score(record, split, predict(net, loader, device)["probs"].argmax(1), meta)
+        _score(record, split, predict(nets, loader, device)["probs"].argmax(1), meta)
     return record
 
 
