@@ -23,15 +23,21 @@ arXiv:1503.02531, 2015.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import math
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .models import ResNet, build_model
 from .trainer import resolve_torch_device
 
-__all__ = ["TeacherTargets", "check_temperature", "teacher_targets"]
+__all__ = ["TeacherTargets", "check_temperature", "dense_logits", "label_maps",
+           "load_teacher", "module_digest", "teacher_targets"]
 
 
 def teacher_targets(structure_logits: torch.Tensor, texture_logits: torch.Tensor, k: float,
@@ -117,3 +123,128 @@ class TeacherTargets:
     def __repr__(self) -> str:
         return f"TeacherTargets(k={self.k}, temperature={self.temperature}, batches={len(self)})"
 
+
+
+# ---------------------------------------------------------------- label maps (stexture label)
+
+
+def dense_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's class logits at every position of its last feature map, ``B x C x h x w``:
+    the model applied fully convolutionally (as ReLabel, Yun et al. CVPR 2021, does with its
+    teacher), its classifier run on each position instead of on their average.
+
+    A built-in :class:`~stexture.training.models.ResNet` is its stem and stages followed by
+    ``fc`` as a 1x1 convolution; since average pooling and a linear layer commute, the mean
+    of this map over all positions is exactly the model's logits for ``x``. Any other module
+    provides the same as a method ``dense_logits(x) -> B x C x h x w`` (the loading hook of
+    :func:`load_teacher`); ``TypeError`` otherwise.
+    """
+    custom = getattr(model, "dense_logits", None)
+    if callable(custom):
+        logits = custom(x)
+    elif isinstance(model, ResNet):
+        features = model.stages(model.stem(x))
+        logits = (torch.einsum("bdhw,cd->bchw", features, model.fc.weight)
+                  + model.fc.bias.view(1, -1, 1, 1))
+    else:
+        raise TypeError(f"{type(model).__name__} has no dense_logits(x) method: a teacher that "
+                        "is not a built-in model must give its logits at every position "
+                        "(B x C x h x w) to make label maps")
+    if logits.ndim != 4 or logits.shape[0] != x.shape[0]:
+        raise ValueError(f"dense_logits must return B x C x h x w, got {tuple(logits.shape)}")
+    return logits
+
+
+@torch.no_grad()
+def label_maps(model: nn.Module, x: torch.Tensor, grid: int, temperature: float = 1.0
+               ) -> torch.Tensor:
+    """``B x G x G x C`` class probabilities: :func:`dense_logits` averaged over a ``G x G``
+    grid of equal cells (adaptive average pooling) and ``softmax(logits / temperature)`` per
+    cell. Averaging logits within a cell is what the model's own global pooling does over
+    the whole image."""
+    check_temperature(temperature)
+    logits = dense_logits(model, x).float()
+    pooled = F.adaptive_avg_pool2d(logits, (grid, grid))
+    return torch.softmax(pooled / temperature, dim=1).permute(0, 2, 3, 1).contiguous()
+
+
+def module_digest(model: nn.Module) -> str:
+    """SHA-256 of a module's weights and buffers (names, dtypes, shapes and bytes in
+    ``state_dict`` order): the same digest for the same weights, whatever file they came
+    from."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_teacher(spec: str | Path | nn.Module, num_classes: int, model: str = "small"
+                 ) -> nn.Module:
+    """A teacher for :func:`label_maps`, in eval mode, checked to have ``num_classes``
+    outputs.
+
+    ``spec`` is one of:
+
+    - an ``nn.Module`` (used as it is);
+    - a checkpoint file of a built-in model called ``model``: what ``fit`` and the sweep
+      write (``{"model": state_dict, ...}``, e.g. ``runs/structure-seed0/best.pt``) or a
+      bare ``state_dict``;
+    - the loading hook ``"package.module:function"``: ``function(num_classes)`` is called
+      and must return the ``nn.Module`` with its weights loaded; a module that is not a
+      built-in ResNet must have ``dense_logits(x)`` (see :func:`dense_logits`).
+
+    ``ValueError`` when the checkpoint does not fit the model or the model has another
+    number of classes; ``FileNotFoundError`` for a missing file.
+    """
+    if isinstance(spec, nn.Module):
+        teacher = spec
+    elif isinstance(spec, str) and ":" in spec and not Path(spec).exists():
+        teacher = _from_hook(spec, num_classes)
+    else:
+        teacher = _from_checkpoint(Path(spec), num_classes, model)
+    teacher.eval().requires_grad_(False)
+    _check_classes(teacher, num_classes, spec)
+    return teacher
+
+
+def _from_hook(spec: str, num_classes: int) -> nn.Module:
+    module_name, _, function = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"loading hook {spec!r}: {exc}") from exc
+    teacher = factory(num_classes)
+    if not isinstance(teacher, nn.Module):
+        raise ValueError(f"loading hook {spec!r} returned {type(teacher).__name__}, not an "
+                         "nn.Module")
+    return teacher
+
+
+def _from_checkpoint(path: Path, num_classes: int, model: str) -> nn.Module:
+    if not path.is_file():
+        raise FileNotFoundError(f"no teacher checkpoint {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    teacher = build_model(model, num_classes)
+    fc = state.get("fc.weight") if isinstance(state, dict) else None
+    if fc is not None and fc.shape[0] != num_classes:
+        raise ValueError(f"teacher {path} has {fc.shape[0]} classes, the shards have "
+                         f"{num_classes}")
+    try:
+        teacher.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ValueError(f"teacher {path} is not a state_dict of the built-in model "
+                         f"{model!r} ({str(exc).splitlines()[0]})") from exc
+    return teacher
+
+
+def _check_classes(teacher: nn.Module, num_classes: int, spec: object) -> None:
+    device = next(iter(teacher.parameters()), torch.empty(0)).device
+    with torch.no_grad():
+        logits = dense_logits(teacher, torch.zeros(1, 3, 32, 32, device=device))
+    if logits.shape[1] != num_classes:
+        raise ValueError(f"teacher {spec} has {logits.shape[1]} classes, the shards have "
+                         f"{num_classes}")
