@@ -19,6 +19,7 @@ from .._device import CudaUnavailableError
 from .._lifecycle import die_with_parent
 from ..mixing import CueConflictMix, check_unit_interval
 from ..shards.format import Manifest
+from ..shards.labels import SoftLabelReader, read_label_set
 from .batch import (
     CONFLICT_PAIRS,
     IMAGENET_MEAN,
@@ -35,7 +36,10 @@ from .index import locate_split, manifest_of
 from .sampler import EpochSampler
 from .train import PlannedBatch, TrainCollate, TrainSet, compose_on_device
 
-__all__ = ["CueConflictLoader", "make_eval_loader", "make_loader"]
+__all__ = ["LABEL_KINDS", "CueConflictLoader", "make_eval_loader", "make_loader"]
+
+#: What ``make_loader``'s ``y`` is made of: the classes (one-hot) or stored soft labels.
+LABEL_KINDS = ("hard", "soft")
 
 
 class _WorkerInit:
@@ -172,6 +176,8 @@ def make_loader(
     world_size: int | None = None,
     min_scale: float = 0.35,
     view: str = "image",
+    labels: str = "hard",
+    label_set: str | None = None,
     **dataloader_options: Any,
 ) -> CueConflictLoader:
     """A training loader of cue-conflict batches over the shards in ``source``.
@@ -230,6 +236,20 @@ tile_size
         What ``x`` shows: the image (mixed as above), or one layer of it for a structure-only
         or texture-only model (the texture offset to mid-grey, ``image - structure + 128``
         clipped to 8 bits); a layer view takes ``p_conflict=0``.
+    labels : {"hard", "soft"}
+        ``"hard"``: ``y = k * onehot(structure class) + (1 - k) * onehot(texture class)``.
+        ``"soft"``: the report's recipe from the stored labels of ``stexture label``
+        (:mod:`stexture.shards.labels`): for each crop, the ``s`` and ``t`` label maps of its
+        sample pooled over the crop's box (the same label for the flipped crop) and mixed
+        as ``y = k * s + (1 - k) * t`` (then ``label_smoothing``); no teacher runs at
+        training time. With ``p_conflict > 0`` the two combine: a composite of the structure
+        of ``a`` and the texture of ``b`` gets ``k * s_a + (1 - k) * t_b``, the structure
+        model's label of ``a``'s crop and the texture model's label of ``b``'s (each model
+        speaks for the layer it reads); ``p_conflict=0`` is the report's recipe alone.
+        Image view only.
+    label_set : str, optional
+        The label set to read with ``labels="soft"`` (``SHARDS/labels-NAME``); ``None``:
+        the shard folder's only one.
     **dataloader_options
         Passed to ``torch.utils.data.DataLoader``: ``pin_memory``, ``persistent_workers``,
         ``prefetch_factor``, ``multiprocessing_context`` (default: the platform's),
@@ -258,6 +278,7 @@ tile_size
                    "texture_layout": texture_layout, "tile_size": tile_size}
     CueConflictMix(2, k, **mix_options)  # checked before anything is read from disk
     check_view(view, mixes=p_conflict > 0)
+    _check_labels(labels, view)
     _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
     _check_seed(seed)
     shuffle = _shuffle_from(shuffle, shuffle_buffer)
@@ -275,8 +296,10 @@ tile_size
     if len(sampler) == 0:
         raise ValueError(f"samples_per_epoch={samples_per_epoch} is less than one batch of "
                          f"{batch_size} per rank ({sampler.num_replicas} rank(s))")
+    soft = (SoftLabelReader(read_label_set(manifest, label_set), split,
+                            [sample.key for sample in samples]) if labels == "soft" else None)
     dataset = TrainSet(samples, image_size=image_size, min_scale=min_scale, seed=seed,
-                       counters=counters)
+                       counters=counters, soft=soft)
     mix = CueConflictMix(manifest.num_classes, k, **mix_options)
     collate = TrainCollate(mix, normalize, seed=seed, image_size=image_size,
                            with_info=with_info, mix_in_worker=device is None, counters=counters,
@@ -338,6 +361,16 @@ def make_eval_loader(
     worker_init_fn = _worker_init(dataloader_options)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       collate_fn=collate, worker_init_fn=worker_init_fn, **dataloader_options)
+
+
+def _check_labels(labels: str, view: str) -> None:
+    """``ValueError`` for an unknown ``labels``, or soft labels on a layer view (the stored
+    labels are of the image's crops, for a model of the image)."""
+    if labels not in LABEL_KINDS:
+        raise ValueError(f"unknown labels {labels!r}; expected one of {', '.join(LABEL_KINDS)}")
+    if labels == "soft" and view != "image":
+        raise ValueError(f"labels='soft' trains a model of the image; view={view!r} shows one "
+                         "layer (use labels='hard')")
 
 
 def _shuffle_from(shuffle: bool, shuffle_buffer: int | None) -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..mixing import CueConflictMix, MixPlan, compose, compose_normalized
+from ..shards.labels import SoftLabelReader, mix_soft_labels
 from .batch import CONFLICT_PAIRS, SAME_CLASS_PAIRS, Counters, Normalize, layer_view, to_chw
 from .crops import crop_layers, random_resized_crop_box
 from .index import Located, SampleReader, decode_image, decode_structure_of
@@ -36,6 +37,7 @@ class Item:
     structure_field: str = ""
     structure_data: bytes = b""
     structure: np.ndarray | None = None
+    soft: np.ndarray | None = None  # 2 x C: s and t pooled over the crop (labels="soft")
 
 
 class TrainSet(torch.utils.data.Dataset):
@@ -43,8 +45,9 @@ class TrainSet(torch.utils.data.Dataset):
     ``(seed, ticket.epoch, ticket.slot)``: the same pixels in any worker."""
 
     def __init__(self, samples: list[Located], *, image_size: int, min_scale: float,
-                 seed: int, counters: Counters) -> None:
+                 seed: int, counters: Counters, soft: SoftLabelReader | None = None) -> None:
         self.samples = samples
+        self.soft = soft
         self.image_size = image_size
         self.min_scale = min_scale
         self.seed = seed
@@ -68,8 +71,15 @@ class TrainSet(torch.utils.data.Dataset):
         box = random_resized_crop_box(*image.shape[:2], rng, self.min_scale)
         flip = bool(rng.integers(2))
         cropped = crop_layers((image,), box, self.image_size, flip)[0]
+        soft = None
+        if self.soft is not None:  # pooled over the box: the flip does not change it
+            try:
+                soft = self.soft.pooled(ticket.index, box, image.shape)
+            except ValueError as exc:
+                self.counters.skip(sample.path, exc)
+                return Item(ticket, sample.key, sample.cls, None)
         return Item(ticket, sample.key, sample.cls, cropped, image.shape, box, flip, field,
-                    raw[field])
+                    raw[field], soft=soft)
 
 
 class TrainCollate:
@@ -128,23 +138,30 @@ class TrainCollate:
             return self._empty()
         labels = torch.tensor([it.cls for it in items], dtype=torch.int64)
         keys = [it.key for it in items]
+        soft = (torch.from_numpy(np.stack([it.soft for it in items]))
+                if items[0].soft is not None else None)
         images = np.stack([it.image for it in items])
         # a sample whose structure is not needed stands in its image: texture 0, never used
         structures = np.stack([it.image if it.structure is None else it.structure
                                for it in items])
         images = layer_view(images, structures, self.view)
         if not self.mix_in_worker:
-            return PlannedBatch(to_chw(images), to_chw(structures), labels, plan, keys)
+            return PlannedBatch(to_chw(images), to_chw(structures), labels, plan, keys, soft)
         x = torch.from_numpy(compose_normalized(
             images, structures, plan, alpha=self.mix.alpha,
             texture_scale=self.mix.texture_scale, scale=self.normalize.scale,
             shift=self.normalize.shift))
-        return self.finish(x, labels, plan, keys)
+        return self.finish(x, labels, plan, keys, soft)
 
     def finish(self, x: torch.Tensor, labels: torch.Tensor, plan: MixPlan,
-               keys: list[str]) -> tuple:
-        """``(x, y[, info])`` of a composed, normalised batch, counting its pairs."""
+               keys: list[str], soft: torch.Tensor | None = None) -> tuple:
+        """``(x, y[, info])`` of a composed, normalised batch, counting its pairs; with
+        ``soft`` (``B x 2 x C``: each sample's pooled ``s`` and ``t``), ``y`` mixes those
+        (:func:`~stexture.shards.labels.mix_soft_labels`) instead of the one-hot classes."""
         y, info = self.mix.targets(labels, plan)
+        if soft is not None:
+            y = mix_soft_labels(soft[:, 0], soft[:, 1], info["structure_index"],
+                                info["texture_index"], self.mix.k, self.mix.label_smoothing)
         conflict = info["is_conflict"]
         self.counters.add(CONFLICT_PAIRS, int(conflict.sum()))
         self.counters.add(SAME_CLASS_PAIRS,
@@ -177,10 +194,11 @@ class PlannedBatch:
     labels: torch.Tensor
     plan: MixPlan
     keys: list[str]
+    soft: torch.Tensor | None = None  # float32 B x 2 x C (labels="soft")
 
     def pin_memory(self) -> PlannedBatch:
         return PlannedBatch(self.image.pin_memory(), self.structure.pin_memory(), self.labels,
-                            self.plan, self.keys)
+                            self.plan, self.keys, self.soft)
 
 
 def compose_on_device(batch: PlannedBatch, collate: TrainCollate, device: torch.device
@@ -191,5 +209,6 @@ def compose_on_device(batch: PlannedBatch, collate: TrainCollate, device: torch.
     mix = collate.mix
     x = compose(structure, image - structure, batch.plan, alpha=mix.alpha,
                 texture_scale=mix.texture_scale)
+    soft = None if batch.soft is None else batch.soft.to(device)
     return collate.finish(collate.normalize.unit(x), batch.labels.to(device), batch.plan,
-                          batch.keys)
+                          batch.keys, soft)
