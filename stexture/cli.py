@@ -18,6 +18,7 @@ from . import __version__
 COMMANDS = (
     "split",
     "decompose",
+    "label",
     "inspect",
     "sweep",
     "synth",

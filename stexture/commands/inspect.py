@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..shards.labels import check_label_sets
 from ..shards.validate import contact_sheet, validate_dataset
 from ._output import print_text
 
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = validate_dataset(args.out, recompute=args.recompute,
                               examples_per_class=args.per_class, sources=args.sources)
+    result.problems += check_label_sets(args.out)  # soft-label sidecars, if any
     say = (lambda line: None) if args.quiet else print_text
     if result.counts:
         say(result.table())

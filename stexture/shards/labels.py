@@ -45,7 +45,6 @@ distribution with no position in it (the box is taken before the flip).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -66,6 +65,7 @@ from .format import (
     split_member_name,
     tar_member_offsets,
 )
+from .storage import sha256_of
 
 __all__ = [
     "LABELS_FORMAT",
@@ -87,7 +87,6 @@ __all__ = [
     "pool_label_map",
     "read_label_set",
     "register_label_set",
-    "sha256_of",
 ]
 
 LABELS_FORMAT = "stexture-soft-labels"
@@ -119,15 +118,6 @@ def label_folder(root: str | Path, name: str) -> Path:
         raise ValueError(f"a label set's name must be 1-64 letters, digits, '_' or '-', got "
                          f"{name!r}")
     return Path(root) / f"{_FOLDER_PREFIX}{name}"
-
-
-def sha256_of(path: str | Path) -> str:
-    """The SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- members

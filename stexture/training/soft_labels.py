@@ -65,8 +65,8 @@ from ..shards.labels import (
     label_folder,
     read_label_set,
     register_label_set,
-    sha256_of,
 )
+from ..shards.storage import sha256_of
 from .crossfit import DEFAULT_FOLDS, FOLD_RULE, assign_folds, check_folds, training_keys
 from .models import MODELS, build_model
 from .teachers import check_temperature, label_maps, load_teacher, module_digest
