@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..loader.crops import check_min_scale
+from ..loader.dataloader import LABEL_KINDS
 from ..mixing import MODES, PAIRINGS, TEXTURE_LAYOUTS, CueConflictMix
 from .models import MODELS
 from .teachers import check_temperature
@@ -129,6 +130,15 @@ class SweepConfig:
         ``p_conflict``, ``mode``, ``alpha``, ``texture_layout``, ``tile_size`` and
         ``aux_bn`` do not apply.
     temperature : the teachers' softmax temperature ``tau`` (> 0) for ``student="teachers"``.
+    labels : ``"hard"`` (the k runs' labels come from the classes, or from the teachers with
+        ``student="teachers"``) or ``"soft"``: the k runs train on the original images with
+        ``y = k * s + (1 - k) * t`` from the stored label maps of ``stexture label``, pooled
+        over each crop (``make_loader(labels="soft")``): the teachers' student without
+        teachers at training time. Like the teachers' student it takes no composites
+        (``p_conflict``, ``mode``, ``alpha``, ``texture_layout``, ``tile_size``, ``aux_bn``
+        do not apply) and needs the built-in trainer or a ``train_fn`` alike.
+    label_set : the label set of ``labels="soft"`` (``SHARDS/labels-NAME``); None: the
+        shards' only one.
     match_steps : with ``train_fraction < 1``, give every run as many optimiser steps per
         epoch as the full training split (see :mod:`stexture.training.runs`); False: one
         pass over the subset per epoch.
@@ -193,6 +203,12 @@ class SweepConfig:
         choices=STUDENTS)
     temperature: float = _setting(
         1.0, "softmax temperature of the teachers (--student teachers)")
+    labels: str = _setting(
+        "hard", "soft: the k runs train on originals against k * s + (1 - k) * t from the "
+        "label maps `stexture label` stored beside the shards", choices=LABEL_KINDS)
+    label_set: str | None = _setting(
+        None, "with --labels soft: the label set's name (default: the shards' only one)",
+        type=str)
     match_steps: bool = _setting(
         True, "with --train-fraction < 1: as many optimiser steps per epoch as the full "
         "split; --no-match-steps: one pass over the share per epoch (fewer steps)")
@@ -225,6 +241,15 @@ class SweepConfig:
             raise ValueError(f"unknown student {self.student!r}; expected one of "
                              f"{', '.join(STUDENTS)}")
         check_temperature(self.temperature)
+        if self.labels not in LABEL_KINDS:
+            raise ValueError(f"unknown labels {self.labels!r}; expected one of "
+                             f"{', '.join(LABEL_KINDS)}")
+        if self.labels == "soft" and self.student == "teachers":
+            raise ValueError("labels='soft' is the teachers' student from stored labels: use "
+                             "it with student='cue-conflict' (the default), not 'teachers'")
+        if self.labels == "soft" and self.aux_bn:
+            raise ValueError("labels='soft' trains on original images only: aux_bn does not "
+                             "apply")
         if self.student == "teachers" and self.aux_bn:
             raise ValueError(_TEACHERS_TRAIN_BUILTIN)
         if self.matched_baseline and self.mode != "add":

@@ -19,6 +19,10 @@ model on each layer of the images (one-hot labels, judged on the same layer of t
 validation split), and a k run trains a student on the original images against
 ``k * softmax(T_s(structure) / tau) + (1 - k) * softmax(T_t(texture) / tau)`` from those two
 models of its seed (:mod:`stexture.training.teachers`).
+With ``labels="soft"`` a k run trains on the original images against
+``k * s + (1 - k) * t`` pooled over each crop from the label maps ``stexture label`` stored
+beside the shards (:mod:`stexture.shards.labels`): the same recipe with no teacher at
+training time.
 
 Optimiser steps: with ``train_fraction < 1`` and ``match_steps`` (the default) every epoch
 still has as many batches as an epoch of the full training split (the loader's
@@ -221,9 +225,22 @@ class SweepState:
         return with_aux_bn(model) if self.config.aux_bn else model
 
     def check_loader(self, run: Run) -> None:
-        """Build ``run``'s cue-conflict loader, so that what only the shards can tell (the
-        subset's keys in the split, at least one batch per epoch) fails before training."""
-        self._loader(run, mixes=True, with_info=False)
+        """Build ``run``'s cue-conflict (or soft-label) loader, so that what only the shards
+        can tell (the subset's keys in the split, at least one batch per epoch, a label set
+        with labels for every sample) fails before training."""
+        if self.config.labels == "soft":
+            self._soft_loader(run)
+        else:
+            self._loader(run, mixes=True, with_info=False)
+
+    def _soft_loader(self, run: Run) -> Iterable:
+        """Originals with ``y = k s + (1 - k) t`` from the stored label maps."""
+        c = self.config
+        return make_loader(
+            str(self.manifest.root), k=run.k, split="train", batch_size=c.batch_size,
+            image_size=c.image_size, num_workers=self.workers, seed=run.seed, p_conflict=0.0,
+            min_scale=c.min_scale, keys=self.keys, samples_per_epoch=self.samples_per_epoch(run),
+            labels="soft", label_set=c.label_set)
 
     def _loader(self, run: Run, view: str = "image", *, mixes: bool, with_info: bool
                 ) -> Iterable:
@@ -246,6 +263,8 @@ class SweepState:
             return self._loader(run, run.kind, mixes=False, with_info=aux)
         if run.kind != "k":
             return self._loader(run, mixes=False, with_info=aux)
+        if self.config.labels == "soft":
+            return self._soft_loader(run)
         if self.config.student == "cue-conflict":
             return self._loader(run, mixes=True, with_info=aux)
         views = [self._loader(run, view, mixes=False, with_info=True)
