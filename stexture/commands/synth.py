@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..datasets import CLASSES, make_furniture_dataset
+from ..datasets.generate import MAX_SIZE
+from ..datasets.scene import MIN_SIZE
 
 NAME = "synth"
 HELP = ("Generate the synthetic furniture dataset (train, test, test_shifted) as "
@@ -20,14 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shifted-per-class", type=int, default=None,
                         help="test_shifted images per class, made with texture correlation 0 "
                         "(default as --test-per-class; 0 skips)")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--size", type=int, default=128,
+                        help=f"image side in pixels ({MIN_SIZE}..{MAX_SIZE})")
     parser.add_argument("--texture-correlation", type=float, default=0.8,
                         help="probability that an object has its class's typical material")
     parser.add_argument("--classes", default=",".join(CLASSES),
                         help="comma-separated subset of the classes")
     parser.add_argument("--seed", type=int, default=0, help="random seed (>= 0)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the splits of an earlier run in OUT")
+                        help="replace the splits of an earlier synth run in OUT (only what "
+                        "its dataset.json names; anything else in a split folder is refused)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         size=args.size, texture_correlation=args.texture_correlation, seed=args.seed,
         overwrite=args.overwrite, progress=not args.quiet,
     )
+    if summary.removed:
+        print(f"removed the {summary.removed} images of the earlier synth run in {args.out} "
+              "(named in its record; nothing else was touched)")
     rate = summary.total / max(summary.seconds, 1e-9)
     print(f"{summary.total} images of {len(classes)} classes, {args.size} px, in "
           f"{summary.seconds:.1f} s ({rate:.0f} images/s) -> {summary.root}")

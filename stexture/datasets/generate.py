@@ -6,7 +6,13 @@ Layout::
     OUT/test/<class>/...                         same distribution as train (clean test)
     OUT/test_shifted/<class>/...                 texture_correlation = 0 (robustness)
     OUT/records.csv                              one row per image: material, room, ...
-    OUT/dataset.json                             the options and counts
+    OUT/dataset.json                             the options and counts (written last)
+
+While it runs, ``OUT/.stexture-synth.json`` names the classes and the images per split it
+will write (before any is written), and ``OUT/.stexture-lock`` holds the folder against a
+second run. ``overwrite`` deletes only what the record of an earlier run (``dataset.json``,
+else that progress file) names, and refuses, deleting nothing, when a split folder holds
+anything else (a file there would become part of the data set).
 
 No validation split is written: the shard pipeline holds one out of ``train`` itself.
 Each image is drawn from its own generator seeded by ``(seed, split, class, index)``, so
@@ -19,7 +25,9 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
+import os
+import re
+import stat
 import time
 import zlib
 from dataclasses import dataclass
@@ -28,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .._lifecycle import LOCK_NAME, hold_output
 from .furniture import CLASSES, TYPICAL_MATERIALS
 from .materials import prepare_tiles
 from .scene import check_class, check_options, encode_jpeg, render_furniture
@@ -46,6 +55,13 @@ CONFLICT_SPLIT = "cue_conflict"
 CONFLICT_RECORDS_NAME = "conflicts.csv"
 RECORDS_NAME = "records.csv"
 INFO_NAME = "dataset.json"
+PROGRESS_NAME = ".stexture-synth.json"
+_GENERATOR = "stexture.datasets.make_furniture_dataset"
+#: The largest image side :func:`make_furniture_dataset` draws: the renderer holds several
+#: float32 layers of ``size**2`` pixels (about 0.4 GB at 4096 px), and a data set for
+#: shape/texture training needs nothing near it.
+MAX_SIZE = 4096
+_IMAGE_NAME = re.compile(r"^(?P<cls>[a-z_]+)-(?P<index>[0-9]{5})\.jpg$")
 _RECORD_FIELDS = ("split", "class_name", "index", "path", "material", "typical", "wall",
                   "floor", "occluded", "object_fraction", "jpeg_quality")
 
@@ -58,6 +74,7 @@ class DatasetSummary:
     counts: dict[str, int]
     typical_share: dict[str, float]  # per split, share of images with a typical material
     seconds: float
+    removed: int = 0  # images of an earlier run that ``overwrite`` deleted
 
     @property
     def total(self) -> int:
@@ -104,20 +121,110 @@ def _check(classes: tuple[str, ...], per_class: int, test_per_class: int,
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     check_options(size, texture_correlation)
+    if size > MAX_SIZE:
+        raise ValueError(f"size must lie in [32, {MAX_SIZE}] pixels, got {size!r} (the "
+                         f"renderer holds several float32 layers of size**2 pixels)")
 
 
-def _prepare(root: Path, overwrite: bool) -> None:
+def _recorded_splits(root: Path) -> dict[str, tuple[set[str], int]] | None:
+    """What the record of an earlier run in ``root`` says it wrote: per split, its classes
+    and images per class (``dataset.json``, else the progress file of a run that did not
+    finish); ``None`` when there is no record; ``ValueError`` for a record synth did not
+    write."""
+    for name in (INFO_NAME, PROGRESS_NAME):
+        path = root / name
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            if info.get("generator") != _GENERATOR:
+                raise ValueError("not written by synth")
+            recorded = {}
+            for split, entry in info["splits"].items():
+                per_class = entry["per_class"]
+                if split not in SPLITS or not isinstance(per_class, int):
+                    raise ValueError(f"split {split!r}")
+                recorded[split] = ({str(c) for c in info["classes"]}, per_class)
+            return recorded
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not a record stexture synth wrote ({exc}): synth "
+                             "cannot tell which files it wrote there; nothing was deleted; "
+                             "choose another folder") from None
+    return None
+
+
+def _owned_files(root: Path, recorded: dict[str, tuple[set[str], int]]
+                 ) -> tuple[list[Path], list[Path], list[str]]:
+    """The files and folders under ``root``'s split folders that ``recorded`` names (an
+    image ``<split>/<class>/<class>-<index>.jpg`` with ``index < per_class``), and every
+    other entry there, by relative path. A link is never ours."""
+    files, folders, foreign = [], [], []
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.exists() and not split_dir.is_symlink():
+            continue
+        classes, per_class = recorded.get(split, (set(), 0))
+        if split_dir.is_symlink() or not split_dir.is_dir():
+            foreign.append(split)
+            continue
+        for dirpath, dirnames, filenames in os.walk(split_dir):
+            here = Path(dirpath)
+            relative = here.relative_to(root)
+            for name in sorted(dirnames + filenames):
+                path = here / name
+                mode = path.lstat().st_mode
+                match = _IMAGE_NAME.match(name)
+                if len(relative.parts) == 1 and stat.S_ISDIR(mode) and name in classes:
+                    continue  # a class folder of the record: walked below
+                if (len(relative.parts) == 2 and stat.S_ISREG(mode) and match
+                        and match["cls"] == relative.parts[1]
+                        and int(match["index"]) < per_class):
+                    files.append(path)
+                else:
+                    foreign.append(path.relative_to(root).as_posix())
+            dirnames[:] = [d for d in dirnames if len(relative.parts) == 1 and d in classes
+                           and not (here / d).is_symlink()]
+            folders.append(here)
+    return files, folders, foreign
+
+
+def _prepare(root: Path, overwrite: bool) -> int:
+    """Make ``root`` ready to write; returns how many images of an earlier run it removed.
+
+    A folder that holds anything (the lock aside) needs ``overwrite``, which removes only
+    what an earlier run's record names, and refuses, removing nothing, when there is no
+    such record or a split folder holds anything else."""
     if root.exists() and not root.is_dir():
         raise ValueError(f"{root} exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()):
-        if not overwrite:
-            raise ValueError(f"{root} is not empty; choose another folder or overwrite")
-        # Remove only what this function writes: stale class folders would corrupt the tree.
-        for split in SPLITS:
-            shutil.rmtree(root / split, ignore_errors=True)
-        for name in (RECORDS_NAME, INFO_NAME):
-            (root / name).unlink(missing_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
+    present = sorted(p.name for p in root.iterdir() if p.name != LOCK_NAME) \
+        if root.is_dir() else []
+    if not present:
+        root.mkdir(parents=True, exist_ok=True)
+        return 0
+    if not overwrite:
+        raise ValueError(f"{root} is not empty; choose another folder or overwrite")
+    recorded = _recorded_splits(root)
+    if recorded is None:
+        raise ValueError(
+            f"{root} holds {', '.join(present[:5])}{' ...' if len(present) > 5 else ''} and no "
+            f"record of an earlier synth run ({INFO_NAME}): --overwrite deletes only what "
+            "synth wrote; nothing was deleted; choose another folder")
+    files, folders, foreign = _owned_files(root, recorded)
+    if foreign:
+        raise ValueError(
+            f"{root} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
+            f"which the record of the earlier synth run ({INFO_NAME}) does not name: synth "
+            "did not write it, and a file in a split folder would become part of the data "
+            "set; nothing was deleted; move it away or choose another folder")
+    for path in files:
+        path.unlink()
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        folder.rmdir()  # empty now: it held only the files removed above
+    for name in (RECORDS_NAME, INFO_NAME, PROGRESS_NAME):
+        path = root / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+    return len(files)
 
 
 def make_furniture_dataset(
@@ -148,8 +255,13 @@ def make_furniture_dataset(
     texture_correlation : probability that an object gets its class's typical material
         in ``train`` and ``test``; otherwise its material is uniform over all materials.
     seed : non-negative integer; images are a function of (seed, split, class, index).
-    overwrite : replace the splits, ``records.csv`` and ``dataset.json`` of an earlier run.
+    overwrite : replace the splits, ``records.csv`` and ``dataset.json`` of an earlier run:
+        only what its record names is deleted; anything else in a split folder is refused
+        (``ValueError`` naming it, nothing deleted).
     progress : show a progress bar.
+
+    The folder is held for the run (:func:`stexture._lifecycle.hold_output`): a second run
+    on it fails at once naming the first.
     """
     classes = tuple(CLASSES if classes is None else classes)
     test_per_class = max(1, per_class // 4) if test_per_class is None else test_per_class
@@ -157,10 +269,24 @@ def make_furniture_dataset(
     _check(classes, per_class, test_per_class, shifted_per_class, size, texture_correlation,
            seed)
     root = Path(out)
-    _prepare(root, overwrite)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} exists and is not a folder")
+    with hold_output(root, "stexture synth"):
+        return _write_dataset(root, overwrite, classes, per_class, test_per_class,
+                              shifted_per_class, size, texture_correlation, seed, progress)
 
+
+def _write_dataset(root: Path, overwrite: bool, classes: tuple[str, ...], per_class: int,
+                   test_per_class: int, shifted_per_class: int, size: int,
+                   texture_correlation: float, seed: int, progress: bool) -> DatasetSummary:
+    """:func:`make_furniture_dataset` once its options are checked and ``root`` is held."""
+    removed = _prepare(root, overwrite)
     plan = {"train": (per_class, texture_correlation), "test": (test_per_class,
             texture_correlation), "test_shifted": (shifted_per_class, 0.0)}
+    # named before any image is written: an --overwrite after a killed run removes them
+    (root / PROGRESS_NAME).write_text(json.dumps({
+        "generator": _GENERATOR, "classes": list(classes),
+        "splits": {split: {"per_class": n} for split, (n, _) in plan.items() if n}}) + "\n")
     total = len(classes) * sum(n for n, _ in plan.values())
     counts = {split: 0 for split, (n, _) in plan.items() if n}
     typical = dict.fromkeys(counts, 0)
@@ -188,7 +314,7 @@ def make_furniture_dataset(
                     bar.update()
     seconds = time.perf_counter() - start
     info = {
-        "generator": "stexture.datasets.make_furniture_dataset",
+        "generator": _GENERATOR,
         "classes": list(classes), "size": size, "seed": seed,
         "texture_correlation": texture_correlation,
         "splits": {split: {"per_class": plan[split][0], "count": counts[split],
@@ -196,8 +322,9 @@ def make_furniture_dataset(
         "typical_materials": {name: list(TYPICAL_MATERIALS[name]) for name in classes},
     }
     (root / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+    (root / PROGRESS_NAME).unlink()
     share = {split: typical[split] / counts[split] for split in counts}
-    return DatasetSummary(root, counts, share, seconds)
+    return DatasetSummary(root, counts, share, seconds, removed)
 
 
 def make_cue_conflict_split(

@@ -19,12 +19,14 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from tqdm import tqdm
 
+from .._lifecycle import hold_output
 from . import storage
 from .writer import (
     PROGRESS_NAME,
@@ -158,7 +160,9 @@ def drive(src: str | Path, out: str | Path, settings: Settings, executor: Execut
     """Run ``stexture decompose`` from ``src`` to ``out`` on ``executor`` (see the module
     docstring); the executor is stopped on any error and closed after success.
 
-    Raises ``ValueError`` before any image is read for an output folder that cannot work,
+    The output folder is held (:func:`~stexture._lifecycle.hold_output`) from before the
+    scan until the executor has stopped. Raises ``ValueError`` before any image is read for
+    an output folder that cannot work or that another run holds (naming it),
     and when no image is accepted; :class:`DecomposeFailed` naming every shard that failed,
     after all others have ended and been recorded; :class:`DecomposeInterrupted` on Ctrl-C.
     """
@@ -166,31 +170,37 @@ def drive(src: str | Path, out: str | Path, settings: Settings, executor: Execut
     done: dict[str, ShardResult] = {}
     plan: Plan | None = None
     opened = False
-    try:
-        check_output(out, src)
-        plan = _plan(src, settings, executor, show_progress)
-        done = open_output(out, settings, plan, overwrite, log)
-        opened = True
-        pending = list(iter_pending(plan, done))
-        if done:
-            log(f"resuming: {len(done)} of {len(plan.jobs)} shard(s) already complete in {out}")
-        failures: dict[str, str] = {}
-        total = sum(len(job.entries) for job in pending)
-        with progress_bar(total, "decomposing", show_progress) as bar:
-            for outcome in executor.run(pending, settings, executor.reach(out), bar.update):
-                if isinstance(outcome, ShardFailure):
-                    failures[outcome.name] = outcome.error
-                else:
-                    record_shard(out, settings, plan, done, outcome)
-        if failures:
-            raise DecomposeFailed(
-                _failure_message(failures, plan, done, out, executor.retries), failures)
-        summary = finish_dataset(out, plan, settings, done, written=len(pending))
-    except KeyboardInterrupt:
-        executor.stop()
-        raise _interrupted(out, plan, done, opened) from None
-    except BaseException:
-        executor.stop()
-        raise
-    executor.close()
+    # the lock is let go only after the executor has stopped: no worker of this run writes
+    # into a folder another run holds
+    with ExitStack() as held:
+        try:
+            check_output(out, src)
+            held.enter_context(hold_output(out, "stexture decompose", log))
+            plan = _plan(src, settings, executor, show_progress)
+            done = open_output(out, settings, plan, overwrite, log)
+            opened = True
+            pending = list(iter_pending(plan, done))
+            if done:
+                log(f"resuming: {len(done)} of {len(plan.jobs)} shard(s) already complete "
+                    f"in {out}")
+            failures: dict[str, str] = {}
+            total = sum(len(job.entries) for job in pending)
+            with progress_bar(total, "decomposing", show_progress) as bar:
+                for outcome in executor.run(pending, settings, executor.reach(out),
+                                            bar.update):
+                    if isinstance(outcome, ShardFailure):
+                        failures[outcome.name] = outcome.error
+                    else:
+                        record_shard(out, settings, plan, done, outcome)
+            if failures:
+                raise DecomposeFailed(
+                    _failure_message(failures, plan, done, out, executor.retries), failures)
+            summary = finish_dataset(out, plan, settings, done, written=len(pending))
+        except KeyboardInterrupt:
+            executor.stop()
+            raise _interrupted(out, plan, done, opened) from None
+        except BaseException:
+            executor.stop()
+            raise
+        executor.close()
     return summary

@@ -10,6 +10,7 @@ import os
 import queue
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -136,18 +137,68 @@ class _Pool:
                 exc = future.exception()
                 yield _failure(job_of[future], exc) if exc is not None else future.result()
 
-    def stop(self) -> None:
-        """End the workers now (they ignore SIGINT): SIGTERM to each of our own processes."""
+    def _processes(self) -> dict[int, Any]:
+        """Every worker this pool started, by PID: the executor's own table (it holds the
+        ones whose start-up message has not arrived yet) and the PIDs the workers sent."""
         self._drain(None)
-        for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        table = dict(getattr(self.executor, "_processes", None) or {})
+        return {pid: table.get(pid) for pid in self.pids | set(table)}
+
+    def stop(self) -> None:
+        """End the workers now (they ignore SIGINT), without waiting on any of them.
+
+        A worker killed while it held one of the pool's queue locks leaves the others
+        blocked on that lock for good, and ``ProcessPoolExecutor.shutdown(wait=True)`` waits
+        on them for good: so the executor is only told to stop, and every worker is ended
+        by PID (:func:`end_processes`)."""
+        processes = self._processes()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        end_processes(processes, grace=0.0)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
+        """After a run that ended well: the workers exit on their own (bounded), else are
+        ended by PID like :meth:`stop`."""
+        processes = self._processes()
+        self.executor.shutdown(wait=False)
+        end_processes(processes, grace=_CLOSE_GRACE_SECONDS)
+
+
+_CLOSE_GRACE_SECONDS = 10.0
+_TERM_GRACE_SECONDS = 5.0
+
+
+def end_processes(processes: dict[int, Any], grace: float) -> None:
+    """End the worker processes ``processes`` (PID -> ``multiprocessing.Process`` or
+    ``None`` when only the PID is known), each a child of this process: wait up to
+    ``grace`` seconds for them to exit, then SIGTERM, then SIGKILL what is left after
+    another few seconds. Never waits longer than ``grace + 2 * _TERM_GRACE_SECONDS``."""
+    def alive() -> list[int]:
+        return [pid for pid in processes if _is_alive(pid, processes[pid])]
+
+    for signum, wait_s in ((None, grace), (signal.SIGTERM, _TERM_GRACE_SECONDS),
+                           (signal.SIGKILL, _TERM_GRACE_SECONDS)):
+        left = alive()
+        if not left:
+            return
+        for pid in left if signum is not None else ():
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait_s
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def _is_alive(pid: int, process: Any) -> bool:
+    """Whether the child ``pid`` still runs (a zombie counts as ended; it is reaped here)."""
+    if process is not None:
+        return process.is_alive()  # reaps it when it has ended
+    try:
+        ended, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False  # not (or no longer) our child: nothing of ours to end
+    return ended == 0
 
 
 def write_dataset(
