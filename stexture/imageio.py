@@ -62,6 +62,10 @@ REJECT_REASONS = {
     "duplicate": "the same decoded pixels as an earlier input (kept once)",
     "no_class": "not inside a class folder, or no label in the manifest",
     "empty_class": "a class folder with no image files",
+    "bad_label": "a class name with a control character (a newline, a tab): it would print "
+                 "as a row of its own",
+    "linked_folder": "a class folder that is a symbolic link (links to folders are not "
+                     "followed)",
 }
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "Listing",
     "SourceItem",
+    "label_problem",
     "list_sources",
     "read_items",
 ]
@@ -84,6 +87,31 @@ def _unique_keys(raw: list[tuple[str, str, str, str, str]]) -> list[SourceItem]:
     return sorted(items, key=lambda item: item.key)
 
 
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot be a class name, or ``None``: a control character or a line or
+    paragraph separator would print as a row of its own in every table of classes (a fake
+    class) and break the one-line records that name it."""
+    bad = [c for c in label if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+    if not bad:
+        return None
+    return (f"the class name {label!r} holds the control character {bad[0]!r}; rename it "
+            "(a class name is one line of printable text)")
+
+
+def _checked(raw: list[tuple[str, str, str, str, str]],
+             problems: list[tuple[str, str, str]]) -> list[tuple[str, str, str, str, str]]:
+    """``raw`` without the entries whose label cannot be a class name, each of those
+    added to ``problems`` as ``bad_label``."""
+    kept = []
+    for entry in raw:
+        problem = label_problem(entry[1])
+        if problem is None:
+            kept.append(entry)
+        else:
+            problems.append((entry[2], "bad_label", problem))
+    return kept
+
+
 def _list_folder(root: Location) -> Listing:
     raw, problems, ignored = [], [], 0
     for relative in storage.walk_files(root):
@@ -100,9 +128,17 @@ def _list_folder(root: Location) -> Listing:
         raw.append((relative, parts[0], relative, str(storage.join(root, relative)), ""))
     labelled = {entry[1] for entry in raw}
     for folder in storage.list_dir(root)[1]:
-        if not folder.startswith(".") and folder not in labelled:
+        if folder.startswith(".") or folder in labelled:
+            continue
+        link = storage.join(root, folder)
+        if isinstance(link, Path) and link.is_symlink():
+            problems.append((folder, "linked_folder", f"a class folder that is a symbolic "
+                             f"link (to {os.readlink(link)}): links to folders are not "
+                             "followed (a link can loop or leave the source); copy the "
+                             "folder in, or list its images in a CSV manifest"))
+        else:
             problems.append((folder, "empty_class", "a class folder with no image files"))
-    return Listing(_unique_keys(raw), problems, ignored)
+    return Listing(_unique_keys(_checked(raw, problems)), problems, ignored)
 
 
 # a manifest of a million rows is a few hundred MB at most; a bigger file is no manifest
@@ -170,7 +206,7 @@ def _list_manifest(manifest: Location) -> Listing:
             path = storage.join(base, name)
         relative = name.lstrip("/")
         raw.append((relative, label, name, str(path), ""))
-    return Listing(_unique_keys(raw), problems, 0)
+    return Listing(_unique_keys(_checked(raw, problems)), problems, 0)
 
 
 def _class_names_of(folder: Location) -> list[str] | None:
@@ -220,7 +256,7 @@ def _list_shards(tars: list[Location], base: Location) -> Listing:
                 continue
             relative = f"{PurePosixPath(tar_name).stem}/{key}"
             raw.append((relative, label, source, str(tar_path), fields[image_field]))
-    return Listing(_unique_keys(raw), problems, 0)
+    return Listing(_unique_keys(_checked(raw, problems)), problems, 0)
 
 
 def _label_of(cls: str | None, record: bytes | None, names: list[str] | None) -> str | None:

@@ -47,6 +47,7 @@ from .._device import resolve_device
 from ..decompose import decompose
 from ..imageio import ImageReadError, decode_rgb_bytes
 from ..smoothing import get_method
+from ..smoothing._checks import check_parameters
 from . import storage
 from .format import (
     DEFAULT_MAX_PIXELS,
@@ -86,6 +87,7 @@ __all__ = [
     "record_shard",
     "remove_partials",
     "resize_shorter_side",
+    "resized_shape",
     "source_byte_cap",
     "scan_items",
     "shard_warnings",
@@ -128,7 +130,12 @@ class Settings:
     batch_size: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "params", get_method(self.method).resolve_params(self.params))
+        method = get_method(self.method)
+        object.__setattr__(self, "params", method.resolve_params(self.params))
+        # every parameter in its range now, before any image is read or any folder opened:
+        # a bad value must not fail every shard, nor leave a progress file that refuses
+        # the corrected command as "written with other settings"
+        check_parameters(method.defaults, self.params)
         object.__setattr__(self, "device", resolve_device(self.device))
         if self.batch_size == 0:
             object.__setattr__(self, "batch_size", 16 if self.device == "cuda" else 1)
@@ -142,6 +149,12 @@ class Settings:
              f"val fraction must be in [0, 1), got {self.val_fraction}"),
             (self.shard_size >= 1, f"shard size must be >= 1, got {self.shard_size}"),
             (self.max_pixels >= 1, f"max pixels must be >= 1, got {self.max_pixels}"),
+            # the limit holds for what is written too: a shorter side of ``size`` is at
+            # least size**2 pixels, refused here rather than after resizing every image
+            (self.size ** 2 <= self.max_pixels,
+             f"size {self.size} makes images of at least {self.size ** 2} pixels, over max "
+             f"pixels {self.max_pixels}: size must lie in [2, {math.isqrt(self.max_pixels)}]"
+             " or max pixels be raised"),
             (self.min_side >= 2, f"min side must be >= 2, got {self.min_side}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
         ]
@@ -184,12 +197,15 @@ class Scanned:
 class ShardJob:
     """One shard to write: its split, index and the ``(item, class index)`` pairs in order;
     ``inputs`` is the SHA-256 of its sources' pixel digests, so that a resumed run notices a
-    source whose pixels changed since the shard was written."""
+    source whose pixels changed since the shard was written; ``digests`` are those pixel
+    digests, one per entry, which :func:`write_shard` checks against what it decodes (a
+    source changed between the scan and the write is never written unchecked)."""
 
     split: str
     index: int
     entries: tuple[tuple[SourceItem, int], ...]
     inputs: str = ""
+    digests: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -303,6 +319,14 @@ def scan_items(items: list[SourceItem], settings: Settings) -> list[Scanned]:
             scanned.append(Scanned(item.key, "", Rejection(
                 item.source, "corrupt", f"{item.source}: {type(exc).__name__}: {exc}")))
             continue
+        height, width = resized_shape(*pixels.shape[:2], settings.size)
+        if height * width > settings.max_pixels:
+            # the pixel limit holds for what is written, too (a long panorama at --size)
+            scanned.append(Scanned(item.key, "", Rejection(
+                item.source, "too_many_pixels",
+                f"{item.source}: {width}x{height} once resized to a shorter side of "
+                f"{settings.size}, over --max-pixels {settings.max_pixels}")))
+            continue
         scanned.append(Scanned(item.key, pixel_digest(pixels)))
     return scanned
 
@@ -369,9 +393,9 @@ def plan_dataset(
         for start in range(0, len(split_items), settings.shard_size):
             chunk = split_items[start:start + settings.shard_size]
             entries = tuple((item, class_index[item.label]) for item in chunk)
-            inputs = hashlib.sha256(" ".join(digest_of[item.key] for item in chunk)
-                                    .encode("ascii")).hexdigest()
-            jobs.append(ShardJob(split, start // settings.shard_size, entries, inputs))
+            digests = tuple(digest_of[item.key] for item in chunk)
+            inputs = hashlib.sha256(" ".join(digests).encode("ascii")).hexdigest()
+            jobs.append(ShardJob(split, start // settings.shard_size, entries, inputs, digests))
     for name in {item.label for item in items} - set(classes):
         rejected.append(Rejection(name, "empty_class", "no image of this class was accepted"))
     rejected.sort(key=lambda r: (r.path, r.reason))
@@ -381,15 +405,22 @@ def plan_dataset(
 # ---------------------------------------------------------------- phase 2: write
 
 
-def resize_shorter_side(pixels: np.ndarray, size: int) -> np.ndarray:
-    """Resize so that the shorter side is ``size`` (area interpolation); 0 keeps the size."""
-    height, width = pixels.shape[:2]
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(height, width)`` of an image once its shorter side is ``size`` (0 keeps it)."""
     if size == 0 or min(height, width) == size:
-        return pixels
+        return height, width
     scale = size / min(height, width)
     new_width = max(size, round(width * scale)) if width >= height else size
     new_height = max(size, round(height * scale)) if height > width else size
-    return cv2.resize(pixels, (new_width, new_height), interpolation=cv2.INTER_AREA)
+    return new_height, new_width
+
+
+def resize_shorter_side(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize so that the shorter side is ``size`` (area interpolation); 0 keeps the size."""
+    height, width = resized_shape(*pixels.shape[:2], size)
+    if (height, width) == pixels.shape[:2]:
+        return pixels
+    return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def _structures(images: list[np.ndarray], settings: Settings,
@@ -426,7 +457,8 @@ def write_shard(job: ShardJob, settings: Settings, out: str | Path,
     out = storage.location(out)
     stored, decoded, records = [], [], []
     entries = read_items((item for item, _ in job.entries), source_byte_cap(settings.max_pixels))
-    for (item, data), (_, cls) in zip(entries, job.entries, strict=True):
+    digests = job.digests or (None,) * len(job.entries)
+    for (item, data), (_, cls), digest in zip(entries, job.entries, digests, strict=True):
         if isinstance(data, OSError):
             raise ValueError(f"{job.name}: {item.source} cannot be read any more ({data}); "
                              "did the source change while the command ran?")
@@ -435,6 +467,14 @@ def write_shard(job: ShardJob, settings: Settings, out: str | Path,
         except ImageReadError as exc:
             raise ValueError(f"{job.name}: {exc}; it was readable when the run was planned: "
                              "did the source change while the command ran?") from exc
+        if digest is not None and pixel_digest(pixels) != digest:
+            # what is written must be what the scan saw: its duplicate check and the
+            # shard's recorded inputs both stand on those pixels
+            raise ValueError(
+                f"{job.name}: {item.source} changed after the scan (its pixels are not the "
+                "ones planned), so the shard was not written; run the same command again "
+                "once the source is stable (it scans again, and says if --overwrite is "
+                "needed)")
         encoded = encode_image(resize_shorter_side(pixels, settings.size),
                                settings.image_format, settings.quality)
         stored.append(encoded)

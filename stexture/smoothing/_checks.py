@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +36,7 @@ __all__ = [
     "PARAMETER_RANGES",
     "check_batch",
     "check_count",
+    "check_parameters",
     "check_positive",
 ]
 
@@ -87,6 +90,22 @@ def check_count(name: str, value: object) -> int:
             or not 1 <= value <= MAX_COUNT):
         raise ValueError(f"{name} must be an integer in 1..{MAX_COUNT}, got {value!r}")
     return int(value)
+
+
+def check_parameters(defaults: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Check a method's ``params`` before any work, by the kind of each one's default: an
+    integer default takes a count (:func:`check_count`), a float default a finite number
+    > 0 within its range (:func:`check_positive`, :data:`PARAMETER_RANGES`). Every
+    parameter of the registered methods is of one of these kinds; a method checks its own
+    further constraints (RTV's ``tol < 1``) when it runs."""
+    for name, value in params.items():
+        default = defaults.get(name)
+        if isinstance(default, bool) or default is None:
+            continue
+        if isinstance(default, numbers.Integral):
+            check_count(name, value)
+        elif isinstance(default, numbers.Real):
+            check_positive(name, value)
 
 
 def check_batch(batch: object) -> np.ndarray:
