@@ -147,8 +147,9 @@ def decode_npy(data: bytes, dtype: str, ndim: int = 3) -> np.ndarray:
         raise ValueError(f"not a .npy array ({exc})") from None
     expected = np.dtype(dtype).newbyteorder("<")
     if declared != expected or fortran or len(shape) != ndim:
-        raise ValueError(f"expected a C-order {ndim}-D {expected.str} array, the header says "
-                         f"{declared.str} of shape {shape}{' (Fortran order)' if fortran else ''}")
+        raise ValueError(f"expected a C-order {ndim}-D {expected.name} ({expected.str}) array, "
+                         f"the header says {declared.name} ({declared.str}) of shape {shape}"
+                         f"{' (Fortran order)' if fortran else ''}")
     count = int(np.prod(shape, dtype=np.int64))
     if not 0 < count <= _MAX_VALUES:
         raise ValueError(f"the array declares {count} values, outside 1..{_MAX_VALUES}")
