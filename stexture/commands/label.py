@@ -21,7 +21,8 @@ HELP = ("Write soft labels beside the shards: per sample, label maps s (a struct
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shards", type=Path, help="shard folder written by `stexture decompose`")
     parser.add_argument("--name", default="default",
-                        help="the label set's name: written to SHARDS/labels-NAME")
+                        help="the label set's name: written to SHARDS/labels-NAME (NAME "
+                        "'default' unless given)")
     parser.add_argument("--structure-model", default=None,
                         help="the structure model: a checkpoint of the built-in --model (a "
                         "sweep's runs/structure-seed0/best.pt, or a state_dict) or "
