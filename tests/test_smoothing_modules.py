@@ -1,4 +1,5 @@
-"""The smoothing package's shape: one input contract, no import cycles, the threading layer."""
+"""The smoothing package's shape: no import cycles, the threading layer, launch geometry,
+thread safety (the contract every method keeps is in ``test_smoothing_contract.py``)."""
 
 from __future__ import annotations
 
@@ -16,32 +17,6 @@ import stexture.smoothing as smoothing
 from stexture.smoothing import METHODS
 
 PACKAGE = Path(smoothing.__file__).parent
-
-
-@pytest.mark.parametrize("name", sorted(METHODS))
-@pytest.mark.parametrize(
-    ("batch", "problem"),
-    [
-        (np.zeros((1, 8, 8, 3), np.float64), "float32"),
-        (np.zeros((1, 8, 8, 3), np.uint8), "float32"),
-        (np.zeros((8, 8, 3), np.float32), "(N, H, W, C)"),
-        (np.zeros((1, 8, 8, 2), np.float32), "(N, H, W, C)"),
-        ([[[[0.5]]]], "(N, H, W, C)"),
-    ],
-    ids=["float64", "uint8", "3-d", "two-channels", "list"],
-)
-def test_every_method_has_the_same_input_contract(name, batch, problem):
-    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(")", r"\)")):
-        METHODS[name](batch)
-
-
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_takes_a_strided_float32_batch(name):
-    # a non-contiguous view is accepted and gives what its contiguous copy gives
-    rng = np.random.default_rng(0)
-    wide = rng.random((1, 12, 32, 3), dtype=np.float32)
-    view = wide[:, :, ::2]
-    np.testing.assert_array_equal(METHODS[name](view), METHODS[name](view.copy()))
 
 
 def _imports(path: Path) -> set[str]:

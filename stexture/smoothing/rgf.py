@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._device import resolve_device
-from ._checks import check_batch, check_count, check_positive
+from ._checks import check_count, check_positive
+from ._dispatch import run_kernel
 from ._rgf_cpu import rolling_guidance
 
 __all__ = ["SUMMARY", "rgf_smooth"]
@@ -53,9 +53,6 @@ def rgf_smooth(
     sigma_s = check_positive("sigma_s", sigma_s)
     sigma_r = check_positive("sigma_r", sigma_r)
     n_iter = check_count("n_iter", n_iter)
-    batch = check_batch(batch)
-    kernel = rolling_guidance
-    if resolve_device(device) == "cuda":
-        # numba.cuda is imported only when a GPU is asked for (as for every method)
-        from ._rgf_cuda import rolling_guidance_cuda as kernel
-    return kernel(batch, sigma_s, sigma_r, n_iter)
+    return run_kernel(
+        batch, device, rolling_guidance, "_rgf_cuda:rolling_guidance_cuda", sigma_s, sigma_r, n_iter
+    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._device import resolve_device
-from ._checks import check_batch, check_count, check_positive
+from ._checks import check_count, check_positive
+from ._dispatch import run_kernel
 from ._rtv_cpu import rtv_cpu
 
 __all__ = ["SUMMARY", "rtv_smooth", "validate_rtv_params"]
@@ -97,12 +97,7 @@ def rtv_smooth(
         lam=lam, sigma=sigma, sharpness=sharpness, n_iter=n_iter, tol=tol,
         max_cg_iter=max_cg_iter,
     )
-    batch = check_batch(batch)
-    kernel = rtv_cpu
-    if resolve_device(device) == "cuda":
-        # numba.cuda is imported only when a GPU is asked for (as for every method)
-        from ._rtv_cuda import rtv_cuda as kernel
-    return kernel(
-        batch, lam=lam, sigma=sigma, sharpness=sharpness, n_iter=n_iter, tol=tol,
-        max_cg_iter=max_cg_iter,
+    return run_kernel(
+        batch, device, rtv_cpu, "_rtv_cuda:rtv_cuda", lam=lam, sigma=sigma,
+        sharpness=sharpness, n_iter=n_iter, tol=tol, max_cg_iter=max_cg_iter,
     )

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._device import resolve_device
-from ._checks import check_batch, check_count, check_positive
+from ._checks import check_count, check_positive
+from ._dispatch import run_kernel
 from ._tv_cpu import chambolle_cpu
 
 __all__ = ["SUMMARY", "tv_smooth"]
@@ -54,9 +54,6 @@ def tv_smooth(
     weight = check_positive("weight", weight)
     eps = check_positive("eps", eps)
     max_num_iter = check_count("max_num_iter", max_num_iter)
-    batch = check_batch(batch)
-    kernel = chambolle_cpu
-    if resolve_device(device) == "cuda":
-        # numba.cuda is imported only when a GPU is asked for (as for every method)
-        from ._tv_cuda import chambolle_cuda as kernel
-    return kernel(batch, weight, eps, max_num_iter)
+    return run_kernel(
+        batch, device, chambolle_cpu, "_tv_cuda:chambolle_cuda", weight, eps, max_num_iter
+    )
