@@ -39,6 +39,9 @@ STUDENTS = ("cue-conflict", "teachers")
 DEFAULT_K_VALUES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # the fields that say which runs a sweep has, not how one is trained: not in sweep.json
 PLAN = ("k_values", "seeds", "matched_baseline", "baseline", "ensemble")
+# fields added after sweep.json existed, with their defaults: recorded only when they differ,
+# and read as the default when absent, so that a sweep folder of an earlier version resumes
+_RECORDED_WHEN_SET = {"labels": "hard", "label_set": None}
 _TEACHERS_TRAIN_BUILTIN = ("student='teachers' trains its students and their teachers with "
                            "the built-in trainer on clean images: no aux_bn, no train_fn")
 
@@ -294,8 +297,11 @@ class SweepConfig:
 
     def to_settings(self, shards: str | Path, trainer: str = "builtin") -> dict[str, Any]:
         """The ``sweep.json`` record: every field but the plan's, the shard folder and the
-        init weights as absolute paths, and ``trainer`` (``"builtin"`` or ``"train_fn"``)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in PLAN}
+        init weights as absolute paths, and ``trainer`` (``"builtin"`` or ``"train_fn"``).
+        ``labels`` and ``label_set`` are recorded only when they are not the defaults, so
+        that sweep folders written before them resume."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in PLAN
+                  and _RECORDED_WHEN_SET.get(f.name, ...) != getattr(self, f.name)}
         if self.init_weights is not None:
             values["init_weights"] = str(self.init_weights.resolve())
         return {"shards": str(Path(shards).resolve()),
@@ -307,6 +313,7 @@ class SweepConfig:
         ``plan`` (their defaults where not given). Missing or unknown settings are a
         ``ValueError``."""
         names = [f.name for f in fields(cls) if f.name not in PLAN]
+        settings = {**_RECORDED_WHEN_SET, **settings}
         missing = [name for name in names if name not in settings]
         unknown = sorted(set(settings) - set(names) - {"shards", "trainer"})
         if missing or unknown:
