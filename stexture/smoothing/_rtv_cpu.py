@@ -139,19 +139,15 @@ def _direction_matvec(z, p_old, beta, ex, ey, diag, p, q, partial):
 
 # --- the preconditioner --------------------------------------------------------------------
 #
-# Modified incomplete Cholesky, chosen over Jacobi by measurement (defaults, PSNR against
-# the direct solve, CG iterations summed over the 4 outer iterations, astronaut, coffee,
-# chelsea and rocket at 256 and 512 px). To stay above 45 dB on all of them Jacobi needs
-# tol 0.03 and 87-130 iterations; MIC needs tol 0.05 and 26-37 iterations, a count that
-# barely depends on the image. A MIC iteration costs about 2.7x a Jacobi one (the
-# triangular solves are serial recurrences along rows), yet the whole smoothing of
-# astronaut 512 took 1.41 s against 1.60 s on one thread and 3.47 s against 4.92 s on two
-# (best of 5, machine loaded about tenfold, so only the ratios mean anything): fewer
-# iterations also mean fewer parallel regions, whose barriers a busy machine makes costly.
-# Stripes of 64 rows (block Jacobi between stripes, so they run in parallel) cost no
-# iterations: 1 or 8 stripes at 512 px both take 43 at tol 1e-3. A coarse-grid correction
-# after MIC saved only 0-10% of the iterations at tol 0.03 for about half an iteration's
-# extra work each (benchmarks/bench_rtv_preconditioner.py), so MIC stays alone.
+# Modified incomplete Cholesky, chosen over Jacobi by measurement (figures and the run in
+# benchmarks/README.md): MIC needs a few times fewer CG iterations for the same accuracy,
+# a count that barely depends on the image. A MIC iteration costs more than a Jacobi one
+# (the triangular solves are serial recurrences along rows), yet the whole smoothing was
+# faster on one thread and on two: fewer iterations also mean fewer parallel regions,
+# whose barriers a busy machine makes costly. Stripes of 64 rows (block Jacobi between
+# stripes, so they run in parallel) cost no iterations. A coarse-grid correction after MIC
+# saved too few iterations for its extra work (benchmarks/bench_rtv_preconditioner.py),
+# so MIC stays alone.
 
 _STRIPE_ROWS = 64
 _MIC_TAU = 0.97  # weight of the dropped fill-in moved onto the diagonal (0 = plain IC(0))

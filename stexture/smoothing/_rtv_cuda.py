@@ -25,13 +25,10 @@ Preconditioner: block Jacobi over the thread-block tiles (32 x 8 pixels on a GPU
 tile's block of ``A`` solved approximately by three symmetric red-black Gauss-Seidel sweeps
 from zero (half-steps red, black, red, ..., red: seven, a palindrome, so ``M^-1`` is
 symmetric and positive definite) in shared memory. The sweeps cost no DRAM traffic;
-compared with Jacobi they add one stored vector (``z``) per iteration (12.3 instead of
-11.3 float32 accesses per unknown). Measured with a NumPy model of this PCG on
-``astronaut`` at 256 x 256 RGB, default parameters and tol 1e-3, the CG iterations summed
-over the four outer iterations (slowest channel) are 322 with Jacobi, 171 / 148 / 137 with
-two / three / four sweeps on 32 x 8 tiles, and 164 with two sweeps on 32 x 32 tiles (thin
-tiles lose little). Three sweeps take most of the gain; the extra half-steps are shared
-memory work hidden behind the kernel's DRAM traffic.
+compared with Jacobi they add one stored vector (``z``) per iteration. In a NumPy model of
+this PCG, three sweeps took most of the gain in CG iterations over Jacobi, and thin 32 x 8
+tiles lost little against square ones (figures in ``benchmarks/README.md``); the extra
+half-steps are shared memory work hidden behind the kernel's DRAM traffic.
 """
 
 from __future__ import annotations

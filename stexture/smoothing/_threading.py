@@ -1,12 +1,12 @@
 """The Numba threading layer the CPU kernels run on: TBB, found without an environment variable.
 
-Measured with ``benchmarks/bench_decompose.py`` (512 x 512 RGB, 2 cores; "busy" = beside one
-process spinning on a core): Numba's default OpenMP layer spin-waits at every parallel
-region's barrier, so rtv's many short regions (two per CG iteration) ran 3-5x slower when
-another process was busy. ``OMP_WAIT_POLICY=PASSIVE`` fixed most of that, but it can only be
-set through the environment before the OpenMP runtime starts, and PyTorch shares that
-runtime (both load ``libgomp.so.1``), so setting it would change a user's torch code.
-Numba's ``workqueue`` layer sleeps instead of spinning but was about 30% slower alone and
+Chosen by ``benchmarks/bench_decompose.py`` (figures in ``benchmarks/README.md`` and the
+README's threading-layer table): Numba's default OpenMP layer spin-waits at every parallel
+region's barrier, so rtv's many short regions (two per CG iteration) slowed down several
+times when another process was busy. ``OMP_WAIT_POLICY=PASSIVE`` fixed most of that, but it
+can only be set through the environment before the OpenMP runtime starts, and PyTorch
+shares that runtime (both load ``libgomp.so.1``), so setting it would change a user's torch
+code. Numba's ``workqueue`` layer sleeps instead of spinning but was slower alone and
 aborts the process when two Python threads launch kernels at once. TBB was as fast as
 OpenMP alone, about as fast as ``PASSIVE`` when busy, is safe with threads and with fork,
 and runs its own pool, leaving OpenMP (and torch) untouched.
