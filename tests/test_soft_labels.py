@@ -492,6 +492,12 @@ def test_crossfit_labels_each_sample_with_the_models_that_did_not_train_on_it(sh
                     view_input(sample.image, sample.structure, "structure", 24)), 1)[0]
             np.testing.assert_allclose(stored[sample.key][0][0, 0], want.numpy(), rtol=FP16,
                                        atol=1e-6)
+    # the same models at another setting, without training: same values at the same grid
+    again = label_shards(root, name="again", teachers_from="default", grid=1, input_size=24)
+    assert again.info["teachers"] == labels.info["teachers"] and again.info["folds"] == 2
+    for shard in labels.manifest.shards("val"):
+        assert ([r["s.npy"] for r in iter_tar_samples(labels.folder / shard.name)]
+                == [r["s.npy"] for r in iter_tar_samples(again.folder / shard.name)])
     assert main(["inspect", str(root), "--per-class", "0", "--recompute", "0", "-q"]) == 0
 
 

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the models train and label (auto: the GPU when there "
                         "is one)")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--teachers-from", default=None, metavar="NAME",
+                        help="label with the cross-fitted models of label set NAME of these "
+                        "shards instead of training new ones (another grid or temperature)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a label set of this name made with other settings")
 
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature, grid=args.grid, input_size=args.input_size,
         topk=args.topk, train=train,
         image_size=args.image_size, batch_size=args.batch_size, device=args.device,
-        workers=args.workers, overwrite=args.overwrite, progress=not args.quiet, log=log)
+        workers=args.workers, teachers_from=args.teachers_from, overwrite=args.overwrite,
+        progress=not args.quiet, log=log)
     info = labels.info
     print_text(f"{labels.folder}: s and t on a {info['grid']}x{info['grid']} grid, "
                f"{'top ' + str(info['topk']) if info['topk'] else 'all'} of "

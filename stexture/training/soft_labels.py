@@ -118,6 +118,7 @@ def label_shards(
     min_scale: float = 0.35,
     device: str = "cpu",
     workers: int = 0,
+    teachers_from: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
     log: Log | None = None,
@@ -143,6 +144,10 @@ def label_shards(
     train, image_size, batch_size, min_scale : how the cross-fitted teachers are trained
         (the built-in trainer's settings, crops and batch size, as in the sweep).
     device, workers : where the teachers run and train, and loader worker processes.
+    teachers_from : the name of another label set of these shards whose cross-fitted
+        models (and folds) label this one, instead of training new ones: the same teachers
+        at another grid, temperature or input size (``model``, ``folds`` and the training
+        settings are then those of that set).
     overwrite : replace a sidecar made with other settings (else that is an error).
     progress : a progress bar over the samples (tqdm, on stderr).
     log : where progress lines go (``None``: nowhere).
@@ -177,6 +182,10 @@ def label_shards(
     if given:
         teachers = [(load_teacher(structure_model, num_classes, model).to(torch_device),
                      load_teacher(texture_model, num_classes, model).to(torch_device))]
+    if teachers_from is not None:
+        if given:
+            raise ValueError("give the teachers either as models or as teachers_from, not both")
+        teachers, folds = _teachers_of(manifest, teachers_from, torch_device)
     settings = {
         "grid": int(grid), "input_size": int(input_size), "topk": topk,
         "temperature": float(temperature), "mean": list(IMAGENET_MEAN),
@@ -184,18 +193,21 @@ def label_shards(
         "source": {info.name: info.sha256 for infos in manifest.splits.values()
                    for info in infos},
         "teachers": ({"given": [module_digest(m) for m in teachers[0]]} if given else
+                     {"from": teachers_from, "digests": [[module_digest(m) for m in pair]
+                                                         for pair in teachers]}
+                     if teachers_from is not None else
                      {"crossfit": {"folds": check_folds(folds), "model": model,
                                    "image_size": image_size, "batch_size": batch_size,
                                    "min_scale": min_scale, "train": vars(train)}}),
     }
     state = _Progress(folder, settings, overwrite)
     fold_of = _fold_assignment(manifest, folds if not given else None)
-    if not given:
+    if not teachers:
         teachers = [_fold_teachers(manifest, state, fold_of, fold, model, train, image_size,
                                    batch_size, min_scale, torch_device, workers, log)
                     for fold in range(folds)]
     _label_all(manifest, state, teachers, fold_of, torch_device, progress, log)
-    _write_manifest(manifest, state, name, teachers, given, folds)
+    _write_manifest(manifest, state, name, teachers, given, folds, teachers_from)
     register_label_set(manifest.root, name)
     log(f"label set {name!r}: {sum(manifest.count(s) for s in manifest.splits)} samples "
         f"-> {folder}")
@@ -322,6 +334,37 @@ def _fold_teachers(manifest: Manifest, state: _Progress, fold_of: dict[str, int]
     return pair[0], pair[1]
 
 
+def _teachers_of(manifest: Manifest, name: str, device: torch.device
+                 ) -> tuple[list[tuple[nn.Module, nn.Module]], int]:
+    """The cross-fitted models of label set ``name`` (checked against the digests its
+    manifest records) and its number of folds."""
+    source = read_label_set(manifest, name)
+    info = source.info
+    made_by = info.get("made_by") or {}
+    if made_by.get("from"):  # that set borrowed its models too: they are in the lender's
+        return _teachers_of(manifest, made_by["from"], device)
+    crossfit = made_by.get("crossfit")
+    if not info.get("folds") or crossfit is None:
+        raise ValueError(f"label set {name!r} was not made by models trained with "
+                         "cross-fitting here: give its models instead")
+    pairs = []
+    for fold in range(int(info["folds"])):
+        pair = []
+        for kind in _KINDS:
+            teacher = build_model(crossfit["model"], manifest.num_classes)
+            path = source.folder / _MODELS_FOLDER / f"{kind}-fold{fold}.pt"
+            if not path.is_file():
+                raise FileNotFoundError(f"label set {name!r} lacks its model {path}")
+            teacher.load_state_dict(torch.load(path, map_location="cpu",
+                                               weights_only=True)["model"])
+            if module_digest(teacher) != info["teachers"][kind][fold]:
+                raise ValueError(f"{path} is not the model label set {name!r} was made with "
+                                 "(its digest differs)")
+            pair.append(teacher.to(device).eval())
+        pairs.append((pair[0], pair[1]))
+    return pairs, int(info["folds"])
+
+
 def _save_state(model: nn.Module, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -411,7 +454,7 @@ def _label_shard(manifest: Manifest, path: Path, teachers: list[tuple[nn.Module,
 
 def _write_manifest(manifest: Manifest, state: _Progress, name: str,
                     teachers: list[tuple[nn.Module, nn.Module]], given: bool,
-                    folds: int) -> None:
+                    folds: int, teachers_from: str | None) -> None:
     """``labels-NAME/manifest.json``: a shard manifest of the sidecar shards plus the
     ``labels`` record (see :mod:`stexture.shards.labels`)."""
     settings = state.settings
@@ -419,8 +462,13 @@ def _write_manifest(manifest: Manifest, state: _Progress, name: str,
                       "shards": [{"name": i.name, "count": i.count,
                                   "sha256": state.done[i.name]} for i in infos]}
               for split, infos in manifest.splits.items()}
-    made_by = {"given": "the models given to `stexture label`"} if given else {
-        "crossfit": settings["teachers"]["crossfit"]}
+    if given:
+        made_by = {"given": "the models given to `stexture label`"}
+    elif teachers_from is not None:
+        made_by = {**read_label_set(manifest, teachers_from).info["made_by"],
+                   "from": teachers_from}
+    else:
+        made_by = {"crossfit": settings["teachers"]["crossfit"]}
     labels = {
         "format": LABELS_FORMAT, "version": LABELS_VERSION, "name": name,
         "grid": settings["grid"], "topk": settings["topk"], "dtype": "float16",
