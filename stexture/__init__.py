@@ -9,7 +9,6 @@ import importlib
 from typing import Any
 
 from ._device import CudaUnavailableError, cuda_available, resolve_device
-from .datasets import make_furniture_dataset, render_furniture
 from .decompose import decompose
 from .smoothing import METHODS, Method, get_method
 
@@ -17,6 +16,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "CueConflictMix": "stexture.mixing",
+    # OpenCV and SciPy: a second of `stexture --help` were they imported here
+    "make_furniture_dataset": "stexture.datasets",
+    "render_furniture": "stexture.datasets",
     "make_eval_loader": "stexture.loader",
     "make_loader": "stexture.loader",
     "label_shards": "stexture.training.soft_labels",

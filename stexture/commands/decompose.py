@@ -15,10 +15,6 @@ from ..shards.writer import Settings
 from ._output import print_line, print_text
 from ._params import add_method_arguments, add_ray_address_argument, parse_params
 
-NAME = "decompose"
-HELP = ("Decompose an image folder (SRC/<class>/...), a CSV/JSONL manifest (path,label) or "
-        "WebDataset shards into train/val shards with structure layers in OUT.")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Settings.__dataclass_fields__

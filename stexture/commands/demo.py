@@ -8,11 +8,6 @@ from pathlib import Path
 from ..demo import demo_sizes, format_outcome, run_demo
 from ._output import print_line
 
-NAME = "demo"
-HELP = ("Generate synthetic furniture photos, decompose them with RTV into shards, sweep k in "
-        "{0, 0.5, 0.8, 1} plus a vanilla baseline with the small model, and write a report "
-        "with a sample sheet (2.5-5 minutes on 2 cores; --quick 1.5-2.5).")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,

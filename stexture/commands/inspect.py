@@ -11,10 +11,6 @@ from ..shards.labels import check_label_sets
 from ..shards.validate import contact_sheet, validate_dataset
 from ._output import print_text
 
-NAME = "inspect"
-HELP = ("Check every shard in OUT against manifest.json (files, checksums, counts, decoding, "
-        "structure), print samples per split and class, and write a contact sheet PNG.")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="a folder written by `stexture decompose`")

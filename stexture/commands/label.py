@@ -12,11 +12,6 @@ from ..training.soft_labels import DEFAULT_GRID, label_shards
 from ..training.trainer import TrainConfig
 from ._output import print_line, print_text
 
-NAME = "label"
-HELP = ("Write soft labels beside the shards: per sample, label maps s (a structure model on "
-        "the structure layer) and t (a texture model on the texture layer), from given models "
-        "or from models trained here with cross-fitting.")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shards", type=Path, help="shard folder written by `stexture decompose`")

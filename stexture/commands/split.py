@@ -10,10 +10,6 @@ from ..decompose import decompose
 from ..imageio import read_rgb, texture_to_display, write_png
 from ._params import add_method_arguments, parse_params
 
-NAME = "split"
-HELP = ("Decompose one image file into <stem>-structure.png and <stem>-texture.png in --out "
-        "(the texture offset to mid-grey, so that it can be seen).")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="the image file to decompose")

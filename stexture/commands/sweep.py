@@ -17,10 +17,6 @@ from ..training.sweep import sweep
 from ._output import print_line
 from ._params import add_ray_address_argument
 
-NAME = "sweep"
-HELP = ("Train a model per label weight k and seed on cue-conflict batches (plus a vanilla "
-        "baseline and the k=0/k=1 ensemble) and report the k with the best clean accuracy.")
-
 
 def _flag(setting: Field) -> str:
     return setting.metadata.get("flag", "--" + setting.name.replace("_", "-"))

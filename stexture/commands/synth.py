@@ -9,10 +9,6 @@ from ..datasets import CLASSES, make_furniture_dataset
 from ..datasets.generate import MAX_SIZE
 from ..datasets.scene import MIN_SIZE
 
-NAME = "synth"
-HELP = ("Generate the synthetic furniture dataset (train, test, test_shifted) as "
-        "OUT/<split>/<class>/<id>.jpg.")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="folder to write (must be empty or absent)")

@@ -1,8 +1,9 @@
 """The tail every method's public module ends with: check the batch, pick the kernel, run it.
 
-The CUDA kernel is named by ``"module:function"`` and imported only when a GPU is asked for,
-so that ``numba.cuda`` (slow to import, and absent from CPU-only installs) is never loaded by
-a CPU call.
+Both kernels are named by ``"module:function"`` and imported on the first call that needs
+them: Numba (about a second to import) is not loaded by ``import stexture`` (so ``stexture
+--help`` stays quick), and ``numba.cuda`` (absent from CPU-only installs) only when a GPU is
+asked for.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ __all__ = ["run_kernel"]
 def run_kernel(
     batch: object,
     device: str,
-    cpu_kernel: Callable[..., np.ndarray],
+    cpu_kernel: str,
     cuda_kernel: str,
     *args: Any,
     **kwargs: Any,
@@ -36,11 +37,12 @@ def run_kernel(
         ``ValueError`` (see :func:`._checks.check_batch`).
     device : {"cpu", "cuda", "auto"}
         Where to run (see :func:`stexture._device.resolve_device`).
-    cpu_kernel : callable
-        The CPU kernel, called as ``cpu_kernel(batch, *args, **kwargs)``.
+    cpu_kernel : str
+        ``"module:function"``, the CPU kernel in a sibling module of this package (for
+        example ``"_rgf_cpu:rolling_guidance"``), called as
+        ``kernel(batch, *args, **kwargs)``.
     cuda_kernel : str
-        ``"module:function"``, the CUDA kernel in a sibling module of this package (for
-        example ``"_rgf_cuda:rolling_guidance_cuda"``), called like ``cpu_kernel``.
+        The CUDA kernel, named and called the same way.
     *args, **kwargs
         The method's parameters, already checked by the caller.
 
@@ -50,8 +52,9 @@ def run_kernel(
         What the kernel returns: the float32 structure layer of ``batch``'s shape.
     """
     batch = check_batch(batch)
-    kernel = cpu_kernel
-    if resolve_device(device) == "cuda":
-        module, name = cuda_kernel.split(":")
-        kernel = getattr(importlib.import_module(f".{module}", __package__), name)
+    where = cuda_kernel if resolve_device(device) == "cuda" else cpu_kernel
+    module, name = where.split(":")
+    kernel: Callable[..., np.ndarray] = getattr(
+        importlib.import_module(f".{module}", __package__), name
+    )
     return kernel(batch, *args, **kwargs)

@@ -50,9 +50,10 @@ def prefer_tbb() -> bool:
     """
     if os.environ.get("NUMBA_THREADING_LAYER"):
         return False
-    from numba.np.ufunc import parallel
-
-    if parallel._is_initialized:
+    # looked up rather than imported: before numba's parallel module is imported its pool
+    # cannot be running, and importing numba here would slow every ``import stexture``
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if parallel is not None and parallel._is_initialized:
         return parallel._threading_layer == "tbb"
     path = _libtbb_path()
     if path is None or not path.exists():

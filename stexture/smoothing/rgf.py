@@ -10,7 +10,6 @@ import numpy as np
 
 from ._checks import check_count, check_positive
 from ._dispatch import run_kernel
-from ._rgf_cpu import rolling_guidance
 
 __all__ = ["SUMMARY", "rgf_smooth"]
 
@@ -54,5 +53,6 @@ def rgf_smooth(
     sigma_r = check_positive("sigma_r", sigma_r)
     n_iter = check_count("n_iter", n_iter)
     return run_kernel(
-        batch, device, rolling_guidance, "_rgf_cuda:rolling_guidance_cuda", sigma_s, sigma_r, n_iter
+        batch, device, "_rgf_cpu:rolling_guidance", "_rgf_cuda:rolling_guidance_cuda",
+        sigma_s, sigma_r, n_iter,
     )

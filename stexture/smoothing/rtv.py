@@ -12,7 +12,6 @@ import numpy as np
 
 from ._checks import check_count, check_positive
 from ._dispatch import run_kernel
-from ._rtv_cpu import rtv_cpu
 
 __all__ = ["SUMMARY", "rtv_smooth", "validate_rtv_params"]
 
@@ -96,6 +95,6 @@ def rtv_smooth(
         max_cg_iter=max_cg_iter,
     )
     return run_kernel(
-        batch, device, rtv_cpu, "_rtv_cuda:rtv_cuda", lam=lam, sigma=sigma,
+        batch, device, "_rtv_cpu:rtv_cpu", "_rtv_cuda:rtv_cuda", lam=lam, sigma=sigma,
         sharpness=sharpness, n_iter=n_iter, tol=tol, max_cg_iter=max_cg_iter,
     )

@@ -11,7 +11,6 @@ import numpy as np
 
 from ._checks import check_count, check_positive
 from ._dispatch import run_kernel
-from ._tv_cpu import chambolle_cpu
 
 __all__ = ["SUMMARY", "tv_smooth"]
 
@@ -55,5 +54,5 @@ def tv_smooth(
     eps = check_positive("eps", eps)
     max_num_iter = check_count("max_num_iter", max_num_iter)
     return run_kernel(
-        batch, device, chambolle_cpu, "_tv_cuda:chambolle_cuda", weight, eps, max_num_iter
+        batch, device, "_tv_cpu:chambolle_cpu", "_tv_cuda:chambolle_cuda", weight, eps, max_num_iter
     )
