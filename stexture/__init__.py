@@ -6,11 +6,32 @@ touch torch, start without paying for its import.
 """
 
 import importlib
+import os
+import sys
 from typing import Any
 
-from ._device import CudaUnavailableError, cuda_available, resolve_device
-from .decompose import decompose
-from .smoothing import METHODS, Method, get_method
+
+def _quiet_interrupt(kind: type, value: BaseException, traceback: Any,
+                     _previous: Any = sys.excepthook) -> None:
+    """``stexture``, the command: a Ctrl-C before ``cli.main`` takes over (these imports take
+    a second or more) ends it as an interrupted command ends, one line and exit status 130,
+    not a traceback of the import machinery."""
+    if not issubclass(kind, KeyboardInterrupt):
+        _previous(kind, value, traceback)
+        return
+    sys.stdout.flush()
+    print("stexture: interrupted", file=sys.stderr, flush=True)
+    os._exit(130)  # nothing to clean up: no command has started
+
+
+# the console script, or `python -m stexture` (argv[0] is "-m" while its package imports)
+if sys.argv and os.path.basename(sys.argv[0]) in ("stexture", "-m"):
+    sys.excepthook = _quiet_interrupt
+
+from ._device import CudaUnavailableError, cuda_available, resolve_device  # noqa: E402
+from .datasets import make_furniture_dataset, render_furniture  # noqa: E402
+from .decompose import decompose  # noqa: E402
+from .smoothing import METHODS, Method, get_method  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -108,16 +108,26 @@ def _named_command(argv: list[str] | None) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(_named_command(argv)).parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        # building the parser imports every command (torch among them): seconds in which
+        # a Ctrl-C must end the command as quietly as one during its work
+        args = build_parser(_named_command(argv)).parse_args(argv)
+        return _run(args)
     except KeyboardInterrupt:
         print("stexture: interrupted", file=sys.stderr)
         return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return int(args._run(args) or 0)
     # ImportError: an optional extra (Ray) that is not installed; its message says how
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"stexture {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a name too long, a permission, a full disk: the system's words
+        print(f"stexture {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ from stexture.shards.format import (
     shard_name,
 )
 
+# Readers refuse a method this stexture does not know, so the manifest names one; the layers
+# are not its output (no method runs here): check these folders with recompute=0.
+FIXTURE_METHOD = "rtv"
+
 
 def class_layers(cls: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(image, structure) uint8 ``size x size x 3`` for class ``cls``."""
@@ -72,7 +76,7 @@ def make_shard_dir(
                 image, structure = class_layers(cls, size, rng)
                 key = f"{name}_{split}_{i:04d}"
                 record = {"source": f"{name}/{key}.png", "class_name": name,
-                          "size": [size, size], "method": "flat-test", "params": {}}
+                          "size": [size, size], "method": FIXTURE_METHOD, "params": {}}
                 sample = encode_sample(key, encode_image(image, "png"), "png", structure, cls,
                                        record)
                 samples.append(sample if format_version == 2 else as_format_version_1(sample))
@@ -90,7 +94,7 @@ def make_shard_dir(
         manifest_splits[split] = {"count": len(samples), "shards": shards}
     manifest = {"format": "stexture-shards", "format_version": format_version,
                 "classes": list(classes),
-                "splits": manifest_splits, "method": "flat-test", "params": {}}
+                "splits": manifest_splits, "method": FIXTURE_METHOD, "params": {}}
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     with open(root / INDEX_NAME, "w", newline="") as f:
         writer = csv.writer(f)

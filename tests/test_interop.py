@@ -94,7 +94,7 @@ def test_wids_opens_the_index_the_writer_put_beside_the_manifest(shards, split, 
     manifest = read_manifest(shards)
     assert description["wids_version"] == 1
     assert [(s["url"], s["nsamples"]) for s in description["shardlist"]] == [
-        (s.name, s.count) for s in manifest.shards(split)]
+        (f"{s.name}#sha256={s.sha256[:16]}", s.count) for s in manifest.shards(split)]
     # cache_dir: wids copies shards into a cache; keep the copies in this test's folder
     dataset = wids.ShardListDataset(str(index), cache_dir=str(tmp_path / "wids-cache"),
                                     transformations=layer_dict)

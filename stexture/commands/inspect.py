@@ -7,8 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..shards.format import DEFAULT_MAX_PIXELS
 from ..shards.labels import check_label_sets
-from ..shards.validate import contact_sheet, validate_dataset
+from ..shards.validate import Validation, contact_sheet, validate_dataset
 from ._output import print_text
 
 
@@ -20,15 +21,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples per class on the contact sheet (0: no sheet)")
     parser.add_argument("--recompute", type=int, default=2,
                         help="samples per split whose structure is computed again and compared")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="the most pixels a stored layer may declare; a larger one is a "
+                        "problem, found from its header before decoding (what the manifest "
+                        "records does not raise it)")
     parser.add_argument("--sources", action="store_true",
                         help="also re-read the sources and name shards whose sources changed "
                         "since they were written (a full scan)")
 
 
+def _write_sheet(args: argparse.Namespace, result: Validation) -> str | None:
+    """Write the contact sheet and say where; ``None`` after saying on stderr why a sheet
+    that cannot be written (a read-only folder, a full disk) was skipped: the check it
+    illustrates is done, and its outcome decides the exit code."""
+    path = args.sheet or args.out / "contact-sheet.png"
+    try:
+        return f"contact sheet: {contact_sheet(result.examples, path)}"
+    except OSError as exc:
+        print_text(f"stexture inspect: contact sheet skipped: cannot write {path} "
+                   f"({exc.strerror or exc}); name another file with --sheet, or "
+                   "--per-class 0 for none", sys.stderr)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
     result = validate_dataset(args.out, recompute=args.recompute,
-                              examples_per_class=args.per_class, sources=args.sources)
-    result.problems += check_label_sets(args.out)  # soft-label sidecars, if any
+                              examples_per_class=args.per_class, sources=args.sources,
+                              max_pixels=args.max_pixels)
+    if result.classes:  # the manifest was read (else the problems say why not)
+        result.problems += check_label_sets(args.out)  # soft-label sidecars, if any
     say = (lambda line: None) if args.quiet else print_text
     if result.counts:
         say(result.table())
@@ -36,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"structure recomputed and matched on {result.recomputed} sample(s)"
             if result.ok else f"structure recomputed on {result.recomputed} sample(s)")
     if args.per_class > 0 and result.examples:
-        sheet = contact_sheet(result.examples, args.sheet or args.out / "contact-sheet.png")
-        say(f"contact sheet: {sheet}")
+        line = _write_sheet(args, result)
+        if line is not None:
+            say(line)
     if result.problems:
         for problem in result.problems:
             print_text(f"stexture inspect: {problem}", sys.stderr)

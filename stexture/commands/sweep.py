@@ -74,7 +74,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also print a line per epoch of every run")
 
 
+def _load_check(path: Path) -> None:
+    """``ValueError`` naming ``path`` when torch cannot load it as weights: torch's loader
+    answers a file it did not write with whatever its parser hit (an ``IndexError`` for a
+    text file, an ``UnpicklingError``, a ``RuntimeError``), which says nothing of the file."""
+    import torch  # the command module is imported for --help too: torch only when run
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (any failure of torch's parser means the same)
+        raise ValueError(f"--init-weights {path}: not a weights file torch can load "
+                         f"(a state_dict saved with torch.save); torch says "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The paths a sweep reads and writes, checked before the shards are read: ``--out``
+    must be a folder (or not exist yet), ``--init-weights`` a file torch loads."""
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; the sweep writes a folder of runs "
+                         "there: name a folder")
+    if args.init_weights is not None and Path(args.init_weights).is_file():
+        _load_check(Path(args.init_weights))  # a missing one: the sweep says so
+
+
 def run(args: argparse.Namespace) -> int:
+    check_paths(args)
     summary = sweep(
         args.shards, config=config_from_args(args), out=args.out, device=args.device,
         workers=args.workers, engine=args.engine, address=args.address,

@@ -17,6 +17,10 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VIEWS", "Counters", "Normalize", "l
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: The largest magnitude a normalised value may reach: float16's largest finite value, as
+#: mixed-precision training casts ``x`` to half precision (float32 alone would allow 3e38).
+MAX_NORMALIZED = 65504.0
+
 SKIPPED, CONFLICT_PAIRS, SAME_CLASS_PAIRS = range(3)
 VIEWS = ("image", "structure", "texture")
 
@@ -45,7 +49,13 @@ def layer_view(images: np.ndarray, structures: np.ndarray, view: str) -> np.ndar
 class Normalize:
     """``(x / 255 - mean) / std`` per channel, as one multiply-add ``scale * v + shift`` on
     8-bit values ``v``. Holds plain float arrays only (no views of torch tensors), so it
-    survives being sent to workers whatever their start method."""
+    survives being sent to workers whatever their start method.
+
+    ``ValueError`` unless ``mean`` and ``std`` are 3 finite values each, ``std > 0``, and
+    every value in [0, 1] stays within :data:`MAX_NORMALIZED` of 0 once normalised
+    (``std=1e-40`` or ``mean=1e38`` would give inf): checked when a loader is built, before
+    anything is read.
+    """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         mean = tuple(float(m) for m in mean)
@@ -56,6 +66,12 @@ class Normalize:
             raise ValueError(f"mean and std must be finite, got mean={mean}, std={std}")
         if min(std) <= 0:
             raise ValueError(f"std values must be > 0, got {std}")
+        reach = max(max(abs(m), abs(1.0 - m)) / s for m, s in zip(mean, std, strict=True))
+        if reach > MAX_NORMALIZED:
+            raise ValueError(
+                f"mean={mean}, std={std} take values in [0, 1] to {reach:.3g}, past "
+                f"{MAX_NORMALIZED:g} (float16's largest value, which mixed precision needs): "
+                "image statistics have mean in [0, 1] and std near 0.2 (ImageNet's)")
         self.mean, self.std = mean, std
         self.scale = np.array([1.0 / (255.0 * s) for s in std], np.float32)
         self.shift = np.array([-m / s for m, s in zip(mean, std, strict=True)], np.float32)

@@ -33,7 +33,7 @@ from .batch import (
 from .crops import check_min_scale
 from .evaluation import EVAL_KINDS, EvalCollate, EvalSet, conflict_donors
 from .index import locate_split, manifest_of
-from .sampler import EpochSampler
+from .sampler import EpochSampler, check_samples_per_epoch
 from .train import PlannedBatch, TrainCollate, TrainSet, compose_on_device
 
 __all__ = ["LABEL_KINDS", "CueConflictLoader", "make_eval_loader", "make_loader"]
@@ -283,8 +283,7 @@ tile_size
     _check_seed(seed)
     shuffle = _shuffle_from(shuffle, shuffle_buffer)
     check_min_scale(min_scale)
-    if samples_per_epoch is not None and samples_per_epoch < 1:
-        raise ValueError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
+    check_samples_per_epoch(samples_per_epoch)  # its passes over the data: once located
     normalize = Normalize(mean, std)
     device = None if mix_device is None else _mix_device(mix_device)
     manifest = manifest_of(source)

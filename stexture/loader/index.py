@@ -23,8 +23,8 @@ from ..shards.format import (
     ShardInfo,
     decode_rgb,
     decode_structure,
+    group_samples,
     read_manifest,
-    split_member_name,
     structure_field,
     tar_member_offsets,
 )
@@ -59,11 +59,9 @@ def _read_class(f: Any, offset: int, size: int) -> int:
 
 def _locate_shard(root: Path, info: ShardInfo, num_classes: int) -> list[Located]:
     path = str(root / info.name)
-    grouped: dict[str, dict[str, tuple[int, int]]] = {}
-    for name, offset, size in tar_member_offsets(path):
-        key, field = split_member_name(name)
-        if field:
-            grouped.setdefault(key, {})[field] = (offset, size)
+    # grouped as every reader groups: a key's members contiguous, no field twice
+    grouped = dict(group_samples(
+        ((name, (offset, size)) for name, offset, size in tar_member_offsets(path)), path))
     if len(grouped) != info.count:
         raise ValueError(
             f"shard {path} holds {len(grouped)} samples but the manifest says {info.count}")
@@ -78,11 +76,23 @@ def _locate_shard(root: Path, info: ShardInfo, num_classes: int) -> list[Located
     return located
 
 
+def _check_unique_keys(samples: list[Located], split: str) -> None:
+    """``ValueError`` naming both shards when a key is in two of them: one sample read twice
+    (and possibly with two labels)."""
+    where: dict[str, str] = {}
+    for sample in samples:
+        other = where.setdefault(sample.key, sample.path)
+        if other != sample.path:
+            raise ValueError(f"sample {sample.key!r} of split {split!r} is in two shards, "
+                             f"{other} and {sample.path}; a key must be in one shard only")
+
+
 def locate_split(manifest: Manifest, split: str,
                  keys: Collection[str] | None = None) -> list[Located]:
     """Every sample of ``split`` in manifest order (shard by shard, tar order within one), or
     only those in ``keys``; clear errors for a missing shard, a count that disagrees with the
-    manifest, a class out of range, or keys not in the split."""
+    manifest, a class out of range, a key in two shards or whose members are not contiguous,
+    or keys not in the split."""
     infos = manifest.shards(split)
     if not infos:
         raise ValueError(f"split {split!r} of {manifest.root} has no shards")
@@ -93,6 +103,7 @@ def locate_split(manifest: Manifest, split: str,
             f"{', '.join(missing[:5])}")
     samples = [loc for info in infos
                for loc in _locate_shard(manifest.root, info, manifest.num_classes)]
+    _check_unique_keys(samples, split)
     if keys is None:
         return samples
     wanted = set(keys)

@@ -48,6 +48,33 @@ def check_ranks(rank: int | None, world_size: int | None) -> None:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
 
 
+#: The longest epoch ``samples_per_epoch`` may ask for: the epoch's order is held in memory
+#: (8 bytes a sample, 512 MiB here), and built before its first batch.
+MAX_SAMPLES_PER_EPOCH = 2**26
+#: The most passes over the data one epoch may make: each pass is a fresh permutation, drawn
+#: before the first batch (1000 passes: about 30 ms).
+MAX_PASSES = 1000
+
+
+def check_samples_per_epoch(samples_per_epoch: int | None, size: int | None = None) -> None:
+    """``ValueError`` for a ``samples_per_epoch`` that is not ``None`` or an integer in
+    ``1..MAX_SAMPLES_PER_EPOCH``, or (given the ``size`` of the data) that asks for more than
+    :data:`MAX_PASSES` passes over it: ``10**12`` would never reach its first batch."""
+    if samples_per_epoch is None:
+        return
+    try:
+        whole = (not isinstance(samples_per_epoch, bool)
+                 and int(samples_per_epoch) == samples_per_epoch)
+    except (TypeError, ValueError, OverflowError):  # a string, nan, inf
+        whole = False
+    if not whole or not 1 <= samples_per_epoch <= MAX_SAMPLES_PER_EPOCH:
+        raise ValueError(f"samples_per_epoch must be an integer in 1..{MAX_SAMPLES_PER_EPOCH} "
+                         f"(the epoch's order is held in memory), got {samples_per_epoch}")
+    if size is not None and samples_per_epoch > MAX_PASSES * size:
+        raise ValueError(f"samples_per_epoch={samples_per_epoch} is more than {MAX_PASSES} "
+                         f"passes over the {size} samples: at most {MAX_PASSES * size}")
+
+
 class EpochSampler(DistributedSampler):
     """Tickets of one epoch for this rank.
 
@@ -73,6 +100,7 @@ class EpochSampler(DistributedSampler):
         # DistributedSampler.__init__ is not called: it fixes the ranks now and needs a
         # process group; this resolves them per epoch instead
         check_ranks(rank, world_size)
+        check_samples_per_epoch(samples_per_epoch, size)
         self.size = size
         self.batch_size = batch_size
         self.seed = seed

@@ -42,7 +42,7 @@ import os
 import re
 import struct
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from numba import njit, types
 from PIL import Image
 
 from ..imageio import ImageReadError, image_size
+from ..smoothing import METHODS
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -77,6 +78,7 @@ __all__ = [
     "encode_legacy_structure",
     "encode_sample",
     "encode_structure",
+    "group_samples",
     "iter_tar_samples",
     "read_index",
     "read_manifest",
@@ -99,8 +101,11 @@ LEGACY_STRUCTURE_FIELD = "structure.webp"
 STRUCTURE_FIELDS = (STRUCTURE_FIELD, LEGACY_STRUCTURE_FIELD)
 FORMAT_NAME = "stexture-shards"
 FORMAT_VERSION = 2
-#: The most pixels a layer read back from a shard may declare, when the manifest records no
-#: larger ``--max-pixels`` (the writer's default: no stored layer of a default run is larger).
+#: The format versions this stexture reads: 1 (structure as WebP) and 2 (delta-zstd).
+READABLE_VERSIONS = (1, FORMAT_VERSION)
+#: The most pixels a layer read back from a shard may declare unless the reader is given
+#: another limit (the writer's default ``--max-pixels``: no stored layer of a default run is
+#: larger). A manifest cannot raise it: limits belong to the reader, not to the file it reads.
 DEFAULT_MAX_PIXELS = 100_000_000
 #: The largest tar member any reader accepts: a stored image or layer of 1 GiB is no photo,
 #: and a compressed tar's members cannot be checked against the file's size.
@@ -380,30 +385,77 @@ def write_tar(fileobj: Any, samples: list[dict[str, Any]]) -> None:
                 tar.addfile(info, io.BytesIO(payload))
 
 
-def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
+def group_samples(members: Iterable[tuple[str, Any]], where: str
+                  ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(key, {field: value})`` of consecutive ``(member name, value)`` pairs with one key,
+    as WebDataset groups a tar's members (members without a field are left out).
+
+    Refuses, with a ``ValueError`` naming ``where`` and the key, what WebDataset would read
+    without a word and wrongly: a key whose members are not contiguous (a member of an earlier
+    sample after another sample's: a trailing ``KEY.cls`` would relabel that sample, or start
+    a second sample of the same key) and a field given twice in one sample. Every reader of
+    shards (both loaders, ``inspect``, the tools of :mod:`.interop`) groups through this.
+    """
+    done: set[str] = set()
+    key_now: str | None = None
+    fields: dict[str, Any] = {}
+    for name, value in members:
+        key, field_name = split_member_name(name)
+        if not field_name:
+            continue
+        if key != key_now:
+            if key_now is not None:
+                yield key_now, fields
+                done.add(key_now)
+            if key in done:
+                raise ValueError(
+                    f"{where}: sample {key!r} has member {name!r} after another sample's "
+                    "members; a sample's members must be contiguous (a trailing member would "
+                    "change or repeat an earlier sample)")
+            key_now, fields = key, {}
+        if field_name in fields:
+            raise ValueError(f"{where}: sample {key!r} holds the member {name!r} twice")
+        fields[field_name] = value
+    if key_now is not None:
+        yield key_now, fields
+
+
+_COMPRESSED_REFUSAL = ("compressed; random access needs an uncompressed tar (what `stexture "
+                       "decompose` writes)")
+
+
+def _is_compressed(f: Any) -> bool:
+    compressed = f.read(6).startswith(_COMPRESSED_MAGICS)
+    f.seek(0)
+    return compressed
+
+
+def _tar_members_of(path: str | Path, compressed: bool) -> Iterator[tuple[str, bytes]]:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below, also when the reader stops early)
+    except OSError as exc:
+        raise ValueError(f"{path}: damaged tar file ({exc})") from exc
+    with f:
+        if not compressed and _is_compressed(f):
+            raise ValueError(f"{path}: {_COMPRESSED_REFUSAL}")
+        try:
+            yield from read_tar_members(f)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: damaged tar file ({exc})") from exc
+
+
+def iter_tar_samples(path: str | Path, *, compressed: bool = True) -> Iterator[dict[str, Any]]:
     """The raw samples of a WebDataset tar in file order: dicts ``{"__key__", field: bytes}``.
 
     The key is the member name up to the first dot of its last path component, as in
     WebDataset. ``ValueError`` names the file when the tar itself is damaged, including a
-    member size out of bounds (see :func:`read_tar_members`).
+    member size out of bounds (see :func:`read_tar_members`), and the file and the key for a
+    sample whose members are not contiguous or repeat a field (:func:`group_samples`).
+    ``compressed=False`` refuses a compressed tar as the loaders do (they need random access),
+    so a reader that checks a shard folder (``inspect``) accepts exactly what they read.
     """
-    current: dict[str, Any] | None = None
-    try:
-        with open(path, "rb") as f:
-            for name, payload in read_tar_members(f):
-                key, field_name = split_member_name(name)
-                if not field_name:
-                    continue
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key}
-                current[field_name] = payload
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: damaged tar file ({exc})") from exc
-    if current is not None:
-        yield current
+    for key, fields in group_samples(_tar_members_of(path, compressed), str(path)):
+        yield {"__key__": key, **fields}
 
 
 def read_tar_members(f: Any) -> Iterator[tuple[str, bytes]]:
@@ -416,9 +468,7 @@ def read_tar_members(f: Any) -> Iterator[tuple[str, bytes]]:
     (what the writer makes) is read by :func:`_tar_entries`, 0.03 ms per sample against
     0.1-0.25 ms through :mod:`tarfile` (a tenth of a loader worker's time per sample).
     """
-    compressed = f.read(6).startswith(_COMPRESSED_MAGICS)
-    f.seek(0)
-    if compressed:
+    if _is_compressed(f):
         yield from _tarfile_files(f)
         return
     for name, _, _, payload in _tar_entries(f, with_payload=True):
@@ -513,10 +563,8 @@ def tar_member_offsets(path: str | Path) -> Iterator[tuple[str, int, int]]:
     file for a compressed or damaged tar."""
     try:
         with open(path, "rb") as f:
-            if f.read(6).startswith(_COMPRESSED_MAGICS):
-                raise ValueError("compressed; random access needs an uncompressed tar "
-                                 "(what `stexture decompose` writes)")
-            f.seek(0)
+            if _is_compressed(f):
+                raise ValueError(_COMPRESSED_REFUSAL)
             for name, offset, size, _ in _tar_entries(f, with_payload=False):
                 yield name, offset, size
     except (OSError, ValueError) as exc:
@@ -604,6 +652,9 @@ class Manifest:
     method: str
     params: dict[str, Any]
     raw: dict[str, Any]
+    #: The most pixels a layer of these shards may declare: the reader's limit (what
+    #: :func:`read_manifest` was given), never a number the manifest itself records.
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @property
     def num_classes(self) -> int:
@@ -622,17 +673,6 @@ class Manifest:
 
     def count(self, split: str) -> int:
         return sum(s.count for s in self.shards(split))
-
-    @property
-    def max_pixels(self) -> int:
-        """The most pixels a layer of these shards may declare: the ``--max-pixels`` they
-        were written with, at least :data:`DEFAULT_MAX_PIXELS` (resizing to ``--size`` can
-        enlarge a very narrow source a little past its own limit)."""
-        settings = self.raw.get("settings")
-        value = settings.get("max_pixels") if isinstance(settings, dict) else None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return max(value, DEFAULT_MAX_PIXELS)
-        return DEFAULT_MAX_PIXELS
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -665,12 +705,50 @@ def _shard_infos(entry: Any, where: str, seen: set[str]) -> list[ShardInfo]:
     return infos
 
 
-def read_manifest(root: str | Path) -> Manifest:
+def _readable_formats() -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+    """format name -> (the versions, the methods) this stexture reads: shard folders, and the
+    soft-label sidecars of :mod:`.labels`, whose manifest is read as a shard manifest."""
+    from . import labels  # imported here: labels builds on this module
+
+    return {FORMAT_NAME: (READABLE_VERSIONS, tuple(METHODS)),
+            labels.LABELS_FORMAT: ((labels.LABELS_VERSION,), (labels.METHOD,))}
+
+
+def _check_format(raw: Any, path: Path) -> None:
+    """``ValueError`` naming what a reader of this version cannot read: another format, a
+    format version it does not know (a newer stexture's, say), or a method it does not know
+    (its layers could not be checked, nor its recorded settings reproduced)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} is not a valid stexture manifest: not a JSON object")
+    formats = _readable_formats()
+    name = raw.get("format")
+    if name not in formats:
+        raise ValueError(f"{path}: format {name!r} is not one this stexture reads "
+                         f"({', '.join(formats)})")
+    versions, methods = formats[name]
+    version = raw.get("format_version")
+    if isinstance(version, bool) or version not in versions:
+        raise ValueError(
+            f"{path}: format_version {version!r} is unknown to this stexture, which reads "
+            f"versions {', '.join(map(str, versions))} of {name} (written by a newer "
+            "stexture? upgrade it)")
+    method = raw.get("method")
+    if not isinstance(method, str) or method not in methods:
+        raise ValueError(f"{path}: method {method!r} is unknown to this stexture (it knows "
+                         f"{', '.join(methods)})")
+    if not isinstance(raw.get("params"), dict):
+        raise ValueError(f"{path}: params must be an object, got {raw.get('params')!r}")
+
+
+def read_manifest(root: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Manifest:
     """Read ``root/manifest.json``; ``FileNotFoundError``/``ValueError`` that say what is wrong.
 
-    Every shard it names must be a plain file name in ``root``, listed once (across all
-    splits), with a count and a SHA-256 (:func:`check_member_file_name`): a manifest cannot
-    send a reader to another folder or make it read a shard twice.
+    The format must be ``stexture-shards`` of a version in :data:`READABLE_VERSIONS`, made by
+    a method this stexture knows (:func:`_check_format`). Every shard it names must be a plain
+    file name in ``root``, listed once (across all splits), with a count and a SHA-256
+    (:func:`check_member_file_name`): a manifest cannot send a reader to another folder or
+    make it read a shard twice. ``max_pixels`` is the most pixels a layer may declare when the
+    shards are read (:attr:`Manifest.max_pixels`); nothing in the file changes it.
     """
     root = Path(root)
     path = root / MANIFEST_NAME
@@ -680,13 +758,15 @@ def read_manifest(root: str | Path) -> Manifest:
         )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+        _check_format(raw, path)
         seen: set[str] = set()
         splits = {split: _shard_infos(entry, str(path), seen)
                   for split, entry in raw["splits"].items()}
         classes = raw["classes"]
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
             raise ValueError(f"{path}: classes must be a list of names")
-        return Manifest(root, list(classes), splits, raw["method"], raw["params"], raw)
+        return Manifest(root, list(classes), splits, raw["method"], raw["params"], raw,
+                        max_pixels)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError
             ) as exc:
         raise ValueError(f"{path} is not a valid stexture manifest: {exc!r}") from exc

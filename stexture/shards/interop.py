@@ -163,14 +163,30 @@ def wids_index_names(splits: Iterable[str]) -> set[str]:
     return {wids_index_name(split) for split in splits}
 
 
+def _wids_url(shard: dict[str, Any]) -> str:
+    """A shard's reference in a wids index: unique to its content (see
+    :func:`write_wids_indexes`); 64 bits of the SHA-256 tell two versions of a shard apart."""
+    return f"{shard['name']}#sha256={shard['sha256'][:16]}"
+
+
 def write_wids_indexes(out: storage.Location, manifest: dict[str, Any]) -> list[str]:
     """Write a wids dataset description per split with shards beside the manifest.
 
     ``OUT/{split}.wids.json`` holds ``wids_version`` 1, a ``name`` and the ``shardlist``
-    (each shard's file name, relative to the index, and its sample count), from the
+    (each shard's reference, relative to the index, and its sample count), from the
     ``manifest`` content (as :func:`stexture.shards.assemble_manifest` makes it), so
     ``wids.ShardListDataset("OUT/train.wids.json")`` indexes the split. A split without
     shards gets no index (wids refuses an empty shard list). Returns the names written.
+
+    A shard's reference is its file name with the start of its SHA-256 as a URL fragment,
+    ``train-000000.tar#sha256=0123456789abcdef`` (:func:`_wids_url`): wids copies every shard,
+    local ones too, into its cache under a name made from the whole URL and never looks at the
+    source again, so a folder written anew (``decompose --overwrite``) must give its changed
+    shards new URLs, or wids serves the old copies. The fragment is not part of the file's
+    path: wids reads the same file, and an HTTP client does not send it. (wids' own
+    ``cache_dir=`` argument names cached copies by file name alone, the fragment left out:
+    with it, a rewritten folder is still served from the old copies; use the default cache
+    or ``WIDS_CACHE``.)
 
     wids (0.1.11) reads member names from the 512-byte tar headers and ignores PAX extended
     headers, so it cannot read a sample whose key is longer than 85 characters (the name
@@ -186,7 +202,7 @@ def write_wids_indexes(out: storage.Location, manifest: dict[str, Any]) -> list[
             "name": split,
             "description": f"stexture shards, split {split}, method {manifest['method']}; "
                            "see manifest.json",
-            "shardlist": [{"url": shard["name"], "nsamples": shard["count"]}
+            "shardlist": [{"url": _wids_url(shard), "nsamples": shard["count"]}
                           for shard in entry["shards"]],
         }
         name = wids_index_name(split)

@@ -20,9 +20,9 @@ from PIL import Image, ImageDraw
 
 from ..decompose import decompose
 from ..imageio import texture_to_display
-from ..smoothing import METHODS
 from . import storage
 from .format import (
+    DEFAULT_MAX_PIXELS,
     INDEX_NAME,
     DecodedSample,
     Manifest,
@@ -131,29 +131,37 @@ def stale_shards(manifest: Manifest) -> list[str]:
 
 
 def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: int = 0,
-                     sources: bool = False) -> Validation:
+                     sources: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+                     ) -> Validation:
     """Check every shard under ``root`` against ``manifest.json`` (see the module docstring).
 
-    ``recompute`` samples per split are decomposed again (0 skips this; it is also skipped for
-    a method this version does not know). ``examples_per_class`` decoded samples per class
-    are kept for :func:`contact_sheet`. ``sources`` also checks that no source changed since
-    its shard was written (:func:`stale_shards`, a full scan of the source).
+    The shards are read as the loaders read them: a manifest of a format version or method
+    this stexture does not know, a compressed shard, or a sample whose members are not
+    contiguous is a problem here too (:func:`~.format.read_manifest`,
+    :func:`~.format.iter_tar_samples`). ``recompute`` samples per split are decomposed again
+    (0 skips this). ``examples_per_class`` decoded samples per class are kept for
+    :func:`contact_sheet`. ``sources`` also checks that no source changed since its shard
+    was written (:func:`stale_shards`, a full scan of the source). ``max_pixels`` is the most
+    pixels a stored layer may declare (checked before decoding it); the manifest cannot
+    raise it.
     """
     root = Path(root)
     result = Validation(root)
     try:
-        manifest = read_manifest(root)
+        manifest = read_manifest(root, max_pixels)
     except (FileNotFoundError, ValueError) as exc:
         result.problems.append(str(exc))
         return result
+    except OSError as exc:  # a path over the system's name limit, a folder it may not read
+        result.problems.append(f"cannot read {root}: {exc.strerror}")
+        return result
     result.classes = manifest.classes
     index = _read_index(root, result.problems)
-    can_recompute = manifest.method in METHODS
     seen: dict[str, str] = {}
     for split, shards in manifest.splits.items():
         counts: Counter = Counter()
         result.counts[split] = counts
-        recompute_left = recompute if can_recompute else 0
+        recompute_left = recompute
         for info in shards:
             path = root / info.name
             if not path.is_file():
@@ -164,7 +172,7 @@ def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: i
                                        "(the file changed or is damaged)")
             count = 0
             try:
-                for raw in iter_tar_samples(path):
+                for raw in iter_tar_samples(path, compressed=False):
                     count += 1
                     where = f"{info.name}: sample {raw.get('__key__')!r}"
                     try:
