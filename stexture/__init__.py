@@ -29,7 +29,6 @@ if sys.argv and os.path.basename(sys.argv[0]) in ("stexture", "-m"):
     sys.excepthook = _quiet_interrupt
 
 from ._device import CudaUnavailableError, cuda_available, resolve_device  # noqa: E402
-from .datasets import make_furniture_dataset, render_furniture  # noqa: E402
 from .decompose import decompose  # noqa: E402
 from .smoothing import METHODS, Method, get_method  # noqa: E402
 
