@@ -9,9 +9,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch.utils.data import BatchSampler
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["EpochSampler", "Ticket", "resolve_ranks"]
+__all__ = ["EpochSampler", "GlobalBatchSampler", "Ticket", "resolve_ranks"]
 
 
 class Ticket(NamedTuple):
@@ -110,7 +111,8 @@ class EpochSampler(DistributedSampler):
         self._rank, self._world_size = rank, world_size
         self.epoch = 0
         self._started = False  # an iteration ran the current epoch
-        self._resume: tuple[int, int] | None = None  # (epoch, batches already seen)
+        self._resume: tuple[int, int] | None = None  # (epoch, slot it starts at)
+        self.running: tuple[int, int, int] | None = None  # (epoch, start, world size)
         self.dataset = range(size)  # what DistributedSampler users read
 
     # DistributedSampler's attributes, resolved when read
@@ -137,12 +139,21 @@ class EpochSampler(DistributedSampler):
             self._resume = None  # a checkpoint of another epoch: start this one afresh
         self.epoch, self._started = epoch, False
 
-    def per_rank(self, world_size: int) -> int:
+    def order_length(self, world_size: int) -> int:
+        """Slots of an epoch's global order that hold samples for ``world_size`` ranks: the
+        split's size, or ``samples_per_epoch`` rounded down to whole batches on every rank."""
         if self.samples_per_epoch is not None:
-            return (self.samples_per_epoch // (self.batch_size * world_size)) * self.batch_size
-        if self.drop_last:
-            return self.size // world_size
-        return -(-self.size // world_size)
+            whole = self.batch_size * world_size
+            return (self.samples_per_epoch // whole) * whole
+        return self.size
+
+    def per_rank(self, world_size: int, start: int = 0) -> int:
+        """Samples each of ``world_size`` ranks takes from an epoch's order, from slot
+        ``start`` on (padded as ``DistributedSampler`` pads, or left out with ``drop_last``)."""
+        left = max(self.order_length(world_size) - start, 0)
+        if self.samples_per_epoch is not None or self.drop_last:
+            return left // world_size
+        return -(-left // world_size)
 
     def __len__(self) -> int:
         return self.per_rank(self.num_replicas)
@@ -152,32 +163,81 @@ class EpochSampler(DistributedSampler):
             return np.arange(self.size)
         return np.random.default_rng([self.seed, epoch, part]).permutation(self.size)
 
-    def epoch_order(self, epoch: int, world_size: int) -> np.ndarray:
-        """The global order of ``epoch``: ``world_size * per_rank`` sample indices."""
-        total = self.per_rank(world_size) * world_size
+    def epoch_order(self, epoch: int, end: int) -> np.ndarray:
+        """Slots ``0..end-1`` of ``epoch``'s global order (sample indices): the permutation,
+        repeated from its start where the ranks need padding; with ``samples_per_epoch`` a
+        fresh permutation for each pass over the data."""
         parts, covered = [], 0
-        while covered < total:  # one part without samples_per_epoch, unless padding
+        while covered < end:  # one part without samples_per_epoch, unless padding
             part = self._permutation(epoch, len(parts) if self.samples_per_epoch else 0)
             parts.append(part)
             covered += len(part)
-        return np.concatenate(parts)[:total] if parts else np.empty(0, np.int64)
+        return np.concatenate(parts)[:end] if parts else np.empty(0, np.int64)
 
     def upcoming(self) -> tuple[int, int]:
-        """(epoch, batches it skips) of the next iteration: what :meth:`__iter__` will run."""
+        """(epoch, start) of the next iteration: the epoch :meth:`__iter__` will run and the
+        slot of its global order it starts at (0, or where a loaded state left off)."""
         epoch = self.epoch + self._started
-        skip = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
-        return epoch, skip
+        start = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+        return epoch, start
 
-    def resume_at(self, epoch: int, batches: int) -> None:
-        """Start the next run of ``epoch`` after its first ``batches`` batches."""
+    def resume_at(self, epoch: int, position: int) -> None:
+        """Start the next run of ``epoch`` at slot ``position`` of its global order (the
+        samples before it were seen, by any number of ranks)."""
         self.epoch, self._started = int(epoch), False
-        self._resume = (int(epoch), int(batches))
+        self._resume = (int(epoch), int(position))
 
-    def __iter__(self) -> Iterator[Ticket]:
-        epoch, skip = self.upcoming()
+    def begin(self) -> tuple[int, int, int, int]:
+        """Start the upcoming epoch: ``(epoch, start, rank, world_size)``, the ranks resolved
+        now; :attr:`running` keeps ``(epoch, start, world_size)`` for the resume state."""
+        epoch, start = self.upcoming()
         self.epoch, self._started, self._resume = epoch, True, None
         rank, world_size = resolve_ranks(self._rank, self._world_size)
-        order = self.epoch_order(epoch, world_size)
-        start = skip * self.batch_size
-        for slot in range(rank + start * world_size, len(order), world_size):
+        self.running = (epoch, start, world_size)
+        return epoch, start, rank, world_size
+
+    def __iter__(self) -> Iterator[Ticket]:
+        epoch, start, rank, world_size = self.begin()
+        end = start + self.per_rank(world_size, start) * world_size
+        order = self.epoch_order(epoch, end)
+        for slot in range(start + rank, end, world_size):
             yield Ticket(int(order[slot]), epoch, slot)
+
+    def global_tickets(self) -> Iterator[Ticket]:
+        """Every rank's tickets of the upcoming epoch, in its global order from its start
+        slot: what a wrapper that splits the batches across processes itself divides."""
+        epoch, start, _, world_size = self.begin()
+        end = self.order_length(world_size)
+        order = self.epoch_order(epoch, end)
+        for slot in range(start, end):
+            yield Ticket(int(order[slot]), epoch, slot)
+
+
+class GlobalBatchSampler(BatchSampler):
+    """The training loader's ``batch_sampler``: batches of ``batch_size`` consecutive slots of
+    the epoch's global order, every rank's.
+
+    A wrapper that rebuilds the loader and hands each of ``W`` processes every ``W``-th batch
+    of its ``batch_sampler`` (``accelerate``'s ``prepare``) thus splits the epoch once, every
+    sample once across processes; the loader itself draws this rank's share of the
+    :class:`EpochSampler` instead. Its length is the batches of a whole epoch.
+    """
+
+    def __init__(self, sampler: EpochSampler, batch_size: int, drop_last: bool) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+
+    def __iter__(self) -> Iterator[list[Ticket]]:
+        batch: list[Ticket] = []
+        for ticket in self.sampler.global_tickets():
+            batch.append(ticket)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch and not self.drop_last:
+            yield batch
+
+    def __len__(self) -> int:
+        samples = self.sampler.order_length(self.sampler.num_replicas)
+        if self.drop_last:
+            return samples // self.batch_size
+        return -(-samples // self.batch_size)
