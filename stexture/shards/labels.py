@@ -478,7 +478,9 @@ def check_label_set(root: str | Path, name: str, *, read_all: bool = True) -> li
 def _check_registered(manifest: Manifest, labels: LabelSet) -> list[str]:
     entry = (manifest.raw.get("labels") or {}).get(labels.name)
     if entry is None:
-        return [f"label set {labels.name!r} is not named in {manifest.root / MANIFEST_NAME}"]
+        return [f"label set {labels.name!r} is not named in {manifest.root / MANIFEST_NAME} "
+                f"(rewritten since?): run `stexture label` with its settings again, which "
+                "keeps its labels and names it"]
     digest = sha256_of(labels.folder / MANIFEST_NAME)
     if entry.get("sha256") != digest:
         return [f"{labels.folder / MANIFEST_NAME} changed since it was named in "
