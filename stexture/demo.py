@@ -30,8 +30,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw
 
+from ._contact_sheet import SheetRow, paint_contact_sheet
 from .datasets import CLASSES, make_furniture_dataset, synthetic_rtv_params
 from .imageio import texture_to_display
 from .shards import DecodedSample, Settings, validate_dataset, write_dataset
@@ -166,12 +166,6 @@ def _decompose_workers(images: int) -> int:
     return 2 if images >= 200 else 1
 
 
-def _tile(pixels: np.ndarray, height: int) -> np.ndarray:
-    width = max(1, round(pixels.shape[1] * height / pixels.shape[0]))
-    # nearest-neighbour upscaling keeps the texture's pixels visible on the small images
-    return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
 def _composite(sample: DecodedSample, donor: DecodedSample) -> np.ndarray:
     """``sample``'s structure plus ``donor``'s texture, by the loader's composition."""
     import torch
@@ -204,40 +198,20 @@ def write_demo_sheet(examples: dict[str, list[DecodedSample]], path: str | Path,
     if len(names) < 2:
         raise ValueError("a cue-conflict sheet needs samples of at least 2 classes, got "
                          f"{names}")
-    label_width, text_width, gap, header = 110, 220, 4, 18
     rows = []
     for position, name in enumerate(names):
         donor_name = names[(position + 1) % len(names)]
         for index, sample in enumerate(examples[name]):
             donor = examples[donor_name][index % len(examples[donor_name])]
             texture = texture_to_display(sample.texture.astype(np.float32) / 255.0)
-            tiles = [_tile(layer, height) for layer in
-                     (sample.image, sample.structure, texture, _composite(sample, donor))]
-            row = Image.new("RGB", (label_width + sum(t.shape[1] + gap for t in tiles)
-                                    + text_width, height), (255, 255, 255))
-            x = label_width
-            for tile in tiles:
-                row.paste(Image.fromarray(tile), (x, 0))
-                x += tile.shape[1] + gap
-            draw = ImageDraw.Draw(row)
-            draw.text((4, height // 2 - 6), name, fill=(0, 0, 0))
-            draw.text((x + 4, height // 2 - 6), soft_label_text(k, name, donor_name),
-                      fill=(0, 0, 0))
-            rows.append((row, [t.shape[1] for t in tiles]))
-    width = max(r.width for r, _ in rows)
-    sheet = Image.new("RGB", (width, header + sum(r.height + gap for r, _ in rows)),
-                      (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    x = label_width
+            tiles = (sample.image, sample.structure, texture, _composite(sample, donor))
+            rows.append(SheetRow(name, tiles, soft_label_text(k, name, donor_name)))
     titles = ("image", "structure", "texture (0 = grey)", "cue-conflict composite",
               f"soft label (k = {k:g})")
-    for title, tile_width in zip(titles, [*rows[0][1], text_width], strict=True):
-        draw.text((x, 3), title, fill=(0, 0, 0))
-        x += tile_width + gap
-    y = header
-    for row, _ in rows:
-        sheet.paste(row, (0, y))
-        y += row.height + gap
+    # nearest-neighbour upscaling keeps the texture's pixels visible on the small images
+    sheet = paint_contact_sheet(rows, titles, height=height, label_width=110,
+                                header_height=18, note_width=220,
+                                interpolation=cv2.INTER_NEAREST)
     path = Path(path)
     sheet.save(path, format="PNG")
     return path

@@ -14,10 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image, ImageDraw
 
+from .._contact_sheet import SheetRow, paint_contact_sheet
 from ..decompose import decompose
 from ..imageio import texture_to_display
 from . import storage
@@ -216,12 +215,6 @@ def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: i
     return result
 
 
-def _tile(pixels: np.ndarray, height: int) -> np.ndarray:
-    h, w = pixels.shape[:2]
-    width = max(1, round(w * height / h))
-    return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
-
-
 def contact_sheet(examples: dict[str, list[DecodedSample]], path: str | Path,
                   height: int = 96) -> Path:
     """Write a PNG with one row per sample: class name | image | structure | texture (offset
@@ -234,37 +227,11 @@ def contact_sheet(examples: dict[str, list[DecodedSample]], path: str | Path,
     if path.is_symlink():
         raise ValueError(f"{path} is a symbolic link: stexture does not write through links; "
                          "remove it or name another --sheet")
-    label_width, gap, header_height = 140, 4, 16
-    rows, first_widths = [], None
-    for name in sorted(examples):
-        for sample in examples[name]:
-            texture = texture_to_display(sample.texture.astype(np.float32) / 255.0)
-            tiles = [_tile(layer, height) for layer in (sample.image, sample.structure, texture)]
-            first_widths = first_widths or [t.shape[1] for t in tiles]
-            row = np.full((height, label_width + sum(t.shape[1] + gap for t in tiles), 3), 255,
-                          np.uint8)
-            x = label_width
-            for tile in tiles:
-                row[:, x:x + tile.shape[1]] = tile
-                x += tile.shape[1] + gap
-            canvas = Image.fromarray(row)
-            ImageDraw.Draw(canvas).text((4, height // 2 - 6), name[:22], fill=(0, 0, 0))
-            rows.append(np.asarray(canvas))
-    if not rows:
-        raise ValueError("no samples to draw a contact sheet from")
-    width = max(r.shape[1] for r in rows)
-    sheet = Image.new("RGB", (width, header_height + sum(r.shape[0] + gap for r in rows)),
-                      (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    x = label_width
-    for title, tile_width in zip(("image", "structure", "texture (0 = grey)"), first_widths,
-                                 strict=True):
-        draw.text((x, 2), title, fill=(0, 0, 0))
-        x += tile_width + gap
-    y = header_height
-    for r in rows:
-        sheet.paste(Image.fromarray(r), (0, y))
-        y += r.shape[0] + gap
+    rows = [SheetRow(name, (sample.image, sample.structure,
+                            texture_to_display(sample.texture.astype(np.float32) / 255.0)))
+            for name in sorted(examples) for sample in examples[name]]
+    sheet = paint_contact_sheet(rows, ("image", "structure", "texture (0 = grey)"),
+                                height=height, label_width=140)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     storage.write_atomically(path, buffer.getvalue())
