@@ -109,8 +109,8 @@ def _named_command(argv: list[str] | None) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        # building the parser imports every command (torch among them): seconds in which
-        # a Ctrl-C must end the command as quietly as one during its work
+        # building the parser imports the command's module (torch, for some): seconds in
+        # which a Ctrl-C must end the command as quietly as one during its work
         args = build_parser(_named_command(argv)).parse_args(argv)
         return _run(args)
     except KeyboardInterrupt:
