@@ -16,11 +16,26 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def as_float_batch(image: np.ndarray) -> np.ndarray:
-    """Validate ``image`` and return it as a C-contiguous float32 ``(N, H, W, C)`` batch in [0, 1].
+    """Validate ``image`` and return it as a C-contiguous float32 ``(N, H, W, C)`` batch.
 
-    Accepted: ``HxW``, ``HxWxC`` or ``NxHxWxC`` with C in {1, 3}; uint8 and uint16 are scaled
-    by their maximum, float32/float64 must already lie in [0, 1] and be finite. Anything else
-    is a ``ValueError`` that names the problem.
+    Parameters
+    ----------
+    image : ndarray
+        ``HxW``, ``HxWxC`` or ``NxHxWxC`` with C in {1, 3}, at least 2x2 pixels; uint8 and
+        uint16 are scaled by their maximum, float32 / float64 must be finite and lie in
+        [0, 1].
+
+    Returns
+    -------
+    ndarray
+        float32 ``(N, H, W, C)`` in [0, 1] (a single image has N = 1; a gray ``HxW`` one
+        C = 1).
+
+    Raises
+    ------
+    ValueError
+        Naming the problem: not an array, another dtype, another number of dimensions or
+        channels, too small, NaN or infinite values, floats outside [0, 1].
     """
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
@@ -85,6 +100,14 @@ def decompose(
         in [0, 1]; hence ``structure + texture`` equals ``x`` up to one float32 rounding
         (at most 2**-24). Bit-exact equality of the sum is impossible in float32 in general
         (a dark pixel under a bright structure), so the residual is what is exact.
+
+    Raises
+    ------
+    ValueError
+        For an image :func:`as_float_batch` refuses, an unknown method, an unknown or
+        out-of-range parameter, or an unknown device.
+    stexture.CudaUnavailableError
+        For ``device="cuda"`` on a machine without a usable CUDA GPU.
     """
     smoother = get_method(method)
     resolved = smoother.resolve_params(params)

@@ -38,7 +38,19 @@ _NOT_PARAMETERS = ("batch", "device")
 
 @dataclass(frozen=True)
 class Method:
-    """A smoothing method: its name, a one-line summary and its batch function."""
+    """A smoothing method: its name, a one-line summary and its batch function.
+
+    Parameters
+    ----------
+    name : str
+        The name :data:`METHODS` and :func:`stexture.decompose` know it by.
+    summary : str
+        One line saying what the method does.
+    function : callable
+        ``function(batch, *, device, **params) -> structure``: a float32 ``(N, H, W, C)``
+        batch to its structure layer of the same shape; every parameter a keyword with a
+        default.
+    """
 
     name: str
     summary: str
@@ -46,7 +58,13 @@ class Method:
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """Parameter names and default values, from the function's signature."""
+        """Parameter names and default values, read from the function's signature.
+
+        Returns
+        -------
+        dict
+            ``{name: default}`` for every parameter but ``batch`` and ``device``.
+        """
         signature = inspect.signature(self.function)
         return {
             name: p.default
@@ -55,7 +73,24 @@ class Method:
         }
 
     def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The defaults updated with ``params``; an unknown name is a ``ValueError``."""
+        """Return the defaults updated with ``params``.
+
+        Parameters
+        ----------
+        params : mapping
+            Parameter values by name; may be empty.
+
+        Returns
+        -------
+        dict
+            Every parameter of the method, ``params`` over the defaults.
+
+        Raises
+        ------
+        ValueError
+            When a name in ``params`` is not a parameter of the method (the message lists
+            the ones it takes).
+        """
         defaults = self.defaults
         unknown = sorted(set(params) - set(defaults))
         if unknown:
@@ -66,6 +101,28 @@ class Method:
         return {**defaults, **params}
 
     def __call__(self, batch: np.ndarray, device: str = "cpu", **params: Any) -> np.ndarray:
+        """Smooth ``batch`` with the defaults updated with ``params``.
+
+        Parameters
+        ----------
+        batch : ndarray
+            float32 ``(N, H, W, C)``, C in {1, 3}, values in [0, 1].
+        device : {"cpu", "cuda", "auto"}
+            Where to run.
+        **params
+            The method's parameters (see :attr:`defaults`).
+
+        Returns
+        -------
+        ndarray
+            The float32 structure layer, of ``batch``'s shape.
+
+        Raises
+        ------
+        ValueError
+            For an unknown or out-of-range parameter, a batch of another shape or dtype,
+            or an unknown device.
+        """
         return self.function(batch, device=device, **self.resolve_params(params))
 
 
@@ -79,7 +136,23 @@ METHODS: Mapping[str, Method] = MappingProxyType(
 
 
 def get_method(name: str) -> Method:
-    """The registered method called ``name``; ``ValueError`` naming the known ones otherwise."""
+    """Return the registered method called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`METHODS` (``"rtv"``, ``"rgf"``, ``"tv"``).
+
+    Returns
+    -------
+    Method
+        The method.
+
+    Raises
+    ------
+    ValueError
+        For any other name; the message lists the known ones.
+    """
     try:
         return METHODS[name]
     except (KeyError, TypeError):

@@ -29,9 +29,23 @@ def validate_rtv_params(
 ) -> None:
     """Raise ``ValueError`` naming the first bad RTV parameter.
 
-    ``lam``, ``sigma`` and ``sharpness`` must be finite and > 0, ``n_iter`` and
-    ``max_cg_iter`` integers >= 1, ``tol`` a number strictly between 0 and 1. ``tol`` and
-    ``max_cg_iter`` are skipped when ``None`` (the direct-solve reference has neither).
+    Parameters
+    ----------
+    lam, sigma, sharpness : float
+        Must be finite and > 0 (and within the ranges of
+        :data:`stexture.smoothing._checks.PARAMETER_RANGES`).
+    n_iter : int
+        An integer >= 1.
+    tol : float or None
+        A number strictly between 0 and 1; not checked when ``None`` (the direct-solve
+        reference has no tolerance).
+    max_cg_iter : int or None
+        An integer >= 1; not checked when ``None``.
+
+    Raises
+    ------
+    ValueError
+        Naming the first parameter that is out of its range, and the range.
     """
     check_positive("lam", lam)
     check_positive("sigma", sigma)
