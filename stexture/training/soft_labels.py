@@ -157,7 +157,8 @@ def label_shards(
     ValueError
         Bad settings, one teacher given without the other, a teacher with another number
         of classes, a sample that cannot be decoded, a sidecar made with other settings
-        (without ``overwrite``), a missing ``val`` split or too few samples to cross-fit.
+        (without ``overwrite``), or too few samples to cross-fit. (Without a ``val`` split
+        the cross-fitted models keep their last epoch; with one, their best.)
     FileNotFoundError
         No manifest, index or teacher checkpoint.
     """
