@@ -121,7 +121,8 @@ def stale_shards(manifest: Manifest) -> list[str]:
         return [f"the sources cannot be checked: {exc}"]
     if plan.digest != manifest.raw.get("plan_digest"):
         return [f"the source {plan.source} now lists other images, classes or splits than "
-                "when the shards were written; run `stexture decompose` again"]
+                "when the shards were written; run `stexture decompose` again with the same "
+                "arguments and --overwrite to rewrite the folder"]
     recorded = {s["name"]: s.get("inputs") for entry in manifest.raw["splits"].values()
                 for s in entry["shards"]}
     return [f"{job.name}: its sources changed since it was written; run `stexture decompose` "
