@@ -45,6 +45,7 @@ _LAZY = {
     "read_label_set": "stexture.shards.labels",
     "run_demo": "stexture.demo",
     "shape_bias": "stexture.training.metrics",
+    "split_quality": "stexture.datasets",
     "sweep": "stexture.training.sweep",
 }
 
@@ -66,6 +67,7 @@ __all__ = [
     "resolve_device",
     "run_demo",
     "shape_bias",
+    "split_quality",
     "sweep",
 ]
 

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -252,3 +253,84 @@ def test_cue_conflict_split_paints_a_shape_in_another_class_material(tmp_path):
         render_furniture("chair", image_rng(0, "x", "chair", 0), 32, material="glass-x")
     with pytest.raises(ValueError, match="exists"):
         make_cue_conflict_split(tmp_path, classes=("chair", "sofa"), per_class=1, size=32)
+
+
+def _shape_and_image(name: str, size: int, seed: int = 2):
+    return render_furniture(name, image_rng(seed, "train", name, 0), size, 0.8, layers=True)
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_shape_plus_material_is_the_image_and_layers_change_no_pixel(size):
+    for name in CLASSES:
+        plain = render_furniture(name, image_rng(2, "train", name, 0), size, 0.8)
+        layered = _shape_and_image(name, size)
+        np.testing.assert_array_equal(layered.image, plain.image)
+        assert layered.record() == plain.record()
+        assert layered.shape.dtype == np.uint8 and layered.shape.shape == plain.image.shape
+        np.testing.assert_array_equal(
+            layered.shape.astype(np.int16) + layered.material_layer, layered.image)
+        # the object mask is what object_fraction counts; surfaces cover room and object
+        assert layered.object_mask.mean() == pytest.approx(layered.object_fraction)
+        assert layered.surfaces.shape == (size, size)
+        assert plain.shape is None
+    with pytest.raises(ValueError, match="layers=True"):
+        _ = plain.material_layer
+
+
+def test_the_material_layer_has_zero_mean_on_every_surface():
+    """The shape image paints each surface in the mean of its albedo, so the material
+    averages to zero per surface, up to the lighting across it, the 3x3 blur that mixes
+    a surface's rim with its neighbours, and rounding."""
+    worst, weighted, total = 0.0, 0.0, 0
+    for name in CLASSES:
+        for size in (64, 128):
+            r = _shape_and_image(name, size)
+            material = r.material_layer.astype(np.float64)
+            for surface in np.unique(r.surfaces):
+                pixels = material[r.surfaces == surface]
+                if len(pixels) >= 50:
+                    mean = np.abs(pixels.mean(axis=0))
+                    worst = max(worst, float((mean / (pixels.std(axis=0) + 1.0)).max()))
+                    weighted += mean.max() * len(pixels)
+                    total += len(pixels)
+    assert worst < 0.3  # |mean| / (std + 1 level); measured 0.25 (a small face clipped at white)
+    assert weighted / total < 0.5  # grey levels, area-weighted; measured 0.25
+
+
+def test_the_shape_image_has_no_pattern_inside_a_surface():
+    """Away from boundaries (2 px), the shape image varies only by light and shadow: its
+    3x3 detail is the rounding of uint8 (~0.25 levels), the material's several levels."""
+    from stexture.datasets.split_quality import _boundary
+
+    for name in CLASSES:
+        r = _shape_and_image(name, 128)
+        inside = ~_boundary(r.surfaces, 2)
+        shape, material = (a.astype(np.float32) for a in (r.shape, r.material_layer))
+        detail_shape = np.abs(shape - cv2.blur(shape, (3, 3)))[inside].mean()
+        detail_material = np.abs(material - cv2.blur(material, (3, 3)))[inside].mean()
+        assert detail_shape < 0.5, name  # measured 0.20-0.30
+        assert detail_material > 4 * detail_shape, name  # measured 2.5-7.7
+
+
+def test_a_64px_image_looks_like_the_128px_one_downsampled():
+    """Patterns and seams have a physical scale: the 128 px image downsampled (area) to
+    64 px is close to the 64 px rendering of the same generator state (mean absolute
+    difference, measured 4-13 grey levels, mostly rasterised edges and noise; two seeds
+    differ by ~60), and carries about the same fine detail (ratio measured 0.71-1.26)."""
+    def detail(image: np.ndarray) -> float:
+        image = image.astype(np.float32)
+        return float(np.abs(image - cv2.GaussianBlur(image, (0, 0), 1.5)).mean())
+
+    differences, others, ratios = [], [], []
+    for name in CLASSES:
+        for index in range(2):
+            big = render_furniture(name, image_rng(0, "train", name, index), 128, 0.8).image
+            small = render_furniture(name, image_rng(0, "train", name, index), 64, 0.8).image
+            other = render_furniture(name, image_rng(1, "train", name, index), 64, 0.8).image
+            down = cv2.resize(big, (64, 64), interpolation=cv2.INTER_AREA)
+            differences.append(np.abs(down.astype(int) - small).mean())
+            others.append(np.abs(other.astype(int) - small).mean())
+            ratios.append(detail(small) / detail(down))
+    assert np.median(differences) < 12 and max(differences) < 16
+    assert np.median(others) > 3 * np.median(differences)
+    assert 0.8 < np.median(ratios) < 1.25 and 0.6 < min(ratios) and max(ratios) < 1.6

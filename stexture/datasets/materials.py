@@ -8,6 +8,13 @@ a base colour drawn from the material's palette. Palettes overlap on purpose: a 
 told apart by its pattern (the texture layer), hardly by its mean colour (which smoothing
 keeps in the structure layer).
 
+Patterns have a physical scale: a material's ``step`` (tile pixels per image pixel) holds
+at :data:`REFERENCE_SIZE` and grows as the image shrinks (``zoom = REFERENCE_SIZE /
+size``), so wood rings, weave and plaid keep their size relative to the object and a 64 px
+image looks like the 128 px one downsampled. A pattern drawn smaller than its tile is
+read from a low-passed, halved copy of the tile (a mip level), so it blurs as a
+downsampled photo would instead of aliasing.
+
 Procedural patterns follow the usual recipes of procedural texturing (Perlin, "An image
 synthesizer", SIGGRAPH 1985: rings distorted by smooth noise for wood, a sine of a
 turbulent phase for marble); the natural ones are the ``brick``, ``grass`` and ``gravel``
@@ -26,9 +33,12 @@ from scipy import ndimage
 __all__ = [
     "BACKDROPS",
     "MATERIALS",
+    "REFERENCE_SIZE",
     "Material",
     "backdrop_tile",
     "material_tile",
+    "mip_level",
+    "mip_tile",
     "paint",
     "pick_colour",
     "prepare_tiles",
@@ -36,6 +46,10 @@ __all__ = [
 ]
 
 TILE = 256
+#: The image side at which patterns are drawn at their tile's scale (``step`` as given).
+REFERENCE_SIZE = 128
+#: Mip levels kept per tile: level ``k`` is the tile low-passed and halved ``k`` times.
+_LEVELS = 5
 _TILE_SEED = 20240611
 
 # Base colours (RGB in [0, 1]) that palettes draw from; shared names make palettes overlap.
@@ -266,19 +280,51 @@ def backdrop_tile(name: str) -> np.ndarray:
     return _tile(name)
 
 
-def sample_pattern(tile: np.ndarray, rng: np.random.Generator, shape: tuple[int, int],
-                   step: tuple[float, float], angle: float = 0.0) -> np.ndarray:
-    """``tile`` seen through a random offset and scale, rotated by ``angle`` degrees.
+@cache
+def _mip(name: str, level: int) -> np.ndarray:
+    """The tile of ``name`` low-passed and halved ``level`` times (Gaussian pyramid)."""
+    if level == 0:
+        return _tile(name)
+    smaller = cv2.pyrDown(_mip(name, level - 1), borderType=cv2.BORDER_REFLECT_101)
+    smaller.setflags(write=False)
+    return smaller
 
-    Each output pixel looks up the tile at ``offset + s * R(angle) @ (x, y)``, ``s`` drawn
-    from ``step``; borders reflect, so any output size works.
+
+def mip_level(scale: float) -> int:
+    """The mip level to read a pattern drawn at ``scale`` tile pixels per image pixel from:
+    the largest ``k`` with ``2**k <= scale`` (0 when magnified), at most ``_LEVELS - 1``."""
+    if scale <= 1.0:
+        return 0
+    return min(int(np.floor(np.log2(scale))), _LEVELS - 1)
+
+
+def mip_tile(name: str, level: int) -> np.ndarray:
+    """Level ``level`` of the pattern tile ``name`` (material or backdrop)."""
+    if name not in MATERIALS and name not in BACKDROPS:
+        raise ValueError(f"unknown pattern {name!r}")
+    return _mip(name, level)
+
+
+def sample_pattern(name: str, rng: np.random.Generator, shape: tuple[int, int],
+                   step: tuple[float, float], angle: float = 0.0,
+                   zoom: float = 1.0) -> np.ndarray:
+    """The tile of pattern ``name`` seen through a random offset and scale, rotated by
+    ``angle`` degrees.
+
+    Each output pixel looks up the tile at ``offset + s * R(angle) @ (x, y)``, with
+    ``s = zoom * u``, ``u`` drawn from ``step`` (``zoom = REFERENCE_SIZE / size`` gives the
+    pattern a physical scale); a minified pattern reads the mip level of :func:`mip_level`.
+    Borders reflect, so any output size works. The draws from ``rng`` do not depend on
+    ``zoom``.
     """
-    scale = rng.uniform(*step)
+    scale = rng.uniform(*step) * zoom
     theta = np.deg2rad(angle + rng.uniform(-4.0, 4.0))
-    cos, sin = scale * np.cos(theta), scale * np.sin(theta)
     offset = rng.uniform(0, TILE, size=2)
+    level = mip_level(scale)
+    scale, offset = scale / 2**level, offset / 2**level
+    cos, sin = scale * np.cos(theta), scale * np.sin(theta)
     to_tile = np.array([[cos, -sin, offset[0]], [sin, cos, offset[1]]], dtype=np.float64)
-    return cv2.warpAffine(tile, to_tile, (shape[1], shape[0]),
+    return cv2.warpAffine(mip_tile(name, level), to_tile, (shape[1], shape[0]),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REFLECT_101)
 
