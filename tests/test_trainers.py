@@ -8,6 +8,7 @@ uninterrupted run."""
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import os
 import re
 import socket
@@ -20,7 +21,6 @@ import torch
 from PIL import Image
 from shardfactory import make_shard_dir
 
-from stexture import cli
 from stexture.loader import make_loader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,12 +149,29 @@ def test_accelerate_default_prepare_on_two_processes_serves_each_sample_once(sha
         assert_same_batches(runs[p]["head"] + runs[p]["rest"], expected[p::2])
 
 
+def test_a_loaded_state_that_set_epoch_drops_is_not_dropped_silently(shards):
+    """accelerate's prepared loader sets its own epoch count (0 unless told otherwise) on
+    every iteration: a state of epoch 2 whose epoch was never set there warns."""
+    accelerate = pytest.importorskip("accelerate")
+    train = make_loader(shards, **OPTIONS)
+    train.set_epoch(2)
+    batches(train, HEAD)
+    fresh = make_loader(shards, **OPTIONS)
+    fresh.load_state_dict(train.state_dict())
+    prepared = accelerate.Accelerator(cpu=True).prepare(fresh)
+    with pytest.warns(UserWarning, match=r"set_epoch\(0\) drops the loaded state"):
+        next(iter(prepared))
+
+
 # --------------------------------------------------------------------------- elastic resume
 
 ELASTIC = {"p_conflict": 0.0, "num_workers": 2}
 
 
 def _elastic_worker(rank: int, port: int, root: str, out: str, state_of_one: dict) -> None:
+    # a process that spawn started starts its own children by spawn too; a script that
+    # torchrun starts forks them (Linux's default): fork the loader's workers, as there
+    multiprocessing.set_start_method("fork", force=True)
     # built before the process group, as torchrun scripts do
     head_loader = make_loader(root, **OPTIONS, **ELASTIC)
     resumed = make_loader(root, **OPTIONS, **ELASTIC)
@@ -304,6 +321,8 @@ def test_ignite_sets_the_epoch_and_resumes_a_checkpoint_mid_epoch(shards, determ
 
 
 def test_readme_names_the_index_csv_header_the_writer_writes(tmp_path):
+    from stexture import cli
+
     photos = tmp_path / "photos"
     for name in ("bed", "chair"):
         (photos / name).mkdir(parents=True)

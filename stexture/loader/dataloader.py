@@ -132,7 +132,8 @@ class CueConflictLoader(DataLoader):
     @property
     def _index_sampler(self) -> Any:
         # where DataLoader's iterators draw the batches: this rank's share
-        return getattr(self, "_rank_batches", None) or self.batch_sampler
+        rank_batches = getattr(self, "_rank_batches", None)
+        return self.batch_sampler if rank_batches is None else rank_batches
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration run epoch ``epoch`` (as ``DistributedSampler.set_epoch``)."""

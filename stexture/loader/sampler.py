@@ -4,6 +4,7 @@ across ranks (workers then take whole batches of it, as in any map-style DataLoa
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -90,9 +91,10 @@ class EpochSampler(DistributedSampler):
 
     Rank and world size are resolved when an epoch starts (:func:`resolve_ranks`), so a loader
     built before the process group still splits correctly. A subclass of
-    ``DistributedSampler``, so trainers that would wrap a plain sampler (Lightning) leave it
-    alone and call :meth:`set_epoch`. Iterating again without :meth:`set_epoch` runs the next
-    epoch.
+    ``DistributedSampler``, so trainers that would wrap a plain sampler (Lightning, Ray Train)
+    leave it alone and call :meth:`set_epoch`. Iterating again without :meth:`set_epoch` runs
+    the next epoch. :meth:`resume_at` starts an epoch at a slot of its global order, the
+    samples left split across the ranks there are then, whatever their number before.
     """
 
     def __init__(self, size: int, *, batch_size: int, seed: int, shuffle: bool = True,
@@ -136,7 +138,11 @@ class EpochSampler(DistributedSampler):
         """Make the next iteration run ``epoch``."""
         epoch = int(epoch)
         if self._resume is not None and self._resume[0] != epoch:
-            self._resume = None  # a checkpoint of another epoch: start this one afresh
+            # a loaded state of another epoch: this one starts afresh, but never unnoticed
+            warnings.warn(f"set_epoch({epoch}) drops the loaded state, which continues epoch "
+                          f"{self._resume[0]} at slot {self._resume[1]} of its order; set the "
+                          "state's epoch to resume it", UserWarning, stacklevel=3)
+            self._resume = None
         self.epoch, self._started = epoch, False
 
     def order_length(self, world_size: int) -> int:
