@@ -315,7 +315,7 @@ def test_synth_refuses_a_huge_size_before_allocating(tmp_path, capsys):
     finally:
         tracemalloc.stop()
     assert code == 2
-    assert "size must lie in [32, 4096] pixels, got 100000" in capsys.readouterr().err
+    assert "size must lie in [32, 2048] pixels, got 100000" in capsys.readouterr().err
     assert peak < 20 << 20 and not (tmp_path / "s").exists()
 
 
