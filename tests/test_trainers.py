@@ -163,6 +163,19 @@ def test_a_loaded_state_that_set_epoch_drops_is_not_dropped_silently(shards):
         next(iter(prepared))
 
 
+def test_a_state_without_its_position_or_of_another_order_is_refused(shards):
+    loader = make_loader(shards, **OPTIONS)
+    loader.set_epoch(1)
+    batches(loader, HEAD)
+    state = loader.state_dict()
+    with pytest.raises(ValueError, match="no 'position'"):  # a state of the old format
+        make_loader(shards, **OPTIONS).load_state_dict({"epoch": 1, "batches": HEAD})
+    with pytest.raises(ValueError, match="'batch_size': \\(4, 8\\)"):
+        make_loader(shards, **{**OPTIONS, "batch_size": 8}).load_state_dict(state)
+    with pytest.raises(ValueError, match="'shuffle': \\(True, False\\)"):
+        make_loader(shards, **OPTIONS, shuffle=False).load_state_dict(state)
+
+
 # --------------------------------------------------------------------------- elastic resume
 
 ELASTIC = {"p_conflict": 0.0, "num_workers": 2}

@@ -111,6 +111,9 @@ class CueConflictLoader(DataLoader):
         collate = collate if collate is not None else collate_fn
         worker_init_fn = _worker_init(options)
         if batch_sampler is None:  # from make_loader
+            if not isinstance(sampler, EpochSampler):
+                raise TypeError("CueConflictLoader needs an EpochSampler: build it with "
+                                "make_loader")
             super().__init__(dataset, batch_size=batch_size, sampler=sampler,
                              collate_fn=collate, drop_last=drop_last,
                              worker_init_fn=worker_init_fn, **options)
