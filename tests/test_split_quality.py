@@ -14,23 +14,34 @@ from stexture.datasets import (
 
 
 def _scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A 16x16 grey scene: an 8x8 object (shape 0.3 on 0.7), a +-0.1 checker material on
-    the object's interior only (zero on its rim and the background), surfaces and mask."""
-    shape = np.full((16, 16), 0.7)
-    shape[4:12, 4:12] = 0.3
-    y, x = np.mgrid[:16, :16]
-    material = np.zeros((16, 16))
-    material[6:10, 6:10] = 0.1 * np.where((x + y)[6:10, 6:10] % 2, 1.0, -1.0)
-    surfaces = np.zeros((16, 16), dtype=np.int32)
-    surfaces[4:12, 4:12] = 1
-    surfaces[4:12, 8:12] = 2  # two faces: a seam down the middle of the object
+    """A 96x96 grey scene: a box object (shape 0.3 on 0.7; rows 56-87, columns 8-87; two
+    faces meeting at column 48), a +-0.1 checker material in an 8x8 patch of the wall
+    (rows and columns 8-15), surfaces and the object's mask. The patch lies 40 px from the
+    object: no blur of the material basis (:data:`MATERIAL_SCALES`, kernel radius 16 px)
+    reaches the object's outline or seam, so errors there are orthogonal to the basis."""
+    shape = np.full((96, 96), 0.7)
+    shape[56:88, 8:88] = 0.3
+    y, x = np.mgrid[:96, :96]
+    material = np.zeros((96, 96))
+    material[8:16, 8:16] = 0.1 * np.where((x + y)[8:16, 8:16] % 2, 1.0, -1.0)
+    surfaces = np.zeros((96, 96), dtype=np.int32)
+    surfaces[56:88, 8:48] = 1
+    surfaces[56:88, 48:88] = 2
     return shape, material, surfaces, surfaces > 0
+
+
+def _outer_ring() -> np.ndarray:
+    ring = np.zeros((96, 96), dtype=bool)
+    ring[56:88, 8:88] = True
+    ring[57:87, 9:87] = False
+    return ring
 
 
 def test_a_perfect_split_scores_zero_and_keeping_the_image_scores_one():
     shape, material, surfaces, mask = _scene()
     perfect = split_quality(shape, material, shape, material, surfaces, mask)
     assert perfect.material_in_structure == 0.0 and perfect.shape_in_texture == 0.0
+    assert perfect.material_energy_in_structure == 0.0
     whole = split_quality(shape + material, np.zeros_like(shape), shape, material)
     assert whole.material_in_structure == pytest.approx(1.0)
     assert whole.material_energy_in_structure == pytest.approx(1.0)
@@ -47,45 +58,56 @@ def test_a_share_of_the_material_in_the_structure_is_read_back():
     assert q.shape_in_texture == pytest.approx(0.0, abs=1e-12)
 
 
+def test_a_blurred_material_in_the_structure_counts_as_material_not_shape():
+    """A structure that keeps the material's coarse part (its blur at 2 px): a plain share
+    misses it, the multi-scale fit takes it all, and the texture holds no shape."""
+    import cv2
+
+    shape, material, _, _ = _scene()
+    coarse = cv2.GaussianBlur(material, (0, 0), 2.0)
+    structure = shape + coarse
+    q = split_quality(structure, shape + material - structure, shape, material)
+    assert q.material_energy_in_structure == pytest.approx(
+        (coarse**2).sum() / (material**2).sum())
+    assert q.shape_in_texture == pytest.approx(0.0, abs=1e-12)
+
+
 def test_shape_in_the_texture_is_measured_and_located_at_the_silhouette():
-    """The structure loses 0.05 on the object's outer ring of pixels (where the material
-    is zero, so the loss is orthogonal to it): the texture holds that ring, all of it at
-    the silhouette, and its share of the texture's energy is ||D||^2 / (||M||^2 + ||D||^2)."""
+    """The structure loses 0.05 on the object's outer ring of pixels (orthogonal to the
+    material basis): the texture holds that ring, all of it at the silhouette, and its
+    share of the texture's energy is ||D||^2 / (||M||^2 + ||D||^2)."""
     shape, material, surfaces, mask = _scene()
-    ring = np.zeros_like(shape)
-    ring[4:12, 4:12] = 0.05
-    ring[5:11, 5:11] = 0.0
+    ring = 0.05 * _outer_ring()
     structure = shape - ring
     texture = shape + material - structure
     q = split_quality(structure, texture, shape, material, surfaces, mask)
-    energy_ring, energy_material = 28 * 0.05**2, 16 * 0.1**2
+    energy_ring, energy_material = 220 * 0.05**2, 64 * 0.1**2  # 2 * (80 + 32) - 4 pixels
     assert q.material_in_structure == pytest.approx(0.0, abs=1e-12)
+    assert q.material_energy_in_structure == pytest.approx(0.0, abs=1e-12)
     assert q.shape_in_texture == pytest.approx(energy_ring / (energy_material + energy_ring))
     assert q.shape_sources == pytest.approx({"silhouette": 1.0, "seams": 0.0, "interior": 0.0})
-    # band 1: the 28 ring pixels and the 32 background pixels beside them (4-neighbours:
-    # not the corners); the seam: two columns of 6 rows between the rings
-    assert q.region_area == pytest.approx({"silhouette": 60 / 256, "seams": 12 / 256,
-                                           "interior": 184 / 256})
+    # band 1: the 220 ring pixels and the 2 * (80 + 32) = 224 pixels beside them outside
+    # (4-neighbours: not the corners); the seam: two columns of 30 rows inside the ring
+    assert q.region_area == pytest.approx({"silhouette": 444 / 9216, "seams": 60 / 9216,
+                                           "interior": (9216 - 504) / 9216})
 
 
 def test_shape_sources_split_between_seams_and_interiors():
     shape, material, surfaces, mask = _scene()
     loss = np.zeros_like(shape)
-    loss[6:10, 7:9] = 0.2  # the seam columns inside the object, where the material lives
-    loss[0, 0] = 0.2  # one interior pixel of the background
-    # make the loss orthogonal to the material: remove its projection by hand
-    loss -= (loss * material).sum() / (material * material).sum() * material
+    loss[60:80, 47:49] = 0.2  # 40 pixels of the seam between the two faces
+    loss[70, 20] = 0.2  # one interior pixel of the object
+    loss[56, 30] = 0.1  # one pixel of its outline
     structure = shape + 0.5 * material - loss
     q = split_quality(structure, shape + material - structure, shape, material, surfaces, mask)
     assert q.material_in_structure == pytest.approx(0.5)
-    per_pixel = loss**2
-    seam = np.zeros_like(mask)
-    seam[5:11, 7:9] = True
-    assert q.shape_sources["seams"] == pytest.approx(per_pixel[seam].sum() / per_pixel.sum())
-    assert q.shape_sources["silhouette"] == pytest.approx(0.0)
-    assert sum(q.shape_sources.values()) == pytest.approx(1.0)
-    texture_energy = ((shape + material - structure) ** 2).sum()
-    assert q.shape_in_texture == pytest.approx(per_pixel.sum() / texture_energy)
+    assert q.material_energy_in_structure == pytest.approx(0.25)
+    total = 41 * 0.2**2 + 0.1**2
+    assert q.shape_sources["seams"] == pytest.approx(40 * 0.2**2 / total)
+    assert q.shape_sources["interior"] == pytest.approx(0.2**2 / total)
+    assert q.shape_sources["silhouette"] == pytest.approx(0.1**2 / total)
+    texture_energy = 0.25 * 64 * 0.1**2 + total
+    assert q.shape_in_texture == pytest.approx(total / texture_energy)
 
 
 def test_colour_images_sum_over_channels_and_bad_input_is_named():

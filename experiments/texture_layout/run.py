@@ -15,7 +15,7 @@ seeds below 14.5%) and the aligned-minus-shuffled difference is above 0 (paired 
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_texture_layout.py            # 3 seeds, 15 epochs
+    .venv/bin/python -m experiments.texture_layout.run            # 3 seeds, 15 epochs
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_line, print_table
 
+from experiments._benchcommon import machine_line, print_table
 from stexture import decompose
 from stexture.datasets import CLASSES, make_furniture_dataset, synthetic_rtv_params
 from stexture.imageio import read_rgb

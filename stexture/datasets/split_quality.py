@@ -7,12 +7,13 @@ to the same image, so the split's error is one field seen from two sides::
 
     E = S - H = M - T
 
-:func:`split_quality` writes ``E`` as a part along the material and a remainder,
-``E = a M + E_perp`` with ``a = <E, M> / <M, M>`` (least squares over all pixels and
-channels) and ``<E_perp, M> = 0``. Then ``S = H + a M + E_perp`` and
-``T = (1 - a) M - E_perp``: ``a`` is the share of the material the structure keeps, and
-``-E_perp`` is what the texture holds that is no material, i.e. shape (edges, seams,
-shading the smoothing took out of the structure).
+:func:`split_quality` writes ``E`` as a part made of material and a remainder,
+``E = P + R``: ``P`` is the least-squares fit of ``E`` by the material seen at a few
+scales (``M`` and its Gaussian blurs, :data:`MATERIAL_SCALES`: a smoothing keeps a
+pattern's coarse part and removes its fine part, and both are material) and ``R`` is
+orthogonal to all of them. Then ``S = H + P + R`` and ``T = (M - P) - R``: ``P`` is the
+material the structure keeps, and ``-R`` what the texture holds that is no material, i.e.
+shape (edges, seams, shading the smoothing took out of the structure).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ __all__ = ["SplitQuality", "rendering_truth", "split_quality"]
 
 #: Regions :attr:`SplitQuality.shape_sources` reports.
 REGIONS = ("silhouette", "seams", "interior")
+#: Gaussian sigmas (pixels) of the material basis; 0 is the material itself.
+MATERIAL_SCALES = (0.0, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -37,16 +40,18 @@ class SplitQuality:
     Attributes
     ----------
     material_in_structure : float
-        ``a``: the share of the material's amplitude the structure keeps (0 ideal, 1 all).
+        ``a = <E, M> / <M, M>``: the share of the material's amplitude the structure
+        keeps, pixel for pixel (0 ideal, 1 all).
     material_energy_in_structure : float
-        ``a**2``: the share of the material's energy in the structure.
+        ``||P||^2 / ||M||^2``: the material's energy the structure keeps, at any of
+        :data:`MATERIAL_SCALES` (``a**2`` when the structure keeps a plain share of it).
     shape_in_texture : float
-        ``||E_perp||^2 / ||T||^2``: the share of the texture's energy that is not
-        material (0 ideal).
+        ``||R||^2 / ||T||^2``: the share of the texture's energy that is not material
+        (0 ideal).
     error_material_correlation : float
         Cosine of ``S - H`` and ``M`` (1: the structure's whole error is material).
     shape_sources : dict
-        Region name -> share of ``||E_perp||^2`` there (``silhouette``: within ``band``
+        Region name -> share of ``||R||^2`` there (``silhouette``: within ``band``
         pixels of the object's outline; ``seams``: of any other boundary between
         surfaces; ``interior``: the rest). Empty without a surface map.
     region_area : dict
@@ -75,17 +80,20 @@ def split_quality(structure: np.ndarray, texture: np.ndarray, shape: np.ndarray,
                   object_mask: np.ndarray | None = None, band: int = 1) -> SplitQuality:
     """How much material a split leaves in the structure and how much shape in the texture.
 
-    With the error ``E = S - H`` (which equals ``M - T`` when ``S + T = H + M``)::
+    With the error ``E = S - H`` (which equals ``M - T`` when ``S + T = H + M``) and the
+    material basis ``B_j = G_{s_j} * M`` (``s_j`` in :data:`MATERIAL_SCALES`, ``G_0 * M =
+    M``)::
 
-        a        = <E, M> / <M, M>              material_in_structure
-        E_perp   = E - a M                      (orthogonal to M)
-        shape_in_texture = ||E_perp||^2 / ||T||^2
-        error_material_correlation = <E, M> / (||E|| ||M||)
+        a = <E, M> / <M, M>                          material_in_structure
+        P = sum_j c_j B_j,  c = argmin ||E - sum_j c_j B_j||
+        R = E - P                                    (orthogonal to every B_j)
+        material_energy_in_structure = ||P||^2 / ||M||^2
+        shape_in_texture             = ||R||^2 / ||T||^2
+        error_material_correlation   = <E, M> / (||E|| ||M||)
 
-    so ``S = H + a M + E_perp`` and ``T = (1 - a) M - E_perp``, and
-    ``||T||^2 = (1 - a)^2 ||M||^2 + ||E_perp||^2``. A perfect split gives ``a = 0`` and
-    ``shape_in_texture = 0``; keeping the image whole in the structure gives ``a = 1``.
-    Sums run over all pixels and channels.
+    so ``S = H + P + R``, ``T = (M - P) - R`` and ``||T||^2 = ||M - P||^2 + ||R||^2``.
+    A perfect split gives zeros; keeping the image whole in the structure gives
+    ``a = 1``. Sums run over all pixels and channels.
 
     Parameters
     ----------
@@ -127,7 +135,8 @@ def split_quality(structure: np.ndarray, texture: np.ndarray, shape: np.ndarray,
         raise ValueError("material has no energy: nothing to measure the split against")
     error = s - h
     a = float(np.sum(error * m)) / energy_m
-    perp = error - a * m
+    kept = _material_fit(error, m)
+    perp = error - kept
     energy_perp = float(np.sum(perp * perp))
     energy_t = float(np.sum(t * t))
     energy_e = float(np.sum(error * error))
@@ -139,8 +148,18 @@ def split_quality(structure: np.ndarray, texture: np.ndarray, shape: np.ndarray,
         for name, mask in regions.items():
             sources[name] = float(per_pixel[mask].sum()) / energy_perp if energy_perp else 0.0
             area[name] = float(mask.mean())
-    return SplitQuality(a, a * a, energy_perp / energy_t if energy_t else 0.0,
+    return SplitQuality(a, float(np.sum(kept * kept)) / energy_m,
+                        energy_perp / energy_t if energy_t else 0.0,
                         float(correlation), sources, area)
+
+
+def _material_fit(error: np.ndarray, material: np.ndarray) -> np.ndarray:
+    """The least-squares fit of ``error`` by the material at :data:`MATERIAL_SCALES`."""
+    basis = [material if sigma == 0 else cv2.GaussianBlur(material, (0, 0), sigma)
+             for sigma in MATERIAL_SCALES]
+    flat = np.stack([b.ravel() for b in basis], axis=1)
+    coefficients, *_ = np.linalg.lstsq(flat, error.ravel(), rcond=None)
+    return (flat @ coefficients).reshape(error.shape)
 
 
 def _regions(surfaces: np.ndarray, object_mask: np.ndarray | None, band: int,

@@ -1,0 +1,1 @@
+"""The furniture claim on synthetic data: arms, judging, report, run (see README.md)."""

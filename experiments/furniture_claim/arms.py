@@ -1,0 +1,321 @@
+"""The arms of the furniture claim: data, shards, the sweeps that train each arm."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# idle OpenMP threads sleep instead of spinning: on a shared CPU spinning threads of torch
+# slow training several-fold; must be set before torch is imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import stexture  # noqa: E402
+from stexture.datasets import make_cue_conflict_split  # noqa: E402
+from stexture.shards import Settings, read_manifest, write_dataset  # noqa: E402
+from stexture.shards.sources import key_from_relative_path  # noqa: E402
+from stexture.training import (  # noqa: E402
+    TrainConfig,
+    aux_bn,
+    build_model,
+    evaluate,
+    fit,
+)
+
+K = 0.8
+P_CONFLICT = 0.5
+TEACHER_KS = (0.5, 0.8)  # the two-teacher student's k grid
+TEMPERATURE = 1.0  # of the teachers' softmax
+POSTHOC_TEMPERATURE = 4.0  # a softer distillation, tried after the complete run
+SEVERITY = 3  # of the five corruptions, on the clean test split
+TEST_SPLITS = ("test", "test_shifted")
+
+
+@dataclass(frozen=True)
+class Scale:
+    per_class: int
+    test_per_class: int
+    size: int
+    epochs: int
+    seeds: int
+    model: str = "small"
+    batch_size: int = 64
+    texture_correlation: float = 0.8
+    patience: int | None = None  # None: never stop early
+    workers: int = 0  # data loader processes
+    lr: float = 3e-3
+    min_scale: float = 0.7  # of the training crops
+    tile_size: int = 8  # of the shuffled donor texture
+
+
+SCALES = {
+    # plumbing only: the numbers mean nothing
+    "smoke": Scale(per_class=10, test_per_class=4, size=32, epochs=1, seeds=2, batch_size=16),
+    # ~18 min per seed on one thread of a quiet core; with --jobs 2 six seeds take about an
+    # hour on 2 cores (see the README for how far this falls short of the issue's 64 px)
+    "cpu": Scale(per_class=150, test_per_class=250, size=32, epochs=30, seeds=6,
+                 batch_size=32, tile_size=8),
+    # one H100/H200: check with --probe that it fits 10 minutes before running it
+    # (~3.5 M training images seen in all: ~18 epoch-equivalents x 6 epochs x 5 seeds x
+    # 6,400; it fits at ~6,000 images a second)
+    "gpu": Scale(per_class=1000, test_per_class=250, size=96, epochs=6, seeds=5,
+                 model="resnet18", batch_size=256, workers=12, tile_size=16),
+}
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def make_data(out: Path, scale: Scale) -> Path:
+    data = out / "data"
+    if not (data / "dataset.json").is_file():  # written last: the data set is complete
+        summary = stexture.make_furniture_dataset(
+            data, per_class=scale.per_class, test_per_class=scale.test_per_class,
+            size=scale.size, texture_correlation=scale.texture_correlation, overwrite=True,
+            progress=False)
+        _say(f"data: {summary.counts} in {summary.seconds:.0f} s")
+    oracle = data / "cue_conflict"
+    if not (oracle / "conflicts.csv").is_file():  # written last
+        if oracle.exists():
+            raise SystemExit(f"{oracle} is incomplete (killed while writing): remove it")
+        make_cue_conflict_split(data, per_class=scale.per_class, size=scale.size,
+                                progress=False)
+        _say("data: rendered cue-conflict (oracle) images")
+    return data
+
+
+def rtv_text(size: int) -> str:
+    return ", ".join(f"{name} {value:g}"
+                     for name, value in stexture.datasets.synthetic_rtv_params(size).items())
+
+
+def make_shards(data: Path, out: Path, scale: Scale, device: str) -> dict[str, Path]:
+    """Shards of train (with a val split), of each test split and of the oracle images."""
+    dirs = {"train": out / "shards", "test": out / "shards-test",
+            "test_shifted": out / "shards-shifted", "cue_conflict": out / "shards-oracle"}
+    for split, folder in dirs.items():
+        if (folder / "manifest.json").is_file():
+            continue
+        start = time.perf_counter()
+        settings = Settings(method="rtv", params=stexture.datasets.synthetic_rtv_params(scale.size),
+                            device=device, size=scale.size,
+                            val_fraction=0.2 if split == "train" else 0.0,
+                            shard_size=max(16, scale.per_class // 4))
+        # a second process pays for its start (~10 s of imports) only on a larger split
+        workers = 2 if len(list((data / split).glob("*/*"))) >= 400 else 1
+        summary = write_dataset(data / split, folder, settings, workers=workers,
+                                show_progress=False, log=_say)
+        _say(f"shards {split}: {summary.accepted} images ({time.perf_counter() - start:.0f} s)")
+    classes = {name: read_manifest(folder).classes for name, folder in dirs.items()}
+    if len({tuple(c) for c in classes.values()}) != 1:
+        raise ValueError(f"the splits have different classes: {classes}")
+    return dirs
+
+
+# ---------------------------------------------------------------------------- the oracle arm
+
+class OracleBatches:
+    """Add-mode batches with rendered cue-conflict images: each batch of ``originals``
+    (one-hot, ``is_conflict`` False) followed by ``round(p * B)`` oracle images labelled
+    ``k * onehot(shape class) + (1 - k) * onehot(material's class)``."""
+
+    def __init__(self, originals: Any, oracle_shards: Path, scale: Scale, seed: int) -> None:
+        self.originals = originals
+        extra = round(P_CONFLICT * scale.batch_size)
+        self.oracle = stexture.make_loader(
+            oracle_shards, k=1.0, p_conflict=0.0, batch_size=extra, image_size=scale.size,
+            seed=seed + 10_000, min_scale=scale.min_scale, with_info=True,
+            samples_per_epoch=len(originals) * extra, num_workers=scale.workers)
+        classes = read_manifest(oracle_shards).classes
+        with (oracle_shards.parent / "data" / "cue_conflict" / "conflicts.csv").open() as f:
+            self.texture_cls = {key_from_relative_path(row["path"]):
+                                classes.index(row["texture_class"]) for row in csv.DictReader(f)}
+        self.num_classes = len(classes)
+
+    def __len__(self) -> int:
+        return len(self.originals)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.originals.set_epoch(epoch)
+        self.oracle.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
+        for (x, y, *_), (xo, yo, info) in zip(self.originals, self.oracle, strict=True):
+            texture = torch.tensor([self.texture_cls[key] for key in info["key"]])
+            yo = K * yo + (1 - K) * torch.nn.functional.one_hot(texture, self.num_classes)
+            is_conflict = torch.arange(len(x) + len(xo)) >= len(x)
+            yield (torch.cat([x, xo]), torch.cat([y, yo.float()]),
+                   {"is_conflict": is_conflict})
+
+
+def oracle_train_fn(out: Path, dirs: dict[str, Path], scale: Scale, device: str):
+    """A sweep ``train_fn``: the sweep's (vanilla, p_conflict 0) loader plus oracle images,
+    an aux-BN model, the built-in trainer; the best checkpoint to ``out/<seed>.pt``."""
+    def train(train_loader, val_loaders, k, seed):
+        model = aux_bn(build_model(scale.model, len(read_manifest(dirs["train"]).classes)))
+        config = TrainConfig(epochs=scale.epochs, lr=scale.lr, patience=scale.patience,
+                             seed=seed)
+        checkpoint = out / f"seed{seed}.pt"
+        trained = fit(model, OracleBatches(train_loader, dirs["cue_conflict"], scale, seed),
+                      val_loaders["clean"], config, device=device, checkpoint_path=checkpoint)
+        return {**evaluate(model, val_loaders, device), "status": trained.status,
+                "stop_reason": trained.stop_reason, "history": trained.history,
+                "checkpoint_file": str(checkpoint)}
+    return train
+
+
+# ---------------------------------------------------------------------------- the arms
+
+def arm_sweeps(scale: Scale, dirs: dict[str, Path], out: Path, device: str
+               ) -> dict[str, dict[str, Any]]:
+    """Each sweep folder with its options; the arms are read from their runs."""
+    add = dict(mode="add", alpha=0.5, texture_layout="shuffled", tile_size=scale.tile_size,
+               aux_bn=True)
+    return {
+        "replace": dict(k_values=[K], baseline=True),
+        # k 0 and 1 (and their ensemble, the sweep's): added after the complete run
+        "add": dict(k_values=[0.0, K, 1.0], baseline=False, matched_baseline=True, **add),
+        "oracle": dict(k_values=[K], baseline=False, p_conflict=0.0,
+                       train_fn=oracle_train_fn(out / "sweep-oracle" / "checkpoints", dirs,
+                                                scale, device)),
+        "40": dict(k_values=[K], baseline=True, train_fraction=0.4, **add),
+        "teachers": dict(k_values=list(TEACHER_KS), baseline=False, ensemble=False,
+                         student="teachers", temperature=TEMPERATURE),
+    }
+
+
+def best_teacher_k(out: Path, seeds: list[int]) -> float | None:
+    """The student's k with the best mean clean validation accuracy over ``seeds`` (the
+    first of the grid on a tie), or None while a seed's student runs are missing."""
+    means = []
+    for k in TEACHER_KS:
+        paths = [out / "sweep-teachers" / "runs" / f"k{k:g}-seed{seed}" / "result.json"
+                 for seed in seeds]
+        if not all(path.is_file() for path in paths):
+            return None
+        accs = [json.loads(path.read_text())["metrics"].get("clean_acc") for path in paths]
+        means.append(np.mean([a if a is not None else 0.0 for a in accs]))
+    return TEACHER_KS[int(np.argmax(means))]
+
+
+def _sweep_options(scale: Scale, device: str) -> dict[str, Any]:
+    return dict(epochs=scale.epochs, device=device, model=scale.model,
+                image_size=scale.size, batch_size=scale.batch_size, patience=scale.patience,
+                workers=scale.workers, lr=scale.lr, min_scale=scale.min_scale,
+                log=lambda line: None if line.startswith("  ") else _say("  " + line))
+
+
+def run_arms(scale: Scale, dirs: dict[str, Path], out: Path, device: str, seeds: list[int]
+             ) -> None:
+    """Every arm that does not depend on other seeds, seed by seed."""
+    sweeps = arm_sweeps(scale, dirs, out, device)
+    for seed in seeds:  # outer: an interrupted run leaves whole seeds
+        for name, options in sweeps.items():
+            options = {"p_conflict": P_CONFLICT, **options}
+            stexture.sweep(dirs["train"], options.pop("k_values"), seeds=[seed],
+                           out=out / f"sweep-{name}", **_sweep_options(scale, device),
+                           **options)
+
+
+def run_student_at_40(scale: Scale, dirs: dict[str, Path], out: Path, device: str,
+                      seeds: list[int], k: float) -> None:
+    """The student's 40% arm at the full runs' best k (known once every seed's full student
+    runs are done), with its teachers trained on the same 40%."""
+    for seed in seeds:
+        stexture.sweep(dirs["train"], [k], seeds=[seed], out=out / "sweep-teachers40",
+                       baseline=False, ensemble=False, student="teachers",
+                       temperature=TEMPERATURE, train_fraction=0.4,
+                       **_sweep_options(scale, device))
+
+
+def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
+    """The arm of a run (None: a run another arm already counts, such as a linked teacher)."""
+    kind = result["kind"]
+    if sweep == "40":
+        return "vanilla@40%" if kind == "vanilla" else "add-k0.8@40%"
+    if sweep == "teachers40":
+        return "teachers@40%" if kind == "k" else f"{kind}@40%"
+    if sweep == "teachers-posthoc":
+        return f"teachers-k{result['k']:g}-T{POSTHOC_TEMPERATURE:g}" if kind == "k" else None
+    if kind in ("vanilla", "vanilla-matched", "structure", "texture"):
+        return kind
+    if sweep == "teachers":
+        return f"teachers-k{result['k']:g}"
+    if sweep == "add":
+        return "add-ensemble-k0+k1" if kind == "ensemble" else f"add-k{result['k']:g}"
+    return {"replace": "replace-k0.8", "oracle": "oracle-k0.8"}[sweep]
+
+
+ARMS = ("vanilla", "vanilla-matched", "replace-k0.8", "add-k0.8", "add-k0", "add-k1",
+        "add-ensemble-k0+k1", "oracle-k0.8", "structure",
+        "texture", "layers-ensemble", *(f"teachers-k{k:g}" for k in TEACHER_KS),
+        *(f"teachers-k{k:g}-T{POSTHOC_TEMPERATURE:g}" for k in TEACHER_KS),
+        "vanilla@40%", "add-k0.8@40%", "structure@40%", "texture@40%", "layers-ensemble@40%",
+        "teachers@40%")
+SWEEPS = ("replace", "add", "oracle", "40", "teachers", "teachers40", "teachers-posthoc")
+
+
+def probe(scale: Scale, dirs: dict[str, Path], device: str) -> None:
+    """Time one vanilla epoch and say how long the whole plan would take."""
+    loader = stexture.make_loader(dirs["train"], k=1.0, p_conflict=0.0,
+                                  batch_size=scale.batch_size, image_size=scale.size,
+                                  num_workers=scale.workers, min_scale=scale.min_scale)
+    model = build_model(scale.model, len(read_manifest(dirs["train"]).classes))
+    start = time.perf_counter()
+    fit(model, loader, None, TrainConfig(epochs=1, lr=scale.lr, patience=None), device=device)
+    epoch = time.perf_counter() - start
+    # vanilla 1 + replace 1 + add 1.5 + matched 1.5 + oracle 1.5 + 40% vanilla 1 + add 1.5
+    # + two layer models 2 + students (one training step and two teacher forward passes:
+    # ~1.7) per teacher k + at 40% two layer models 2 + a student 1.7
+    # + the add-mode k=0 and k=1 runs 3
+    units = 9.0 + 2 + 1.7 * len(TEACHER_KS) + 2 + 1.7 + 3
+    _say(f"probe: one vanilla epoch {epoch:.1f} s; the plan is ~{units * scale.epochs} "
+         f"epoch-equivalents per seed x {scale.seeds} seeds = "
+         f"~{epoch * units * scale.epochs * scale.seeds / 60:.1f} min (+ evaluation)")
+
+
+# the student's 40% arm and the post-hoc student need every seed's full runs first
+PHASES = ("full", "40", "posthoc")
+
+
+def run_phase(phase: str, scale: Scale, dirs: dict[str, Path], out: Path, device: str,
+              seeds: list[int]) -> None:
+    if phase == "full":
+        run_arms(scale, dirs, out, device, seeds)
+        return
+    k = best_teacher_k(out, list(range(scale.seeds)))
+    if k is None:
+        raise SystemExit(f"phase {phase} needs every seed's full student runs: run the full "
+                         "phase first")
+    if phase == "40":
+        run_student_at_40(scale, dirs, out, device, seeds, k)
+    else:
+        run_student_at_posthoc_temperature(scale, dirs, out, device, seeds, k)
+
+
+def run_student_at_posthoc_temperature(scale: Scale, dirs: dict[str, Path], out: Path,
+                                       device: str, seeds: list[int], k: float) -> None:
+    """Added after the complete run (the layer ensemble beat the student it taught): the
+    student at the best k distilled at ``POSTHOC_TEMPERATURE`` from the *same* teachers (their
+    finished runs are linked into the new sweep folder, which then trains only students)."""
+    folder = out / "sweep-teachers-posthoc"
+    for seed in seeds:
+        for kind in ("structure", "texture"):
+            source = out / "sweep-teachers" / "runs" / f"{kind}-seed{seed}"
+            target = folder / "runs" / source.name
+            target.mkdir(parents=True, exist_ok=True)
+            for name in ("result.json", "best.pt"):
+                if not (target / name).exists():
+                    os.link(source / name, target / name)
+        stexture.sweep(dirs["train"], [k], seeds=[seed], out=folder, baseline=False,
+                       ensemble=False, student="teachers", temperature=POSTHOC_TEMPERATURE,
+                       **_sweep_options(scale, device))

@@ -1,0 +1,1 @@
+"""Does the texture layer alone name the class, aligned and in shuffled tiles."""

@@ -1,0 +1,35 @@
+"""The experiments' command lines parse (``--scale gpu``, ``--probe``) and import, and the
+split study runs end to end on a tiny grid (a few seconds)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def test_the_claim_run_parses_gpu_and_probe_and_its_modules_import():
+    from experiments.furniture_claim import arms, run
+
+    args = run.build_parser().parse_args(["--scale", "gpu", "--probe", "--jobs", "2"])
+    assert args.scale == "gpu" and args.probe and args.jobs == 2
+    assert arms.SCALES["gpu"].model == "resnet18" and arms.SCALES["gpu"].size == 96
+    for module in ("experiments.furniture_claim.run", "experiments.texture_layout.run"):
+        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "usage:" in done.stdout
+
+
+def test_the_split_study_tables_every_method_at_a_size(capsys):
+    from experiments.split_quality import run
+
+    assert run.main(["--per-class", "1", "--sizes", "32"]) == 0
+    out = capsys.readouterr().out
+    best = out[out.index("| size | method | best parameters"):]
+    assert all(f"| 32 | {method} |" in best for method in ("rtv", "rgf", "tv"))
+    # every setting of the grid has a row in the full table
+    assert out.count("| 32 | rtv |") == 1 + sum(1 for m, _ in run.grid(32) if m == "rtv")
