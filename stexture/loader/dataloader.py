@@ -169,14 +169,24 @@ class CueConflictLoader(DataLoader):
             self._position = (*self._epochs.running, seen, True)
 
     def state_dict(self, batches: int | None = None) -> dict[str, Any]:
-        """Where the loader stands: the epoch in progress and ``position``, the slot of its
-        global order where the next batch starts (the next epoch and 0 after a finished one),
-        with the world size, batch size, seed and what else identifies the order.
+        """Where the loader stands, for :meth:`load_state_dict` at any world size.
 
-        ``batches``: the batches each rank has consumed in the current run of the epoch, for
-        a trainer that iterates a rebuilt copy of this loader and counts its own steps
-        (``accelerate``'s ``prepare``). By default, the batches this loader handed out,
-        less one that Ray Train's ``prepare_data_loader`` wrapper holds fetched ahead.
+        Parameters
+        ----------
+        batches : int, optional
+            The batches each rank has consumed in the current run of the epoch, for a trainer
+            that iterates a rebuilt copy of this loader and counts its own steps
+            (``accelerate``'s ``prepare``). By default, the batches this loader handed out,
+            less one that Ray Train's ``prepare_data_loader`` wrapper holds fetched ahead.
+
+        Returns
+        -------
+        dict
+            ``epoch`` in progress and ``position``, the slot of its global order where the
+            next batch starts (the next epoch and 0 after a finished one); ``batches`` (this
+            rank's, in this run of the epoch) and ``world_size``; and what fixes the order:
+            ``batch_size``, ``seed``, ``samples``, ``samples_per_epoch``, ``shuffle``,
+            ``drop_last``.
         """
         epochs = self._epochs
         if batches is not None:
@@ -220,11 +230,20 @@ class CueConflictLoader(DataLoader):
         self._position = None
 
     def epoch_started(self, engine: Any) -> None:
-        """An Ignite ``Events.EPOCH_STARTED`` handler: run the engine's epoch (Ignite counts
-        from 1, the loader from 0) and, in a run an ``Engine`` resumed mid-epoch from its
-        checkpoint, continue at the epoch's next unseen batch.
-
+        """An Ignite ``Events.EPOCH_STARTED`` handler:
         ``trainer.add_event_handler(Events.EPOCH_STARTED, loader.epoch_started)``.
+
+        Parameters
+        ----------
+        engine : ignite.engine.Engine
+            Its epoch runs next (Ignite counts from 1, the loader from 0). In a run an
+            ``Engine`` resumed mid-epoch from its checkpoint, the epoch continues at its next
+            unseen batch (a ``DeterministicEngine`` skips the batches itself).
+
+        Raises
+        ------
+        ValueError
+            The engine's ``epoch_length`` is not the loader's length.
         """
         state = engine.state
         epoch = state.epoch - 1
