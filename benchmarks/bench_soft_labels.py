@@ -112,19 +112,26 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--per-class", type=int, default=150)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--teacher-epochs", type=int, default=10,
+                        help="epochs of the cross-fitted teachers of `stexture label`")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="epochs of every sweep run (students, and the online arm's teachers)")
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="the students' stratified share of the training split (one pass "
+                        "per epoch)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--k", type=float, default=0.5)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    common = {"epochs": args.epochs, "lr": 3e-3, "min_scale": 0.7, "batch_size": 32,
+    common = {"epochs": args.epochs, "train_fraction": args.train_fraction,
+              "match_steps": False, "lr": 3e-3, "min_scale": 0.7, "batch_size": 32,
               "image_size": args.size, "seeds": args.seeds, "baseline": False,
               "ensemble": False, "patience": None, "device": "cpu", "log": None}
     started = time.perf_counter()
     shards = prepare(args.out, args.per_class, args.size)
     timings = {"shards": time.perf_counter() - started}
     started = time.perf_counter()
-    label_shards(shards, name="map", train=TrainConfig(epochs=args.epochs, lr=3e-3,
+    label_shards(shards, name="map", train=TrainConfig(epochs=args.teacher_epochs, lr=3e-3,
                                                        patience=None),
                  image_size=args.size, batch_size=32, min_scale=0.7, device="cpu")
     timings["label map (4 teachers + labels)"] = time.perf_counter() - started
@@ -145,8 +152,9 @@ def main() -> None:
         results[arm] = [epoch_seconds(args.out / f"runs-{arm}" / "runs" / f"k{args.k:g}-seed{s}")
                         for s in range(args.seeds)]
     print(f"\n{machine_line()}; synthetic furniture {len(CLASSES)} classes x {args.per_class}"
-          f" images of {args.size} px (80/20 train/val), k={args.k}, {args.epochs} epochs, "
-          f"{args.seeds} seeds")
+          f" images of {args.size} px (80/20 train/val), k={args.k}, teachers of the label "
+          f"sets {args.teacher_epochs} epochs, sweep runs {args.epochs} epochs on "
+          f"{args.train_fraction:.0%} of the training split, {args.seeds} seeds")
     rows = []
     online = [acc for acc, _ in results["online"]]
     for arm in ARMS:
