@@ -91,18 +91,22 @@ def image_rng(seed: int, split: str, class_name: str, index: int) -> np.random.G
 
 def synthetic_rtv_params(size: int) -> dict[str, float]:
     """RTV parameters for the synthetic furniture drawn at ``size`` pixels:
-    ``lam = 0.004`` and ``sigma = size / 32``.
+    ``lam = 0.002 * size / 128`` and ``sigma = size / 16``.
 
-    RTV's defaults (``lam = 0.01``, ``sigma = 3``; Xu et al. 2012 smooth photos of about
-    500 px with them) wipe out parts a few pixels wide: at 64 px the legs of chairs and
-    tables end up in the texture layer, so the texture carries shape. These values keep
-    legs, frames and shelves in the structure layer and still move the materials (wood
-    grain, weave, stripes) to the texture layer; they were chosen by looking at contact
-    sheets of image | structure | texture at 64 and 128 px.
+    Chosen by the split study (``experiments/split_quality``): against the renderer's
+    ground truth (:func:`split_quality`), these minimise the worse of the two leaks, the
+    material's energy left in the structure and the share of the texture's energy that is
+    shape, at 32, 64, 96 and 128 px (48 images per size; the grid, table and standard
+    errors are in ``experiments/split_quality/README.md``). RTV's defaults
+    (``lam = 0.01``, ``sigma = 3``; Xu et al. 2012 smooth photos of about 500 px with them)
+    wipe out parts a few pixels wide; the earlier ``lam = 0.004``, ``sigma = size / 32``
+    (chosen by eye) left less material in the structure (14% of its energy at 32 and
+    64 px, against 35% and 31% now) but made far more of the texture shape (64% and 44%
+    of its energy, against 42% and 34%). No setting separates the two well at 32 px.
     """
     if size < 1:
         raise ValueError(f"size must be >= 1 pixel, got {size}")
-    return {"lam": 0.004, "sigma": size / 32}
+    return {"lam": 0.002 * size / 128, "sigma": size / 16}
 
 
 def _check(classes: tuple[str, ...], per_class: int, test_per_class: int,
