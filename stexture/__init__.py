@@ -5,9 +5,13 @@ loader, training) are imported on first use, so that decomposition workers, whic
 touch torch, start without paying for its import.
 """
 
+import _thread
 import importlib
 import os
+import signal
 import sys
+import threading
+import time
 from typing import Any
 
 
@@ -24,9 +28,28 @@ def _quiet_interrupt(kind: type, value: BaseException, traceback: Any,
     os._exit(130)  # nothing to clean up: no command has started
 
 
+def _interrupt_main_soon(main: int) -> None:
+    time.sleep(0.05)
+    signal.pthread_kill(main, signal.SIGINT)
+
+
+def _redeliver_interrupt(unraisable: Any, _previous: Any = sys.unraisablehook) -> None:
+    """A Ctrl-C that lands in a callback Python cannot raise from (an import lock's weakref
+    callback, as the lazy imports run) is delivered again to the main thread, where the
+    command ends quietly, instead of a printed "Exception ignored" traceback and a lost
+    interrupt."""
+    if issubclass(unraisable.exc_type, KeyboardInterrupt):
+        # from another thread, a moment later: raised before this hook returns it would be
+        # unraisable again; a real signal also wakes a main thread that sleeps or waits
+        _thread.start_new_thread(_interrupt_main_soon, (threading.main_thread().ident,))
+        return
+    _previous(unraisable)
+
+
 # the console script, or `python -m stexture` (argv[0] is "-m" while its package imports)
 if sys.argv and os.path.basename(sys.argv[0]) in ("stexture", "-m"):
     sys.excepthook = _quiet_interrupt
+    sys.unraisablehook = _redeliver_interrupt
 
 from ._device import CudaUnavailableError, cuda_available, resolve_device  # noqa: E402
 from .decompose import decompose  # noqa: E402

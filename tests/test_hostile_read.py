@@ -340,3 +340,23 @@ def test_wids_sees_a_folder_decomposed_again(tmp_path, monkeypatch, cache):
             for copy in cache_dir.iterdir():
                 if mine in copy.name:
                     copy.unlink()
+
+
+def test_ctrl_c_inside_a_callback_python_cannot_raise_from_still_ends_the_command():
+    # a KeyboardInterrupt in a weakref callback (where an import lock's cleanup runs) is
+    # "unraisable": Python prints it and goes on, so the user's Ctrl-C would be lost
+    script = (
+        "import sys; sys.argv[0] = 'stexture'\n"
+        "import gc, weakref, stexture, time\n"
+        "class Box: pass\n"
+        "def interrupted(_):\n"
+        "    raise KeyboardInterrupt\n"
+        "box = Box(); ref = weakref.ref(box, interrupted); del box; gc.collect()\n"
+        "time.sleep(30)\n"
+        "print('not interrupted')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr.strip() == "stexture: interrupted"
+    assert "not interrupted" not in done.stdout
