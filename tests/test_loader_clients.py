@@ -4,6 +4,7 @@ torch.multiprocessing.spawn starts them), PyTorch Lightning and HF accelerate.""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import socket
 
 import pytest
@@ -29,6 +30,9 @@ def free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    # a rank torchrun starts forks its loader workers (Linux's default); one started the way
+    # torch.multiprocessing.spawn does would spawn them, re-importing torch in each (slow)
+    multiprocessing.set_start_method("fork", force=True)
     # built before the process group exists, as in trainer.fit(model, make_loader(...))
     loader = make_loader(root, k=0.5, batch_size=4, image_size=8, with_info=True,
                          num_workers=1, seed=3)
