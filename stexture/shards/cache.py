@@ -350,6 +350,7 @@ class ShardCache:
         self._generation = 0
         self._wake = threading.Condition(self._state)
         self._thread: threading.Thread | None = None
+        self._last = threading.local()  # the shard local_path returned last, per thread
         self._closed = False
         self.downloads = 0  # shards this process downloaded (tests, benchmarks)
 
@@ -451,8 +452,9 @@ class ShardCache:
     def local_path(self, name: str, sha256: str, size: int | None = None) -> Path:
         """The local path of shard ``name``, downloaded and verified first if needed.
 
-        The shard is not pinned: a later download in any process may evict it once the
-        cache is over its limit. Use :meth:`pinned` (or :meth:`pin`) while reading it.
+        The path stays valid until this thread's next call of ``local_path`` (the shard
+        stays pinned until then, so reading one shard after another is safe, also beside
+        :meth:`prefetch`); to hold several shards at once, use :meth:`pinned`.
 
         Parameters
         ----------
@@ -468,8 +470,13 @@ class ShardCache:
         Path
             A regular file whose bytes match ``sha256``.
         """
+        self._check_process()  # a forked child has no pins of its own yet
+        previous = getattr(self._last, "name", None)
+        if previous is not None:  # asking for the next shard: done with the last one
+            self._last.name = None
+            self.unpin(previous)
         path = self.pin(name, sha256, size)
-        self.unpin(name)
+        self._last.name = name
         return path
 
     def pin(self, name: str, sha256: str, size: int | None = None) -> Path:
@@ -478,7 +485,10 @@ class ShardCache:
         ref = self._ref(name, sha256, size)
         self._check_process()
         with self._name_lock(ref.name):
-            held = self._pins.get(ref.name)
+            with self._state:  # unpin, from any thread, changes the count under it
+                held = self._pins.get(ref.name)
+                if held is not None:
+                    held[1] += 1
             if held is None:
                 fd = self._open_lock(ref.name)
                 try:
@@ -488,8 +498,6 @@ class ShardCache:
                     raise
                 with self._state:
                     self._pins[ref.name] = [fd, 1]
-            else:
-                held[1] += 1
         self._touch(ref.name)
         self._note_requested(ref.name)
         return self.path(ref.name)
@@ -560,7 +568,8 @@ class ShardCache:
 
     def used_bytes(self) -> int:
         """Bytes the cache folder of this remote root holds (downloads in progress too)."""
-        return sum(entry.size for entry in self._scan())
+        with self._space_lock():
+            return sum(entry.size for entry in self._scan())
 
     # -- locks ---------------------------------------------------------------------------
 
@@ -878,10 +887,14 @@ class ShardCache:
             partial.unlink(missing_ok=True)
             raise
         os.close(fd)
-        with _local_errors(self.folder, f"renaming {partial.name}"):
+        # the bytes are on disk before the rename (a crash never leaves a renamed file with
+        # unwritten blocks that its record would vouch for); the rename itself is not
+        # flushed: lost in a crash, it costs one download again
+        # renamed under the space lock: a scan that listed the .partial and then missed it
+        # would count neither name and let a reservation pass the limit
+        with self._space_lock(), _local_errors(self.folder, f"renaming {partial.name}"):
             os.replace(partial, self.path(ref.name))
             self._write_record(ref, os.lstat(self.path(ref.name)))
-            _fsync_folder(self.folder / "shards")
         with self._state:
             self.downloads += 1
 
@@ -994,12 +1007,3 @@ class ShardCache:
         finally:
             os.close(lock_fd)
             lock.release()
-
-
-def _fsync_folder(folder: Path) -> None:
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
