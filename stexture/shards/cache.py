@@ -67,6 +67,7 @@ __all__ = [
     "ShardRef",
     "StorageUnreachableError",
     "default_cache_dir",
+    "open_filesystem",
 ]
 
 _T = TypeVar("_T")
