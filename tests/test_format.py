@@ -17,7 +17,6 @@ from skimage import data
 from stexture.shards.format import (
     LEGACY_STRUCTURE_FIELD,
     STRUCTURE_FIELD,
-    _undo_vertical_delta,
     decode_sample,
     decode_structure,
     encode_image,
@@ -28,6 +27,7 @@ from stexture.shards.format import (
     structure_field,
     write_tar,
 )
+from stexture.shards.format.codecs import _undo_vertical_delta
 
 SHAPES = [(1, 1), (1, 7, 3), (9, 1, 3), (13, 17, 3), (13, 17), (5, 6, 1), (2, 3, 4)]
 
