@@ -61,12 +61,9 @@ from stexture.shards.format import (  # noqa: E402
     write_tar,
 )
 from stexture.shards.local import write_dataset  # noqa: E402
+from stexture.shards.plan import Settings, pixel_digest  # noqa: E402
 from stexture.shards.ray_engine import write_dataset_ray  # noqa: E402
-from stexture.shards.writer import (  # noqa: E402
-    Settings,
-    pixel_digest,
-    resize_shorter_side,
-)
+from stexture.shards.write import resize_shorter_side  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 

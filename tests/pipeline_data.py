@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from stexture.shards.writer import Settings
+from stexture.shards.plan import Settings
 
 CLASSES = ("brick", "grass", "gravel")
 # cheap but real decomposition: one outer RTV iteration, loose solve

@@ -51,7 +51,7 @@ from stexture.shards.format import (
     write_tar,
 )
 from stexture.shards.local import write_dataset
-from stexture.shards.writer import PROGRESS_NAME
+from stexture.shards.write import PROGRESS_NAME
 from stexture.smoothing import get_method
 
 psutil = pytest.importorskip("psutil")

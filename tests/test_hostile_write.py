@@ -32,7 +32,8 @@ from stexture.shards import engine
 from stexture.shards.engine import DecomposeFailed
 from stexture.shards.format import MANIFEST_NAME, decode_rgb, iter_tar_samples
 from stexture.shards.local import write_dataset
-from stexture.shards.writer import PROGRESS_NAME, Settings, open_output, plan_dataset
+from stexture.shards.plan import Settings, plan_dataset
+from stexture.shards.write import PROGRESS_NAME, open_output
 
 psutil = pytest.importorskip("psutil")
 

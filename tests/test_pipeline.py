@@ -18,7 +18,8 @@ from stexture.shards.format import (
     read_manifest,
 )
 from stexture.shards.local import DecomposeInterrupted, write_dataset
-from stexture.shards.writer import PROGRESS_NAME, plan_dataset
+from stexture.shards.plan import plan_dataset
+from stexture.shards.write import PROGRESS_NAME
 
 
 def run(src, out, settings=None, **kwargs):

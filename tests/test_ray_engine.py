@@ -15,7 +15,7 @@ from stexture.cli import main
 from stexture.shards import engine
 from stexture.shards.format import MANIFEST_NAME
 from stexture.shards.local import write_dataset
-from stexture.shards.writer import PROGRESS_NAME
+from stexture.shards.write import PROGRESS_NAME
 
 ray = pytest.importorskip("ray")
 

@@ -10,8 +10,8 @@ from functools import partial
 
 from ..shards.engine import DecomposeFailed, DecomposeInterrupted
 from ..shards.local import write_dataset
+from ..shards.plan import Settings
 from ..shards.ray_engine import write_dataset_ray
-from ..shards.writer import Settings
 from ._output import print_line, print_text
 from ._params import add_method_arguments, add_ray_address_argument, parse_params
 

@@ -1,4 +1,4 @@
-"""Shards of decomposed images: the format, the writer (plan / write / assemble), the driver
+"""Shards of decomposed images: the format, the writer (plan / write / output), the driver
 loop and its local and Ray engines, validation, and reading them with webdataset, wids or
 Hugging Face ``datasets`` (:mod:`.interop`). See :mod:`.format` for what a shard holds."""
 
@@ -14,23 +14,12 @@ from .format import (
 )
 from .interop import add_texture, hf_dataset, layer_dict, wds_handlers
 from .local import write_dataset
+from .output import Summary, assemble_manifest, finish_dataset
+from .plan import Plan, Settings, ShardJob, plan_dataset
 from .ray_engine import write_dataset_ray
 from .sources import list_sources
 from .validate import Validation, contact_sheet, validate_dataset
-from .writer import (
-    Plan,
-    Settings,
-    ShardJob,
-    ShardResult,
-    Summary,
-    assemble_manifest,
-    finish_dataset,
-    iter_pending,
-    open_output,
-    plan_dataset,
-    record_shard,
-    write_shard,
-)
+from .write import ShardResult, iter_pending, open_output, record_shard, write_shard
 
 __all__ = [
     "DecodedSample",

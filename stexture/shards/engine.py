@@ -1,7 +1,7 @@
 """The one driver loop of ``stexture decompose`` and the executor seam its engines fill.
 
 An engine is an :class:`Executor`: it maps the plan's scan over chunks of inputs, runs shard
-jobs and yields each one's :class:`~stexture.shards.writer.ShardResult` or
+jobs and yields each one's :class:`~stexture.shards.write.ShardResult` or
 :class:`ShardFailure` as it ends, and stops (everything it started ends, on this machine or
 the cluster). :func:`drive` does everything else the same way for every engine: check the
 output folder before any image is read, plan, open the output for resume, record each
@@ -28,18 +28,14 @@ from tqdm import tqdm
 
 from .._lifecycle import hold_output
 from . import storage
-from .writer import (
+from .output import Summary, finish_dataset
+from .plan import Plan, Settings, ShardJob, plan_dataset
+from .write import (
     PROGRESS_NAME,
-    Plan,
-    Settings,
-    ShardJob,
     ShardResult,
-    Summary,
     check_output,
-    finish_dataset,
     iter_pending,
     open_output,
-    plan_dataset,
     record_shard,
     remove_partials,
 )

@@ -1,6 +1,6 @@
 """The local engine of ``stexture decompose``: the plan's scan and the shard jobs mapped over
 worker processes on this machine, as an :class:`~stexture.shards.engine.Executor` of the one
-driver loop :func:`~stexture.shards.engine.drive` (see :mod:`stexture.shards.writer` for
+driver loop :func:`~stexture.shards.engine.drive` (see :mod:`stexture.shards.plan` for
 the phases)."""
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Any
 from .._lifecycle import die_with_parent
 from . import storage
 from .engine import DecomposeInterrupted, ShardFailure, drive
-from .writer import Settings, ShardJob, ShardResult, Summary, write_shard
+from .output import Summary
+from .plan import Settings, ShardJob
+from .write import ShardResult, write_shard
 
 __all__ = ["DecomposeInterrupted", "write_dataset"]
 

@@ -7,7 +7,7 @@ scan runs here as Ray tasks of 32 images), records each shard as it finishes in 
 progress file, and assembles the manifest, exactly as for the local engine: the engine
 enters neither the settings nor the shards, which are byte-identical to a local run's with
 the same arguments. Each pending shard job is one Ray task (a *slice* of the input, named
-after its shard) that calls :func:`~stexture.shards.writer.write_shard`.
+after its shard) that calls :func:`~stexture.shards.write.write_shard`.
 
 A task that raises or whose worker dies is retried by Ray (``max_retries``). A slice that
 still fails does not stop the others; when all have ended,
@@ -30,7 +30,9 @@ from typing import Any
 from .._ray import cancel_unfinished, connect, error_line, import_ray
 from . import storage
 from .engine import DecomposeFailed, ShardFailure, drive
-from .writer import Settings, ShardJob, ShardResult, Summary, write_shard
+from .output import Summary
+from .plan import Settings, ShardJob
+from .write import ShardResult, write_shard
 
 __all__ = ["DecomposeFailed", "write_dataset_ray"]
 
@@ -136,7 +138,7 @@ def write_dataset_ray(
         ``settings.device == "cuda"``, else 0.
     max_retries : how often Ray runs a failed task again before its slice counts as failed.
 
-    Returns the same :class:`~stexture.shards.writer.Summary` as the local engine. Raises
+    Returns the same :class:`~stexture.shards.output.Summary` as the local engine. Raises
     :class:`DecomposeFailed` naming each slice that kept failing (after every other slice
     has ended and been recorded), and :class:`~stexture.shards.engine.DecomposeInterrupted`
     on Ctrl-C; either way, the same call again resumes.

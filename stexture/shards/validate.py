@@ -30,7 +30,7 @@ from .format import (
     read_index,
     read_manifest,
 )
-from .writer import Settings, plan_dataset
+from .plan import Settings, plan_dataset
 
 __all__ = ["Validation", "contact_sheet", "stale_shards", "validate_dataset"]
 

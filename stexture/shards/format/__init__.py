@@ -1,6 +1,6 @@
 """The on-disk format of stexture shards: sample fields, layer encoding, manifest.
 
-This package is the contract between the writer (``stexture.shards.writer``), the reader and
+This package is the contract between the writer (``stexture.shards.write``), the reader and
 ``inspect`` (``stexture.shards``), and the loader (``stexture.loader``).
 
 A shard is a WebDataset tar file ``{split}-{index:06d}.tar``. Each sample holds:
