@@ -16,7 +16,9 @@ seeds below 14.5%) and the aligned-minus-shuffled difference is above 0 (paired 
 Donor options (issue 26, item 7): ``--donor whole`` is the texture layer as the loader
 uses it; ``--donor flat`` keeps the texture only where the structure is flat (its largest
 channel-mean forward difference below ``FLAT_STEP``, one pixel away from any step), so the
-residual of silhouette edges, seams and thin parts is cut out. Before training, the run
+residual of silhouette edges, seams and thin parts is cut out; ``--donor filled`` fills
+the cut-out pixels with texture pixels drawn from the flat ones, so the cut draws no
+outline of zeros. Before training, the run
 measures each option against the renderer's ground truth
 (:func:`stexture.datasets.split_quality` on freshly rendered images: the donor texture
 ``T'`` and ``S' = x - T'``): the share of the donor's energy that is shape and the
@@ -57,7 +59,7 @@ from stexture.training.models import small_resnet
 from stexture.training.stats import paired_t
 
 CHANCE = 1 / len(CLASSES)
-DONORS = ("whole", "flat")
+DONORS = ("whole", "flat", "filled")
 #: A structure step (grey levels in [0, 1], mean over channels) above which the structure
 #: is not flat: RTV's structure is piecewise smooth, its part and object edges step more.
 FLAT_STEP = 0.02
@@ -78,8 +80,20 @@ def donor_mask(structure: np.ndarray, donor: str) -> np.ndarray:
 
 
 def donor_texture(structure: np.ndarray, texture: np.ndarray, donor: str) -> np.ndarray:
-    """The texture a composite would take from this image (:func:`donor_mask`)."""
-    return texture * donor_mask(structure, donor)
+    """The texture a composite would take from this image: :func:`donor_mask` times the
+    texture, and for ``filled`` the cut-out pixels refilled with texture pixels drawn at
+    random from the flat ones (so the cut leaves no outline of zeros)."""
+    mask = donor_mask(structure, "flat" if donor == "filled" else donor)
+    kept = texture * mask
+    if donor == "filled":
+        flat = mask[:, :, 0] > 0
+        holes = ~flat
+        if flat.any() and holes.any():
+            # a fixed stream per image content: the same image gets the same fill
+            rng = np.random.default_rng(int(holes.sum()) * 7919 + int(flat.sum()))
+            pool = texture[flat]
+            kept[holes] = pool[rng.integers(len(pool), size=int(holes.sum()))]
+    return kept
 
 
 def donor_quality(size: int, per_class: int, donor: str) -> dict[str, float]:
@@ -96,8 +110,8 @@ def donor_quality(size: int, per_class: int, donor: str) -> dict[str, float]:
                                  layers=True)
             x = r.image.astype(np.float32) / 255.0
             structure, texture = decompose(r.image, "rtv", **synthetic_rtv_params(size))
-            mask = donor_mask(structure, donor)
-            kept = texture * mask
+            mask = donor_mask(structure, "flat" if donor == "filled" else donor)
+            kept = donor_texture(structure, texture, donor)
             _, material = rendering_truth(r)
             reachable = material * mask
             shares.append(float((reachable**2).sum() / (material**2).sum()))
