@@ -39,6 +39,7 @@ from stexture.shards.format import (
     iter_tar_samples,
     read_manifest,
 )
+from stexture.shards.sources import list_sources
 from stexture.shards.validate import validate_dataset
 
 
@@ -172,6 +173,32 @@ def test_a_member_out_of_its_sample_is_refused_by_every_reader(shards, capsys, h
     assert inspect(shards) == 1
     assert message in capsys.readouterr().err
 
+
+@pytest.mark.parametrize("hostile", ["trailing", "repeated"])
+def test_a_member_out_of_its_sample_is_refused_by_the_tar_source(shards, hostile):
+    """Shards as the source of a new run are grouped as the loaders group them: a trailing
+    ``KEY.cls`` does not relabel sample KEY, the tar is left out with the reason."""
+    path = shards / "train-000000.tar"
+    members = members_of(path)
+    first_key = members[0][0].split(".")[0]
+    other = b"1" if dict(members)[f"{first_key}.cls"] == b"0" else b"0"
+    if hostile == "trailing":
+        members.append((f"{first_key}.cls", other))
+        message = f"sample '{first_key}' has member '{first_key}.cls' after another sample's"
+    else:
+        at = next(i for i, (name, _) in enumerate(members) if name.endswith(".cls"))
+        members.insert(at + 1, (f"{first_key}.cls", other))
+        message = f"sample '{first_key}' holds the member '{first_key}.cls' twice"
+    rewrite_shard(shards, "train-000000.tar", members)
+    listing = list_sources(shards)
+    assert [(source, reason) for source, reason, _ in listing.problems] == [
+        ("train-000000.tar", "unreadable")]
+    assert message in listing.problems[0][2]
+    assert not any(item.path == str(path) for item in listing.items)
+    # the other shards are listed whole: every sample of theirs, nothing of the bad one
+    others = sorted(p for p in shards.glob("*.tar") if p != path)
+    assert len(others) == 3
+    assert len(listing.items) == sum(len(list(iter_tar_samples(p))) for p in others)
 
 def test_the_same_key_in_two_shards_is_refused_by_the_loaders(shards, capsys):
     first, second = (members_of(shards / f"train-00000{i}.tar") for i in (0, 1))

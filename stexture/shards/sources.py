@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import storage
-from .format import MANIFEST_NAME, read_tar_members, split_member_name
+from .format import MANIFEST_NAME, group_samples, read_tar_members
 from .storage import Location
 
 __all__ = [
@@ -225,21 +225,21 @@ def _list_shards(tars: list[Location], base: Location) -> Listing:
     names = _class_names_of(base)
     raw, problems = [], []
     for tar_path in tars:
-        samples: dict[str, dict[str, str]] = defaultdict(dict)
+        samples: dict[str, dict[str, str]] = {}
         cls_of: dict[str, str] = {}
         json_of: dict[str, bytes] = {}
         tar_name = storage.name(tar_path)
         try:
             with storage.open_read(tar_path) as f:
-                for member, payload in read_tar_members(f):
-                    key, field = split_member_name(member)
-                    if not field:
-                        continue
-                    samples[key][field] = member
-                    if field == "cls":
-                        cls_of[key] = payload.decode("ascii", "replace").strip()
-                    elif field == "json":
-                        json_of[key] = payload
+                # grouped as every reader of shards groups them: a member out of its sample
+                # (a trailing KEY.cls that would relabel it) makes the tar unreadable here too
+                members = ((name, (name, payload)) for name, payload in read_tar_members(f))
+                for key, fields in group_samples(members, tar_name):
+                    samples[key] = {field: name for field, (name, _) in fields.items()}
+                    if "cls" in fields:
+                        cls_of[key] = fields["cls"][1].decode("ascii", "replace").strip()
+                    if "json" in fields:
+                        json_of[key] = fields["json"][1]
         except (OSError, ValueError) as exc:
             problems.append((tar_name, "unreadable", f"damaged tar file ({exc})"))
             continue
