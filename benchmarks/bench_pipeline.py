@@ -61,7 +61,7 @@ from stexture.shards.format import (  # noqa: E402
     write_tar,
 )
 from stexture.shards.local import write_dataset  # noqa: E402
-from stexture.shards.plan import Settings, pixel_digest  # noqa: E402
+from stexture.shards.plan import ShardSettings, pixel_digest  # noqa: E402
 from stexture.shards.ray_engine import write_dataset_ray  # noqa: E402
 from stexture.shards.write import resize_shorter_side  # noqa: E402
 
@@ -88,7 +88,7 @@ def make_inputs(root: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def decomposition_alone(paths: list[Path], settings: Settings) -> float:
+def decomposition_alone(paths: list[Path], settings: ShardSettings) -> float:
     images = [decode_rgb(encode_image(resize_shorter_side(read_rgb(p), settings.size),
                                       settings.image_format, settings.quality))
               for p in paths]
@@ -99,7 +99,7 @@ def decomposition_alone(paths: list[Path], settings: Settings) -> float:
     return time.perf_counter() - start
 
 
-def stage_costs(paths: list[Path], settings: Settings) -> dict[str, float]:
+def stage_costs(paths: list[Path], settings: ShardSettings) -> dict[str, float]:
     """CPU milliseconds per image of each stage, one process, one Numba thread (does not
     depend on what else runs on the machine, unlike wall times)."""
     numba.set_num_threads(1)
@@ -139,7 +139,7 @@ def tree_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def time_engines(engines: list[str], src: Path, tmp: Path, settings: Settings,
+def time_engines(engines: list[str], src: Path, tmp: Path, settings: ShardSettings,
                  workers: int) -> tuple[list[tuple[str, float, float]], Path]:
     """(label, wall seconds, decomposition seconds summed over workers) per engine run, and
     the output folder of the first run; every run must write the same bytes."""
@@ -198,8 +198,8 @@ def main() -> None:
         src = Path(tmp) / "src"
         paths = make_inputs(src, args.images)
         shard_size = max(1, args.images // (4 * args.workers))
-        settings = Settings(method=args.method, size=args.size, shard_size=shard_size,
-                            val_fraction=0.0)
+        settings = ShardSettings(method=args.method, size=args.size, shard_size=shard_size,
+                                 val_fraction=0.0)
         alone = decomposition_alone(paths, settings)
         costs = stage_costs(paths, settings)
         total = sum(costs.values())

@@ -35,7 +35,7 @@ from _common import machine_line, print_table
 from stexture.datasets import CLASSES, make_furniture_dataset, synthetic_rtv_params
 from stexture.loader.batch import IMAGENET_MEAN, IMAGENET_STD, layer_view
 from stexture.loader.crops import crop_layers, random_resized_crop_box
-from stexture.shards import Settings, write_dataset
+from stexture.shards import ShardSettings, write_dataset
 from stexture.shards.format import decode_sample, iter_tar_samples, read_index
 from stexture.shards.labels import SoftLabelReader, read_label_set
 from stexture.training.crossfit import assign_folds
@@ -52,9 +52,9 @@ def prepare(out: Path, per_class: int, size: int) -> Path:
     if not (data / "train").is_dir():
         make_furniture_dataset(data, classes=CLASSES, per_class=per_class, test_per_class=0,
                                shifted_per_class=0, size=size, seed=0)
-    settings = Settings(method="rtv", params=synthetic_rtv_params(size), device="cpu",
-                        size=size, val_fraction=0.2,
-                        shard_size=max(16, math.ceil(len(CLASSES) * per_class / 8)))
+    settings = ShardSettings(method="rtv", params=synthetic_rtv_params(size), device="cpu",
+                             size=size, val_fraction=0.2,
+                             shard_size=max(16, math.ceil(len(CLASSES) * per_class / 8)))
     write_dataset(data / "train", shards, settings, workers=2)
     return shards
 

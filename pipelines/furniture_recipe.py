@@ -39,14 +39,14 @@ import torch
 
 import stexture
 from stexture.loader import IMAGENET_MEAN, IMAGENET_STD
-from stexture.shards import Settings, contact_sheet, validate_dataset, write_dataset
+from stexture.shards import ShardSettings, contact_sheet, validate_dataset, write_dataset
 from stexture.training import MODELS, TrainConfig, build_model, evaluate, fit
 from stexture.training.sweep import parse_k_values
 
 
 def build_shards(photos: str, shards: Path, args: argparse.Namespace) -> None:
-    settings = Settings(method=args.method, device=args.device, size=args.size,
-                        val_fraction=args.val_fraction, shard_size=args.shard_size)
+    settings = ShardSettings(method=args.method, device=args.device, size=args.size,
+                             val_fraction=args.val_fraction, shard_size=args.shard_size)
     summary = write_dataset(photos, shards, settings, workers=args.workers,
                             show_progress=not args.quiet)
     print(summary.text())

@@ -34,7 +34,7 @@ import numpy as np
 from ._contact_sheet import SheetRow, paint_contact_sheet
 from .datasets import CLASSES, make_furniture_dataset, synthetic_rtv_params
 from .imageio import texture_to_display
-from .shards import DecodedSample, Settings, validate_dataset, write_dataset
+from .shards import DecodedSample, ShardSettings, validate_dataset, write_dataset
 
 __all__ = ["DEMO_K_VALUES", "DemoResult", "DemoSizes", "demo_sizes", "format_outcome",
            "results_table", "run_demo", "soft_label_text", "write_demo_sheet"]
@@ -325,9 +325,9 @@ def run_demo(
           else "finished earlier, skipped")
 
     started = time.perf_counter()
-    settings = Settings(method="rtv", params=synthetic_rtv_params(sizes.size), device=device,
-                        size=sizes.size, val_fraction=sizes.val_fraction,
-                        shard_size=max(16, math.ceil(total / 8)))
+    settings = ShardSettings(method="rtv", params=synthetic_rtv_params(sizes.size), device=device,
+                             size=sizes.size, val_fraction=sizes.val_fraction,
+                             shard_size=max(16, math.ceil(total / 8)))
     summary = write_dataset(result.data / "train", result.shards, settings,
                             workers=_decompose_workers(total), show_progress=progress,
                             log=say)

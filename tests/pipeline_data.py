@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from stexture.shards.plan import Settings
+from stexture.shards.plan import ShardSettings
 
 CLASSES = ("brick", "grass", "gravel")
 # cheap but real decomposition: one outer RTV iteration, loose solve
@@ -17,10 +17,10 @@ FAST_ARGS = ["--method", "rtv", "--param", "n_iter=1", "--param", "tol=0.1", "--
              "--min-side", "16", "--quiet"]
 
 
-def fast_settings(**changes) -> Settings:
+def fast_settings(**changes) -> ShardSettings:
     values = {"method": "rtv", "params": FAST_PARAMS, "size": 24, "min_side": 16,
               "shard_size": 3, "val_fraction": 0.25}
-    return Settings(**{**values, **changes})
+    return ShardSettings(**{**values, **changes})
 
 
 def texture_crop(name: str, index: int, shape: tuple[int, int] = (40, 48)) -> np.ndarray:

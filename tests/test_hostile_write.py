@@ -32,7 +32,7 @@ from stexture.shards import engine
 from stexture.shards.engine import DecomposeFailed
 from stexture.shards.format import MANIFEST_NAME, decode_rgb, iter_tar_samples
 from stexture.shards.local import write_dataset
-from stexture.shards.plan import Settings, plan_dataset
+from stexture.shards.plan import ShardSettings, plan_dataset
 from stexture.shards.write import PROGRESS_NAME, open_output
 
 psutil = pytest.importorskip("psutil")
@@ -271,7 +271,7 @@ def test_a_bad_parameter_is_refused_before_the_scan_and_the_good_one_then_runs(
     assert capsys.readouterr().err.startswith("stexture decompose: error: ")
     assert not scanned and not out.exists()
     with pytest.raises(ValueError, match=message):
-        Settings(params=parse_params("rtv", [param]))  # the API checks the same, up front
+        ShardSettings(params=parse_params("rtv", [param]))  # the API checks the same, up front
     assert main(["decompose", str(src), str(out), *FAST_ARGS]) == 0
     assert scanned == [1]
 

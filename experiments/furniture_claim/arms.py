@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 import stexture  # noqa: E402
 from stexture.datasets import make_cue_conflict_split  # noqa: E402
-from stexture.shards import Settings, read_manifest, write_dataset  # noqa: E402
+from stexture.shards import ShardSettings, read_manifest, write_dataset  # noqa: E402
 from stexture.shards.sources import key_from_relative_path  # noqa: E402
 from stexture.training import (  # noqa: E402
     TrainConfig,
@@ -106,10 +106,10 @@ def make_shards(data: Path, out: Path, scale: Scale, device: str) -> dict[str, P
         if (folder / "manifest.json").is_file():
             continue
         start = time.perf_counter()
-        settings = Settings(method="rtv", params=stexture.datasets.synthetic_rtv_params(scale.size),
-                            device=device, size=scale.size,
-                            val_fraction=0.2 if split == "train" else 0.0,
-                            shard_size=max(16, scale.per_class // 4))
+        settings = ShardSettings(
+            method="rtv", params=stexture.datasets.synthetic_rtv_params(scale.size),
+            device=device, size=scale.size, val_fraction=0.2 if split == "train" else 0.0,
+            shard_size=max(16, scale.per_class // 4))
         # a second process pays for its start (~10 s of imports) only on a larger split
         workers = 2 if len(list((data / split).glob("*/*"))) >= 400 else 1
         summary = write_dataset(data / split, folder, settings, workers=workers,

@@ -10,14 +10,14 @@ from functools import partial
 
 from ..shards.engine import DecomposeFailed, DecomposeInterrupted
 from ..shards.local import write_dataset
-from ..shards.plan import Settings
+from ..shards.plan import ShardSettings
 from ..shards.ray_engine import write_dataset_ray
 from ._output import print_line, print_text
 from ._params import add_method_arguments, add_ray_address_argument, parse_params
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = Settings.__dataclass_fields__
+    defaults = ShardSettings.__dataclass_fields__
     parser.add_argument("src", help="image folder, .csv/.jsonl manifest, .tar shard or folder "
                         "of them; a local path or an fsspec URL (s3://bucket/photos)")
     parser.add_argument("out", help="output folder for shards and manifest.json; a local path "
@@ -64,7 +64,7 @@ def _silent(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings(
+    settings = ShardSettings(
         method=args.method, params=parse_params(args.method, args.param), device=args.device,
         size=args.size, image_format=args.image_format, quality=args.quality,
         val_fraction=args.val_fraction, shard_size=args.shard_size, max_pixels=args.max_pixels,

@@ -1,56 +1,41 @@
-"""Shards of decomposed images: the format, the writer (plan / write / output), the driver
-loop and its local and Ray engines, validation, and reading them with webdataset, wids or
-Hugging Face ``datasets`` (:mod:`.interop`). See :mod:`.format` for what a shard holds."""
+"""Shards of decomposed images: the format (:mod:`.format`: what a shard holds), the writer
+(:mod:`.plan`, :mod:`.write`, :mod:`.output`), the driver loop (:mod:`.engine`) and its
+local and Ray engines, validation, and reading shards with webdataset, wids or Hugging Face
+``datasets`` (:mod:`.interop`).
+
+Exported here is what a user of the shards needs: write a folder, check it, read its
+manifest and samples. The writer's internals (the plan, its jobs and results, the progress
+file and the manifest's assembly) are imported from their modules by the engines.
+"""
 
 from .engine import DecomposeFailed, DecomposeInterrupted
-from .format import (
-    DecodedSample,
-    Manifest,
-    ShardInfo,
-    decode_sample,
-    decode_structure,
-    read_manifest,
-    texture_of,
-)
+from .format import DecodedSample, Manifest, decode_sample, read_manifest, texture_of
 from .interop import add_texture, hf_dataset, layer_dict, wds_handlers
 from .local import write_dataset
-from .output import Summary, assemble_manifest, finish_dataset
-from .plan import Plan, Settings, ShardJob, plan_dataset
+from .output import WriteSummary
+from .plan import ShardSettings
 from .ray_engine import write_dataset_ray
 from .sources import list_sources
 from .validate import Validation, contact_sheet, validate_dataset
-from .write import ShardResult, iter_pending, open_output, record_shard, write_shard
 
 __all__ = [
     "DecodedSample",
     "DecomposeFailed",
     "DecomposeInterrupted",
     "Manifest",
-    "Plan",
-    "Settings",
-    "ShardInfo",
-    "ShardJob",
-    "ShardResult",
-    "Summary",
+    "ShardSettings",
     "Validation",
+    "WriteSummary",
     "add_texture",
-    "assemble_manifest",
     "contact_sheet",
     "decode_sample",
-    "decode_structure",
-    "finish_dataset",
     "hf_dataset",
-    "iter_pending",
     "layer_dict",
     "list_sources",
-    "open_output",
-    "plan_dataset",
     "read_manifest",
-    "record_shard",
     "texture_of",
     "validate_dataset",
     "wds_handlers",
     "write_dataset",
     "write_dataset_ray",
-    "write_shard",
 ]

@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from .._lifecycle import hold_output
 from . import storage
-from .output import Summary, finish_dataset
-from .plan import Plan, Settings, ShardJob, plan_dataset
+from .output import WriteSummary, finish_dataset
+from .plan import Plan, ShardJob, ShardSettings, plan_dataset
 from .write import (
     PROGRESS_NAME,
     ShardResult,
@@ -87,7 +87,7 @@ class Executor(Protocol):
     def map(self, fn: Callable, chunks: Iterable) -> Iterator:
         """``fn`` over ``chunks``, results in order."""
 
-    def run(self, jobs: list[ShardJob], settings: Settings, out: storage.Location,
+    def run(self, jobs: list[ShardJob], settings: ShardSettings, out: storage.Location,
             progress: Callable[[int], None]) -> Iterator[ShardResult | ShardFailure]:
         """Every job's outcome as it ends; ``progress(n)`` as images are done."""
 
@@ -104,7 +104,7 @@ def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
                 file=sys.stderr, smoothing=0.1)
 
 
-def _plan(src: storage.Location, settings: Settings, executor: Executor,
+def _plan(src: storage.Location, settings: ShardSettings, executor: Executor,
           show_progress: bool) -> Plan:
     def map_with_bar(fn: Callable, chunks: Iterable) -> Iterator:
         chunks = list(chunks)
@@ -150,9 +150,9 @@ def _interrupted(out: storage.Location, plan: Plan | None, done: dict[str, Shard
         "again to resume")
 
 
-def drive(src: str | Path, out: str | Path, settings: Settings, executor: Executor, *,
+def drive(src: str | Path, out: str | Path, settings: ShardSettings, executor: Executor, *,
           overwrite: bool = False, show_progress: bool = True,
-          log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> Summary:
+          log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> WriteSummary:
     """Run ``stexture decompose`` from ``src`` to ``out`` on ``executor`` (see the module
     docstring); the executor is stopped on any error and closed after success.
 

@@ -174,7 +174,7 @@ def write_wids_indexes(out: storage.Location, manifest: dict[str, Any]) -> list[
 
     ``OUT/{split}.wids.json`` holds ``wids_version`` 1, a ``name`` and the ``shardlist``
     (each shard's reference, relative to the index, and its sample count), from the
-    ``manifest`` content (as :func:`stexture.shards.assemble_manifest` makes it), so
+    ``manifest`` content (as :func:`stexture.shards.output.assemble_manifest` makes it), so
     ``wids.ShardListDataset("OUT/train.wids.json")`` indexes the split. A split without
     shards gets no index (wids refuses an empty shard list). Returns the names written.
 

@@ -19,8 +19,8 @@ from typing import Any
 from .._lifecycle import die_with_parent
 from . import storage
 from .engine import DecomposeInterrupted, ShardFailure, drive
-from .output import Summary
-from .plan import Settings, ShardJob
+from .output import WriteSummary
+from .plan import ShardJob, ShardSettings
 from .write import ShardResult, write_shard
 
 __all__ = ["DecomposeInterrupted", "write_dataset"]
@@ -59,7 +59,7 @@ def _report_progress(n: int) -> None:
     _progress_queue.put(("images", n))
 
 
-def _write_shard_in_worker(job: ShardJob, settings: Settings, out: str) -> ShardResult:
+def _write_shard_in_worker(job: ShardJob, settings: ShardSettings, out: str) -> ShardResult:
     return write_shard(job, settings, out, progress=_report_progress)
 
 
@@ -77,7 +77,7 @@ class _InProcess:
     def map(self, fn: Callable, chunks: Iterable) -> Iterator:
         return map(fn, chunks)
 
-    def run(self, jobs: list[ShardJob], settings: Settings, out: storage.Location,
+    def run(self, jobs: list[ShardJob], settings: ShardSettings, out: storage.Location,
             progress: Callable[[int], None]) -> Iterator[ShardResult | ShardFailure]:
         for job in jobs:
             try:
@@ -125,7 +125,7 @@ class _Pool:
         except queue.Empty:
             return
 
-    def run(self, jobs: list[ShardJob], settings: Settings, out: storage.Location,
+    def run(self, jobs: list[ShardJob], settings: ShardSettings, out: storage.Location,
             progress: Callable[[int], None]) -> Iterator[ShardResult | ShardFailure]:
         job_of: dict[Future, ShardJob] = {
             self.executor.submit(_write_shard_in_worker, job, settings, str(out)): job
@@ -206,12 +206,12 @@ def _is_alive(pid: int, process: Any) -> bool:
 def write_dataset(
     src: str | Path,
     out: str | Path,
-    settings: Settings,
+    settings: ShardSettings,
     workers: int = 1,
     overwrite: bool = False,
     show_progress: bool = True,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-) -> Summary:
+) -> WriteSummary:
     """Decompose the images under ``src`` into shards in ``out`` with ``workers`` processes.
 
     Re-running with the same arguments resumes: shards already complete (checked against

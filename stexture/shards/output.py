@@ -18,12 +18,12 @@ import numpy as np
 from . import storage
 from .format import FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, MANIFEST_NAME, REJECTED_NAME
 from .interop import write_wids_indexes
-from .plan import SPLITS, Plan, Settings
+from .plan import SPLITS, Plan, ShardSettings
 from .write import PROGRESS_NAME, ShardResult, _write_json
 
 __all__ = [
     "MIN_SHARDS_HINT",
-    "Summary",
+    "WriteSummary",
     "assemble_manifest",
     "finish_dataset",
     "shard_warnings",
@@ -34,7 +34,7 @@ MIN_SHARDS_HINT = 8
 
 
 @dataclass(frozen=True)
-class Summary:
+class WriteSummary:
     """What a run produced; :meth:`text` is what the command prints."""
 
     out: str
@@ -81,7 +81,7 @@ def _versions() -> dict[str, str]:
             "python": ".".join(map(str, sys.version_info[:3]))}
 
 
-def assemble_manifest(plan: Plan, settings: Settings,
+def assemble_manifest(plan: Plan, settings: ShardSettings,
                       results: dict[str, ShardResult]) -> dict[str, Any]:
     """The ``manifest.json`` content for a plan whose every shard is in ``results``."""
     missing = [job.name for job in plan.jobs if job.name not in results]
@@ -128,8 +128,8 @@ def shard_warnings(plan: Plan) -> list[str]:
     return warnings
 
 
-def finish_dataset(out: str | Path, plan: Plan, settings: Settings,
-                   results: dict[str, ShardResult], written: int = 0) -> Summary:
+def finish_dataset(out: str | Path, plan: Plan, settings: ShardSettings,
+                   results: dict[str, ShardResult], written: int = 0) -> WriteSummary:
     """Write ``index.csv``, ``rejected.jsonl``, the wids indexes (``{split}.wids.json``) and
     ``manifest.json`` (last: its presence means the folder is complete), remove the progress
     file, and summarise."""
@@ -147,7 +147,7 @@ def finish_dataset(out: str | Path, plan: Plan, settings: Settings,
     _write_json(storage.join(out, MANIFEST_NAME), manifest)
     storage.remove(storage.join(out, PROGRESS_NAME))
     counts = plan.split_counts()
-    return Summary(
+    return WriteSummary(
         out=str(out),
         accepted=manifest["inputs"]["accepted"],
         rejected=manifest["inputs"]["rejected"],

@@ -6,7 +6,7 @@ decomposition runs:
 1. :func:`plan_dataset` lists the sources, decodes every image once (rejecting bad ones
    with a reason and dropping exact duplicates), assigns the split, and cuts the accepted
    images into :class:`ShardJob` s. The plan depends only on the source and the
-   :class:`Settings`.
+   :class:`ShardSettings`.
 2. :func:`~stexture.shards.write.write_shard` turns one job into one tar file. It is a
    pure, independent unit (it reads its own inputs and writes only ``OUT/<its name>``), so
    any engine can map it: the local process pool of
@@ -52,7 +52,7 @@ __all__ = [
     "Plan",
     "Rejection",
     "Scanned",
-    "Settings",
+    "ShardSettings",
     "ShardJob",
     "pixel_digest",
     "plan_dataset",
@@ -66,7 +66,7 @@ _SCAN_CHUNK = 32
 
 
 @dataclass(frozen=True)
-class Settings:
+class ShardSettings:
     """Everything that decides the content of the shards (compared on resume).
 
     ``params`` are completed with the method's defaults, ``device`` is resolved (``"auto"``
@@ -209,7 +209,7 @@ def pixel_digest(pixels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def scan_items(items: list[SourceItem], settings: Settings) -> list[Scanned]:
+def scan_items(items: list[SourceItem], settings: ShardSettings) -> list[Scanned]:
     """Read and decode ``items``: a pixel digest for each good one, a rejection otherwise.
 
     Never raises for a bad input: every failure becomes a :class:`Rejection`.
@@ -275,7 +275,7 @@ def _assign_splits(kept: list[SourceItem], val_fraction: float) -> dict[str, lis
 
 def plan_dataset(
     src: str | Path,
-    settings: Settings,
+    settings: ShardSettings,
     map_fn: Callable[[Callable, Iterable], Iterable] = map,
 ) -> Plan:
     """Decide every shard's content: list, scan (via ``map_fn``), drop duplicates, split, cut.

@@ -30,8 +30,8 @@ from typing import Any
 from .._ray import cancel_unfinished, connect, error_line, import_ray
 from . import storage
 from .engine import DecomposeFailed, ShardFailure, drive
-from .output import Summary
-from .plan import Settings, ShardJob
+from .output import WriteSummary
+from .plan import ShardJob, ShardSettings
 from .write import ShardResult, write_shard
 
 __all__ = ["DecomposeFailed", "write_dataset_ray"]
@@ -54,7 +54,7 @@ def _scan_chunk(fn: Callable, chunk: list, cpus: float) -> Any:
     return fn(chunk)
 
 
-def _write_slice(job: ShardJob, settings: Settings, out: str, cpus: float) -> ShardResult:
+def _write_slice(job: ShardJob, settings: ShardSettings, out: str, cpus: float) -> ShardResult:
     _limit_threads(cpus)
     return write_shard(job, settings, out)
 
@@ -83,7 +83,7 @@ class _RayTasks:
         for ref in self.refs:
             yield self.ray.get(ref)
 
-    def run(self, jobs: list[ShardJob], settings: Settings, out: storage.Location,
+    def run(self, jobs: list[ShardJob], settings: ShardSettings, out: storage.Location,
             progress: Callable[[int], None]) -> Iterator[ShardResult | ShardFailure]:
         """Each job's result, or its failure after Ray's retries, as it finishes."""
         settings_ref = self.ray.put(settings)
@@ -114,7 +114,7 @@ class _RayTasks:
 def write_dataset_ray(
     src: str | Path,
     out: str | Path,
-    settings: Settings,
+    settings: ShardSettings,
     *,
     address: str | None = None,
     cpus_per_task: float = 1.0,
@@ -123,7 +123,7 @@ def write_dataset_ray(
     overwrite: bool = False,
     show_progress: bool = True,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-) -> Summary:
+) -> WriteSummary:
     """Decompose the images under ``src`` into shards in ``out`` with Ray tasks.
 
     Parameters
@@ -138,7 +138,7 @@ def write_dataset_ray(
         ``settings.device == "cuda"``, else 0.
     max_retries : how often Ray runs a failed task again before its slice counts as failed.
 
-    Returns the same :class:`~stexture.shards.output.Summary` as the local engine. Raises
+    Returns the same :class:`~stexture.shards.output.WriteSummary` as the local engine. Raises
     :class:`DecomposeFailed` naming each slice that kept failing (after every other slice
     has ended and been recorded), and :class:`~stexture.shards.engine.DecomposeInterrupted`
     on Ctrl-C; either way, the same call again resumes.

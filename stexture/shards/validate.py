@@ -30,7 +30,7 @@ from .format import (
     read_index,
     read_manifest,
 )
-from .plan import Settings, plan_dataset
+from .plan import ShardSettings, plan_dataset
 
 __all__ = ["Validation", "contact_sheet", "stale_shards", "validate_dataset"]
 
@@ -115,7 +115,7 @@ def stale_shards(manifest: Manifest) -> list[str]:
     decoded) and comparing each shard's digest of its sources' pixels with the manifest's.
     A source that now lists other images, classes or splits is one sentence."""
     try:
-        settings = Settings(**{**manifest.raw["settings"], "device": "cpu"})
+        settings = ShardSettings(**{**manifest.raw["settings"], "device": "cpu"})
         plan = plan_dataset(manifest.raw["source"], settings)
     except (KeyError, TypeError, ValueError, OSError) as exc:
         return [f"the sources cannot be checked: {exc}"]

@@ -33,7 +33,15 @@ from .format import (
     write_tar,
 )
 from .interop import wids_index_names
-from .plan import SPLITS, Plan, Settings, ShardJob, pixel_digest, resized_shape, source_byte_cap
+from .plan import (
+    SPLITS,
+    Plan,
+    ShardJob,
+    ShardSettings,
+    pixel_digest,
+    resized_shape,
+    source_byte_cap,
+)
 from .sources import read_items
 from .storage import Location
 
@@ -78,7 +86,7 @@ def resize_shorter_side(pixels: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _structures(images: list[np.ndarray], settings: Settings,
+def _structures(images: list[np.ndarray], settings: ShardSettings,
                 progress: Callable[[int], None] | None) -> list[np.ndarray]:
     """The uint8 structure of each image; same-shape images go through in batches."""
     by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -99,7 +107,7 @@ def _structures(images: list[np.ndarray], settings: Settings,
     return out
 
 
-def write_shard(job: ShardJob, settings: Settings, out: str | Path,
+def write_shard(job: ShardJob, settings: ShardSettings, out: str | Path,
                 progress: Callable[[int], None] | None = None) -> ShardResult:
     """Write ``OUT/<job.name>``: read, resize, encode, re-decode, decompose, tar.
 
@@ -235,7 +243,7 @@ def _write_json(path: Location, value: Any) -> None:
         path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def _check_resumable(out: Location, record: dict[str, Any], settings: Settings,
+def _check_resumable(out: Location, record: dict[str, Any], settings: ShardSettings,
                      plan: Plan) -> None:
     if record["format_version"] != FORMAT_VERSION:
         # shards of two versions in one folder would load, but not be what a clean run
@@ -255,7 +263,7 @@ def _check_resumable(out: Location, record: dict[str, Any], settings: Settings,
                          f"than when {out} was written; use --overwrite to start over")
 
 
-def open_output(out: str | Path, settings: Settings, plan: Plan, overwrite: bool = False,
+def open_output(out: str | Path, settings: ShardSettings, plan: Plan, overwrite: bool = False,
                 log: Callable[[str], None] = lambda line: None) -> dict[str, ShardResult]:
     """Prepare ``out`` for ``plan`` and return the shards already complete there.
 
@@ -313,7 +321,7 @@ def open_output(out: str | Path, settings: Settings, plan: Plan, overwrite: bool
     return done
 
 
-def _write_progress(out: Location, settings: Settings, plan: Plan,
+def _write_progress(out: Location, settings: ShardSettings, plan: Plan,
                     done: dict[str, ShardResult]) -> None:
     inputs = {job.name: job.inputs for job in plan.jobs}
     _write_json(storage.join(out, PROGRESS_NAME), {
@@ -327,7 +335,7 @@ def _write_progress(out: Location, settings: Settings, plan: Plan,
     })
 
 
-def record_shard(out: str | Path, settings: Settings, plan: Plan,
+def record_shard(out: str | Path, settings: ShardSettings, plan: Plan,
                  done: dict[str, ShardResult], result: ShardResult) -> None:
     """Add ``result`` to ``done`` and to the progress file that a resumed run reads."""
     done[result.name] = result
