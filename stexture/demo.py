@@ -355,10 +355,11 @@ def run_demo(
 
 # what the demo cannot tell, and where that is measured (the README's claim section)
 SCOPE = ("This demo shows how the method works, at a small scale; it does not test whether "
-         "it helps. benchmarks/bench_furniture_claim.py does (paired seeds, 2,000-image test "
-         "sets): on this synthetic data neither reading of the soft label beat vanilla, "
+         "it helps. experiments/furniture_claim does (paired seeds, 2,000-image test sets): "
+         "in its last run (32 px, where the split was later found to leave material in the "
+         "structure and shape in the texture) neither reading of the soft label beat vanilla, "
          "cue-conflict composites nor distillation from a structure and a texture model "
-         "(README: 'The furniture claim on synthetic data').")
+         "(experiments/furniture_claim/README.md).")
 
 
 def format_outcome(result: DemoResult) -> str:
