@@ -59,6 +59,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "CueConflictMix": "stexture.mixing",
+    "MixConfig": "stexture.mixing",
     # OpenCV and SciPy: a second of `stexture --help` were they imported here
     "make_furniture_dataset": "stexture.datasets",
     "render_furniture": "stexture.datasets",
@@ -77,6 +78,7 @@ __all__ = [
     "CudaUnavailableError",
     "CueConflictMix",
     "Method",
+    "MixConfig",
     "__version__",
     "cuda_available",
     "decompose",

@@ -35,7 +35,8 @@ targets go straight into ``nn.CrossEntropyLoss`` (probability targets).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,9 +47,11 @@ __all__ = [
     "PAIRINGS",
     "TEXTURE_LAYOUTS",
     "CueConflictMix",
+    "MixConfig",
     "MixPlan",
     "compose",
     "compose_normalized",
+    "mix_config",
     "soft_targets",
 ]
 
@@ -246,16 +249,22 @@ def _check_batch(structure: torch.Tensor, texture: torch.Tensor, labels: torch.T
 # --------------------------------------------------------------------------- the mixer
 
 
-class CueConflictMix:
-    """Mix a batch with cue-conflict composites and soft labels.
+def _setting(default: Any, help: str, **cli: Any) -> Any:
+    """A field with its command-line help (``stexture sweep`` makes its options from them)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """How a batch is mixed: every setting of :class:`CueConflictMix` but the number of
+    classes and ``k``, checked once, when it is made (a ``ValueError`` names the setting).
+
+    :class:`CueConflictMix`, :func:`stexture.make_loader` (``mix=``) and the sweep's
+    :class:`~stexture.training.config.SweepConfig` take it; the sweep's command-line options
+    for these settings are made from the fields' metadata (``help``, ``choices``).
 
     Parameters
     ----------
-    num_classes : int
-        Number of classes ``C`` (at least 2).
-    k : float in [0, 1]
-        Weight of the structure class in a cue-conflict target (1 - k goes to the texture
-        class).
     p_conflict : float in [0, 1]
         Composites per batch of ``B`` samples, as a fraction of ``B``. The count is
         ``floor(p * B)`` or ``ceil(p * B)``, the latter with probability
@@ -266,11 +275,12 @@ class CueConflictMix:
         How a composite's texture donor is drawn from the batch. "different-class":
         uniformly among the samples of another class whenever the batch has one; otherwise
         (a batch of one class) among the other samples, and such a pair is counted in
-        :attr:`same_class_pairs`. "random": uniformly among the other samples, whatever their
-        class. In both, donors are drawn among the batch's other structure-giving samples
-        when one qualifies, and among all its samples only when none does: that set is a
-        uniform draw, so every qualifying sample is equally likely to be a donor either way,
-        and a loader decodes the structure layer of only about ``p * B`` samples.
+        :attr:`CueConflictMix.same_class_pairs`. "random": uniformly among the other
+        samples, whatever their class. In both, donors are drawn among the batch's other
+        structure-giving samples when one qualifies, and among all its samples only when
+        none does: that set is a uniform draw, so every qualifying sample is equally likely
+        to be a donor either way, and a loader decodes the structure layer of only about
+        ``p * B`` samples.
     texture_scale : float >= 0
         Factor on the donor's texture in a composite (1 = as decomposed).
     label_smoothing : float in [0, 1)
@@ -287,13 +297,87 @@ class CueConflictMix:
         permutation per composite), removing the donor's silhouette from the composite.
     tile_size : int >= 1
         Side of the tiles of the shuffled layout, in pixels of the mixed images.
+    """
+
+    p_conflict: float = _setting(0.5, "share of each batch that is cue-conflict")
+    pairing: str = _setting(
+        "different-class", "how a composite's texture donor is drawn from the batch: of "
+        "another class whenever the batch has one, or any other image", choices=PAIRINGS)
+    texture_scale: float = _setting(1.0, "factor on the donor's texture in a composite")
+    label_smoothing: float = _setting(
+        0.0, "eps: each target becomes (1 - eps) * y + eps / classes")
+    mode: str = _setting(
+        "replace", "replace: a share of each batch becomes composites; add: keep every "
+        "original and append the composites (Li et al.; the batch grows)", choices=MODES)
+    alpha: float = _setting(1.0, "share of the donor's texture in a composite, in [0, 1]")
+    texture_layout: str = _setting(
+        "aligned", "shuffled: rearrange the donor's texture in tiles so it carries no shape "
+        "of the donor", choices=TEXTURE_LAYOUTS)
+    tile_size: int = _setting(16, "tile side in pixels for --texture-layout shuffled")
+
+    def __post_init__(self) -> None:
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"unknown pairing {self.pairing!r}; expected one of "
+                             f"{', '.join(PAIRINGS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        if self.texture_layout not in TEXTURE_LAYOUTS:
+            raise ValueError(f"unknown texture_layout {self.texture_layout!r}; expected one of "
+                             f"{', '.join(TEXTURE_LAYOUTS)}")
+        if not math.isfinite(self.texture_scale) or self.texture_scale < 0:
+            raise ValueError(f"texture_scale must be finite and >= 0, got {self.texture_scale}")
+        if int(self.tile_size) != self.tile_size or self.tile_size < 1:
+            raise ValueError(f"tile_size must be an integer >= 1, got {self.tile_size}")
+        # normalised so that equal settings compare equal, whatever number types they came in
+        for name, value in (
+                ("p_conflict", check_unit_interval("p_conflict", self.p_conflict)),
+                ("label_smoothing", check_unit_interval(
+                    "label_smoothing", self.label_smoothing, closed_right=False)),
+                ("alpha", check_unit_interval("alpha", self.alpha)),
+                ("tile_size", int(self.tile_size)),
+                ("texture_scale", float(self.texture_scale))):
+            object.__setattr__(self, name, value)
+
+
+def mix_config(mix: MixConfig | None, **keywords: Any) -> MixConfig:
+    """``mix``, or the :class:`MixConfig` of ``keywords`` (its fields) when it is ``None``:
+    how a function that takes both (:func:`stexture.make_loader`) makes its one config. A
+    ``ValueError`` names the keywords set away from their defaults beside a ``mix``."""
+    if mix is None:
+        return MixConfig(**keywords)
+    if not isinstance(mix, MixConfig):
+        raise ValueError(f"mix must be a MixConfig, got {type(mix).__name__}")
+    defaults = MixConfig()
+    both = [name for name, value in keywords.items() if value != getattr(defaults, name)]
+    if both:
+        raise ValueError(f"give the mixing settings in mix= or as keywords, not both: "
+                         f"{', '.join(both)} set beside mix=")
+    return mix
+
+class CueConflictMix:
+    """Mix a batch with cue-conflict composites and soft labels.
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of classes ``C`` (at least 2).
+    k : float in [0, 1]
+        Weight of the structure class in a cue-conflict target (1 - k goes to the texture
+        class).
+    config : MixConfig, optional
+        How the batch is mixed (the defaults of :class:`MixConfig` when not given).
     generator : torch.Generator, optional
         CPU generator for every random draw; the draws do not depend on the tensors' device,
         so a seeded generator gives the same batches on CPU and CUDA. ``None`` uses torch's
         global RNG.
+    **settings
+        Fields of :class:`MixConfig` (``p_conflict``, ``mode``, ...), which replace those of
+        ``config``: ``CueConflictMix(10, 0.8, mode="add")``.
 
     Attributes
     ----------
+    config : MixConfig
+        The settings; each is also an attribute of its own (``mix.p_conflict``).
     conflict_pairs : int
         Composites made so far.
     same_class_pairs : int
@@ -310,54 +394,26 @@ class CueConflictMix:
         self,
         num_classes: int,
         k: float,
-        p_conflict: float = 0.5,
-        pairing: str = "different-class",
-        texture_scale: float = 1.0,
-        label_smoothing: float = 0.0,
+        config: MixConfig | None = None,
         generator: torch.Generator | None = None,
-        *,
-        mode: str = "replace",
-        alpha: float = 1.0,
-        texture_layout: str = "aligned",
-        tile_size: int = 16,
+        **settings: Any,
     ) -> None:
         if int(num_classes) != num_classes or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
-        if pairing not in PAIRINGS:
-            raise ValueError(f"unknown pairing {pairing!r}; expected one of {', '.join(PAIRINGS)}")
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-        if texture_layout not in TEXTURE_LAYOUTS:
-            raise ValueError(f"unknown texture_layout {texture_layout!r}; expected one of "
-                             f"{', '.join(TEXTURE_LAYOUTS)}")
-        if not math.isfinite(texture_scale) or texture_scale < 0:
-            raise ValueError(f"texture_scale must be finite and >= 0, got {texture_scale}")
-        if int(tile_size) != tile_size or tile_size < 1:
-            raise ValueError(f"tile_size must be an integer >= 1, got {tile_size}")
+        config = config if config is not None else MixConfig()
+        self.config = replace(config, **settings) if settings else config
         self.num_classes = int(num_classes)
         self.k = check_unit_interval("k", k)
-        self.p_conflict = check_unit_interval("p_conflict", p_conflict)
-        self.label_smoothing = check_unit_interval(
-            "label_smoothing", label_smoothing, closed_right=False
-        )
-        self.alpha = check_unit_interval("alpha", alpha)
-        self.pairing = pairing
-        self.mode = mode
-        self.texture_layout = texture_layout
-        self.tile_size = int(tile_size)
-        self.texture_scale = float(texture_scale)
+        for setting in fields(MixConfig):
+            setattr(self, setting.name, getattr(self.config, setting.name))
         self.generator = generator
         self.conflict_pairs = 0
         self.same_class_pairs = 0
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(num_classes={self.num_classes}, k={self.k}, "
-            f"p_conflict={self.p_conflict}, pairing={self.pairing!r}, "
-            f"texture_scale={self.texture_scale}, label_smoothing={self.label_smoothing}, "
-            f"mode={self.mode!r}, alpha={self.alpha}, texture_layout={self.texture_layout!r}, "
-            f"tile_size={self.tile_size})"
-        )
+        settings = ", ".join(f"{setting.name}={getattr(self.config, setting.name)!r}"
+                             for setting in fields(MixConfig))
+        return f"{type(self).__name__}(num_classes={self.num_classes}, k={self.k}, {settings})"
 
     def _conflict_count(self, batch: int) -> int:
         expected = round(self.p_conflict * batch, 9)  # 0.3 * 10 is 3.0000000000000004

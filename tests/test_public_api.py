@@ -13,6 +13,7 @@ PUBLIC = {
         "CudaUnavailableError",
         "CueConflictMix",
         "Method",
+        "MixConfig",
         "__version__",
         "cuda_available",
         "decompose",

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from .._device import CudaUnavailableError
 from .._lifecycle import die_with_parent
-from ..mixing import CueConflictMix, check_unit_interval
+from ..mixing import CueConflictMix, MixConfig, check_unit_interval, mix_config
 from ..shards.format import Manifest
 from ..shards.labels import SoftLabelReader, read_label_set
 from .batch import (
@@ -309,6 +309,7 @@ def make_loader(
     view: str = "image",
     labels: str = "hard",
     label_set: str | None = None,
+    mix: MixConfig | None = None,
     **dataloader_options: Any,
 ) -> CueConflictLoader:
     """A training loader of cue-conflict batches over the shards in ``source``.
@@ -317,10 +318,15 @@ def make_loader(
     ----------
     source : path or Manifest
         A shard directory with ``manifest.json`` (or its :class:`Manifest`).
-    k, p_conflict, pairing, texture_scale, label_smoothing, mode, alpha, texture_layout, \
+    k : float in [0, 1]
+        Weight of the structure class in a cue-conflict target, as in
+        :class:`~stexture.mixing.CueConflictMix`; the batch is the mixing unit.
+    p_conflict, pairing, texture_scale, label_smoothing, mode, alpha, texture_layout, \
 tile_size
-        As in :class:`~stexture.mixing.CueConflictMix`; the batch is the mixing unit. With
-        ``mode="add"`` a batch has ``batch_size`` originals plus the composites.
+        The fields of :class:`~stexture.mixing.MixConfig`, a shorthand for ``mix``: they
+        make the same config (``mix=MixConfig(mode="add")`` and ``mode="add"`` give the same
+        loader). With ``mode="add"`` a batch has ``batch_size`` originals plus the
+        composites.
     split : str
         The split to read.
     batch_size, image_size : int
@@ -381,6 +387,8 @@ tile_size
     label_set : str, optional
         The label set to read with ``labels="soft"`` (``SHARDS/labels-NAME``); ``None``:
         the shard folder's only one.
+    mix : MixConfig, optional
+        How batches are mixed; given, the mixing keywords above must keep their defaults.
     **dataloader_options
         Passed to ``torch.utils.data.DataLoader``: ``pin_memory``, ``persistent_workers``,
         ``prefetch_factor``, ``multiprocessing_context`` (default: the platform's),
@@ -404,11 +412,12 @@ tile_size
     CudaUnavailableError
         ``mix_device`` is a CUDA device and torch sees no GPU.
     """
-    mix_options = {"p_conflict": p_conflict, "pairing": pairing, "texture_scale": texture_scale,
-                   "label_smoothing": label_smoothing, "mode": mode, "alpha": alpha,
-                   "texture_layout": texture_layout, "tile_size": tile_size}
-    CueConflictMix(2, k, **mix_options)  # checked before anything is read from disk
-    check_view(view, mixes=p_conflict > 0)
+    # checked before anything is read from disk
+    mix = mix_config(mix, p_conflict=p_conflict, pairing=pairing, texture_scale=texture_scale,
+                     label_smoothing=label_smoothing, mode=mode, alpha=alpha,
+                     texture_layout=texture_layout, tile_size=tile_size)
+    check_unit_interval("k", k)
+    check_view(view, mixes=mix.p_conflict > 0)
     _check_labels(labels, view)
     _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
     _check_seed(seed)
@@ -430,10 +439,9 @@ tile_size
                             [sample.key for sample in samples]) if labels == "soft" else None)
     dataset = TrainSet(samples, image_size=image_size, min_scale=min_scale, seed=seed,
                        counters=counters, soft=soft)
-    mix = CueConflictMix(manifest.num_classes, k, **mix_options)
-    collate = TrainCollate(mix, normalize, seed=seed, image_size=image_size,
-                           with_info=with_info, mix_in_worker=device is None, counters=counters,
-                           view=view)
+    collate = TrainCollate(CueConflictMix(manifest.num_classes, k, mix), normalize, seed=seed,
+                           image_size=image_size, with_info=with_info,
+                           mix_in_worker=device is None, counters=counters, view=view)
     return CueConflictLoader(dataset, sampler=sampler, collate=collate, batch_size=batch_size,
                              drop_last=drop_last, mix_device=device, counters=counters,
                              num_workers=num_workers, **dataloader_options)

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..loader.crops import check_min_scale
 from ..loader.dataloader import LABEL_KINDS
-from ..mixing import MODES, PAIRINGS, TEXTURE_LAYOUTS, CueConflictMix
+from ..mixing import MixConfig
 from .models import MODELS
 from .teachers import check_temperature
 from .trainer import OPTIMIZERS, TrainConfig
@@ -90,6 +90,13 @@ def _zero_is_none(value: int) -> int | None:
 def _setting(default: Any, help: str, **cli: Any) -> Any:
     """A field with its command-line help (and option details, see the module docstring)."""
     return field(default=default, metadata={"help": help, **cli})
+
+
+def _mix_setting(name: str) -> Any:
+    """The field of :class:`~stexture.mixing.MixConfig` ``name``: its default and its help,
+    defined once there."""
+    setting = MixConfig.__dataclass_fields__[name]
+    return field(default=setting.default, metadata=setting.metadata)
 
 
 @dataclass(frozen=True)
@@ -182,20 +189,14 @@ class SweepConfig:
     patience: int | None = _setting(
         3, "stop a run after this many epochs without a gain in clean validation accuracy "
         "(0: never)", from_cli=_zero_is_none)
-    p_conflict: float = _setting(0.5, "share of each batch that is cue-conflict")
-    pairing: str = _setting(
-        "different-class", "how a composite's texture donor is drawn from the batch: of "
-        "another class whenever the batch has one, or any other image", choices=PAIRINGS)
+    p_conflict: float = _mix_setting("p_conflict")
+    pairing: str = _mix_setting("pairing")
     min_scale: float = _setting(
         0.35, "smallest share of the image area a training crop covers")
-    mode: str = _setting(
-        "replace", "replace: a share of each batch becomes composites; add: keep every "
-        "original and append the composites (Li et al.; the batch grows)", choices=MODES)
-    alpha: float = _setting(1.0, "share of the donor's texture in a composite, in [0, 1]")
-    texture_layout: str = _setting(
-        "aligned", "shuffled: rearrange the donor's texture in tiles so it carries no shape "
-        "of the donor", choices=TEXTURE_LAYOUTS)
-    tile_size: int = _setting(16, "tile side in pixels for --texture-layout shuffled")
+    mode: str = _mix_setting("mode")
+    alpha: float = _mix_setting("alpha")
+    texture_layout: str = _mix_setting("texture_layout")
+    tile_size: int = _mix_setting("tile_size")
     aux_bn: bool = _setting(
         False, "composites through auxiliary BatchNorm statistics, evaluation with the main "
         "ones (Li et al.'s MixBN)")
@@ -260,10 +261,7 @@ class SweepConfig:
                              "already sees as many images as the cue-conflict runs)")
         self.train_config(seed=0).validate()
         check_train_fraction(self.train_fraction)
-        # the loader's mixing settings, checked by the class that uses them
-        CueConflictMix(2, 1.0, p_conflict=self.p_conflict, pairing=self.pairing,
-                       mode=self.mode, alpha=self.alpha, texture_layout=self.texture_layout,
-                       tile_size=self.tile_size)
+        _ = self.mix  # the loader's mixing settings, checked where they are defined
         check_min_scale(self.min_scale)
 
     def check_train_fn(self, given: bool) -> None:
@@ -278,6 +276,14 @@ class SweepConfig:
         if self.init_weights is not None:
             raise ValueError("init_weights is for the built-in trainer; with a train_fn, "
                              "load the weights inside it")
+
+    @property
+    def mix(self) -> MixConfig:
+        """The mixing settings of the k runs, as the loader takes them (``make_loader(mix=)``);
+        the trainer, not the loader, smooths the labels (``label_smoothing``)."""
+        return MixConfig(p_conflict=self.p_conflict, pairing=self.pairing, mode=self.mode,
+                         alpha=self.alpha, texture_layout=self.texture_layout,
+                         tile_size=self.tile_size)
 
     @property
     def seed_list(self) -> list[int]:
