@@ -1,7 +1,8 @@
 """The fenced code blocks of a Markdown file, with the markers that say how a test runs them.
 
 A block is a fence of backticks with a language (```` ```python ````, ```` ```bash ````);
-fences without one (program output) are not code. HTML comments on the lines right before
+fences without one (program output) and MyST directives (```` ```{toctree} ````) are not
+code. HTML comments on the lines right before
 the fence (invisible when the Markdown is rendered) tell the tests how to run it:
 
 ``<!-- not-run: REASON -->``
@@ -24,7 +25,10 @@ __all__ = ["RUN_LANGUAGES", "Block", "extract_blocks"]
 # languages run by the tests, and how: "python" as a script, the others by bash
 RUN_LANGUAGES = {"python": "python", "py": "python", "bash": "bash", "sh": "bash",
                  "shell": "bash"}
-_FENCE = re.compile(r"^(?P<indent>\s*)(?P<ticks>```+)\s*(?P<lang>[\w+-]*)\s*$")
+# a MyST directive (```{toctree}, ```{include} path) in the docs' pages is a fence too, but
+# not code
+_FENCE = re.compile(r"^(?P<indent>\s*)(?P<ticks>```+)\s*"
+                    r"(?:(?P<directive>\{[\w:.-]+\})(?:\s.*)?|(?P<lang>[\w+-]*)\s*)$")
 _MARKER = re.compile(r"^\s*<!--\s*(?P<kind>not-run|test-replace)\s*:\s*(?P<body>.*?)\s*-->\s*$")
 _ANY_MARKER = re.compile(r"<!--\s*(not-run|test-replace)\b")
 
@@ -96,7 +100,7 @@ def extract_blocks(path: Path) -> list[Block]:
         if not fence:
             i += 1
             continue
-        indent, ticks, language = fence["indent"], fence["ticks"], fence["lang"]
+        indent, ticks, language = fence["indent"], fence["ticks"], fence["lang"] or ""
         end = next((j for j in range(i + 1, len(lines))
                     if lines[j].strip() == ticks), None)
         if end is None:

@@ -1,6 +1,7 @@
-"""Every fenced Python and shell block of README.md and pipelines/README.md runs, as written
-(with the ``test-replace`` markers above it applied: tiny data, one epoch), as a plain
-script in a folder that looks like the repository root on a tiny dataset. Blocks marked
+"""Every fenced Python and shell block of README.md, pipelines/README.md and the
+documentation's Markdown pages (docs/**/*.md) runs, as written (with the ``test-replace``
+markers above it applied: tiny data, one epoch), as a plain script in a folder that looks
+like the repository root on a tiny dataset. Blocks marked
 ``not-run`` (a GPU, a cluster, the network) are reported as skipped with their reason.
 See ``readme_blocks.py`` for the markers."""
 
@@ -22,7 +23,11 @@ from readme_blocks import extract_blocks
 from stexture import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ("README.md", "pipelines/README.md")
+# every Markdown file whose code blocks a reader copies: the READMEs and the docs' pages
+# (docs/README.md, how to build the docs, has no fenced blocks with a language)
+DOCS = ("README.md", "pipelines/README.md",
+        *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")
+                if not p.relative_to(ROOT / "docs").parts[0].startswith(("_", "auto_"))))
 BLOCK_TIMEOUT_S = 600
 # the classes of the tiny photo collection (the sweep example's train_fn builds 3 outputs)
 CLASSES = ("brick", "grass", "gravel")
@@ -98,8 +103,10 @@ def test_readme_block_runs(block, template, tmp_path):
 
 
 def test_every_doc_has_blocks_and_markers_fit(tmp_path):
-    """The extractor finds the blocks, and rejects markers that apply to nothing."""
-    assert all(extract_blocks(ROOT / doc) for doc in DOCS)
+    """The extractor finds the blocks (the READMEs have some; every docs page's markers
+    parse), and rejects markers that apply to nothing."""
+    assert all(extract_blocks(ROOT / doc) for doc in DOCS[:2])
+    assert sum(len(extract_blocks(ROOT / doc)) for doc in DOCS[2:]) > 0
     doc = tmp_path / "doc.md"
     doc.write_text("<!-- not-run: needs a GPU -->\n\ntext\n```bash\necho hi\n```\n")
     with pytest.raises(ValueError, match="not directly above"):
