@@ -6,10 +6,10 @@ The whole loop on a toy scale: synthetic furniture photos
 (:func:`stexture.make_furniture_dataset`), decomposed into shards
 (:func:`stexture.shards.write_dataset`), and a sweep (:func:`stexture.sweep`, its settings
 one :class:`~stexture.training.SweepConfig`) that trains one small model per label weight
-k (here 0, 0.5 and 1) plus a vanilla baseline, then judges each on clean validation accuracy and shape bias (:func:`stexture.shape_bias`).
-Shape bias should rise with k: at k = 1 the label follows the structure only. At this
-size (4 classes of 30 training images, 32 px, 10 epochs, one seed) the differences are
-noise; the point is what a sweep gives you.
+k (here 0, 0.5 and 1) plus a vanilla baseline, then judges each on clean validation
+accuracy and shape bias (:func:`stexture.shape_bias`). Shape bias should rise with k: at
+k = 1 the label follows the structure only. At this size (4 classes of 30 training images,
+32 px, 10 epochs, one seed) the differences are noise; the point is what a sweep gives you.
 ``stexture sweep`` writes the same ``summary.json`` and its own ``sweep.png``.
 """
 
