@@ -38,10 +38,11 @@ from stexture.loader.crops import crop_layers, random_resized_crop_box
 from stexture.shards import ShardSettings, write_dataset
 from stexture.shards.format import decode_sample, iter_tar_samples, read_index
 from stexture.shards.labels import SoftLabelReader, read_label_set
+from stexture.training.config import SweepConfig
 from stexture.training.crossfit import assign_folds
 from stexture.training.models import build_model
+from stexture.training.runner import sweep
 from stexture.training.soft_labels import label_shards
-from stexture.training.sweep import sweep
 from stexture.training.trainer import TrainConfig
 
 ARMS = ("map", "one", "online")
@@ -126,7 +127,7 @@ def main() -> None:
     common = {"epochs": args.epochs, "train_fraction": args.train_fraction,
               "match_steps": False, "lr": 3e-3, "min_scale": 0.7, "batch_size": 32,
               "image_size": args.size, "seeds": args.seeds, "baseline": False,
-              "ensemble": False, "patience": None, "device": "cpu", "log": None}
+              "ensemble": False, "patience": None}
     started = time.perf_counter()
     shards = prepare(args.out, args.per_class, args.size)
     timings = {"shards": time.perf_counter() - started}
@@ -147,7 +148,8 @@ def main() -> None:
         started = time.perf_counter()
         options = ({"student": "teachers", "temperature": 1.0} if arm == "online"
                    else {"labels": "soft", "label_set": arm})
-        sweep(shards, [args.k], out=args.out / f"runs-{arm}", **common, **options)
+        sweep(shards, SweepConfig(k_values=[args.k], **common, **options),
+              out=args.out / f"runs-{arm}", device="cpu", log=None)
         timings[f"sweep {arm}"] = time.perf_counter() - started
         results[arm] = [epoch_seconds(args.out / f"runs-{arm}" / "runs" / f"k{args.k:g}-seed{s}")
                         for s in range(args.seeds)]

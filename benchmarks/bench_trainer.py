@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from shardfactory import make_shard_dir  # noqa: E402  (the tests' hand-made shards)
 
 from stexture import sweep  # noqa: E402
-from stexture.training import TrainConfig, build_model, fit  # noqa: E402
+from stexture.training import SweepConfig, TrainConfig, build_model, fit  # noqa: E402
 
 
 def make_batches(steps: int, batch_size: int, image_size: int, num_classes: int
@@ -111,8 +111,9 @@ def time_small_sweep(epochs: int) -> None:
         shards = make_shard_dir(Path(tmp) / "shards", classes=("a", "b", "c", "d"),
                                 per_class=64, val_per_class=16, size=64, shard_size=64)
         start = time.perf_counter()
-        summary = sweep(shards, [0.0, 1.0], seeds=1, epochs=epochs, out=Path(tmp) / "runs",
-                        device="cpu", model="small", image_size=64, batch_size=32, log=None)
+        config = SweepConfig(k_values=[0.0, 1.0], seeds=1, epochs=epochs, model="small",
+                             image_size=64, batch_size=32)
+        summary = sweep(shards, config, out=Path(tmp) / "runs", device="cpu", log=None)
         seconds = time.perf_counter() - start
     print(f"\nSweep wall time: k in {{0, 1}} x 1 seed + vanilla + ensemble, small model, 64 px, "
           f"{epochs} epochs, batch 32, 4 classes x 64 train / 16 val images: {seconds:.1f} s "

@@ -41,7 +41,7 @@ import stexture
 from stexture.loader import IMAGENET_MEAN, IMAGENET_STD
 from stexture.shards import ShardSettings, contact_sheet, validate_dataset, write_dataset
 from stexture.training import MODELS, TrainConfig, build_model, evaluate, fit
-from stexture.training.sweep import parse_k_values
+from stexture.training.config import SweepConfig, parse_k_values
 
 
 def build_shards(photos: str, shards: Path, args: argparse.Namespace) -> None:
@@ -61,13 +61,14 @@ def inspect_shards(shards: Path) -> None:
 
 
 def run_sweep(shards: Path, out: Path, args: argparse.Namespace) -> dict:
-    return stexture.sweep(
-        shards, args.k_grid, seeds=args.seeds, epochs=args.epochs,
-        train_fraction=args.sweep_fraction, out=out, device=args.device, model=args.model,
-        image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
-        p_conflict=args.p_conflict, workers=args.loader_workers,
+    config = SweepConfig(
+        k_values=args.k_grid, seeds=args.seeds, epochs=args.epochs,
+        train_fraction=args.sweep_fraction, model=args.model, image_size=args.image_size,
+        batch_size=args.batch_size, lr=args.lr, p_conflict=args.p_conflict,
         # a share is here to save time: one pass over it per epoch, not the full run's steps
         match_steps=False)
+    return stexture.sweep(shards, config, out=out, device=args.device,
+                          workers=args.loader_workers)
 
 
 def choose_k(summary: dict, forced: float | None) -> float:

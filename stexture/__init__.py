@@ -70,7 +70,7 @@ _LAZY = {
     "run_demo": "stexture.demo",
     "shape_bias": "stexture.training.metrics",
     "split_quality": "stexture.datasets",
-    "sweep": "stexture.training.sweep",
+    "sweep": "stexture.training.runner",
 }
 
 __all__ = [

@@ -303,7 +303,8 @@ def run_demo(
     progress bars (then ``log`` should print with ``tqdm.write``, above the bars). Other
     settings than an earlier run's in ``out`` raise ``ValueError``.
     """
-    from .training.sweep import sweep  # torch is imported only here
+    from .training.config import SweepConfig  # torch is imported only here
+    from .training.runner import sweep
 
     say = log or (lambda line: None)
     sizes = sizes or demo_sizes(quick)
@@ -343,11 +344,12 @@ def run_demo(
     phase("inspect", 3, started, f"shards consistent with their manifest; {result.sheet}")
 
     started = time.perf_counter()
-    result.summary = sweep(result.shards, DEMO_K_VALUES, seeds=sizes.seeds,
-                           epochs=sizes.epochs, out=result.sweep_dir, device=device,
-                           model="small", image_size=sizes.size, batch_size=sizes.batch_size,
+    config = SweepConfig(k_values=DEMO_K_VALUES, seeds=sizes.seeds, epochs=sizes.epochs,
+                         model="small", image_size=sizes.size, batch_size=sizes.batch_size,
+                         **_TRAINING)
+    result.summary = sweep(result.shards, config, out=result.sweep_dir, device=device,
                            log=lambda line: say("  " + line), progress=progress,
-                           verbose=verbose, **_TRAINING)
+                           verbose=verbose)
     phase("sweep", 4, started, f"{result.sweep_dir / 'report.md'}")
     _write_report(result)
     return result

@@ -8,7 +8,8 @@ import pytest
 from shardfactory import make_shard_dir
 
 from stexture import cli
-from stexture.training.sweep import sweep
+from stexture.training.config import SweepConfig
+from stexture.training.runner import sweep
 
 ray = pytest.importorskip("ray")
 
@@ -62,11 +63,12 @@ def test_a_trial_that_keeps_failing_is_named_and_a_rerun_trains_only_it(shards, 
         return {"clean_acc": 0.75}
 
     out = tmp_path / "runs"
-    options = {"seeds": 1, "epochs": 1, "out": out, "image_size": 32, "batch_size": 8,
-               "baseline": False, "engine": "ray", "log": None}
+    config = SweepConfig(k_values=[0.0, 1.0], seeds=1, epochs=1, image_size=32, batch_size=8,
+                         baseline=False)
+    options = {"out": out, "engine": "ray", "log": None}
     with pytest.raises(RuntimeError, match=r"1 run\(s\) failed on Ray Tune .*"
                        r"k1-seed0: ValueError: out of memory, say"):
-        sweep(shards, [0.0, 1.0], train_fn=failing_on_k1, **options)
+        sweep(shards, config, train_fn=failing_on_k1, **options)
     assert not (out / "runs" / "k1-seed0" / "result.json").exists()
-    summary = sweep(shards, [0.0, 1.0], train_fn=fine, **options)
+    summary = sweep(shards, config, train_fn=fine, **options)
     assert [entry["clean_acc"]["mean"] for entry in summary["per_k"]] == [0.5, 0.75]

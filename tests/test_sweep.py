@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,9 +10,10 @@ from shardfactory import make_shard_dir
 
 from stexture import cli
 from stexture.shards.format import INDEX_NAME, read_manifest
+from stexture.training.config import SweepConfig, parse_k_values
 from stexture.training.models import small_resnet
 from stexture.training.report import summarize
-from stexture.training.sweep import parse_k_values, stratified_subset, sweep
+from stexture.training.runner import stratified_subset, sweep
 
 CLASSES = ("armchair", "bed", "chair")
 
@@ -79,14 +81,15 @@ class CountingTrainFn:
 
 
 def test_a_killed_sweep_resumes_with_only_the_unfinished_runs(shards, tmp_path):
-    settings = dict(seeds=1, epochs=1, train_fraction=0.5, out=tmp_path / "runs",
-                    device="cpu", image_size=24, batch_size=4, log=None)
+    config = SweepConfig(k_values=[0.5, 1.0], seeds=1, epochs=1, train_fraction=0.5,
+                         image_size=24, batch_size=4)
+    settings = dict(out=tmp_path / "runs", device="cpu", log=None)
     killed = CountingTrainFn(fail_on_call=2)
     with pytest.raises(RuntimeError, match="killed"):
-        sweep(shards, [0.5, 1.0], train_fn=killed, **settings)
+        sweep(shards, config, train_fn=killed, **settings)
     assert killed.calls == [(None, 0), (0.5, 0)]  # the vanilla baseline finished, k=0.5 died
     resumed = CountingTrainFn()
-    summary = sweep(shards, [0.5, 1.0], train_fn=resumed, **settings)
+    summary = sweep(shards, config, train_fn=resumed, **settings)
     assert resumed.calls == [(0.5, 0), (1.0, 0)]
     assert summary["best"]["k"] == 1.0
     assert summary["best"]["gain_over_vanilla"] == pytest.approx(0.2)
@@ -97,23 +100,23 @@ def test_a_killed_sweep_resumes_with_only_the_unfinished_runs(shards, tmp_path):
     assert [r["train_samples"] for r in rows] == ["20", "20", "20"]
     # a third start has nothing left to do
     again = CountingTrainFn()
-    sweep(shards, [0.5, 1.0], train_fn=again, **settings)
+    sweep(shards, config, train_fn=again, **settings)
     assert again.calls == []
 
 
 def test_resuming_with_other_settings_is_an_error(shards, tmp_path):
     out = tmp_path / "runs"
-    sweep(shards, [1.0], seeds=1, out=out, device="cpu", image_size=24, batch_size=4,
-          train_fn=CountingTrainFn(), baseline=False, log=None)
+    config = SweepConfig(k_values=[1.0], seeds=1, image_size=24, batch_size=4, baseline=False)
+    sweep(shards, config, out=out, device="cpu", train_fn=CountingTrainFn(), log=None)
     with pytest.raises(ValueError, match="image_size differ"):
-        sweep(shards, [1.0], seeds=1, out=out, device="cpu", image_size=16, batch_size=4,
-              train_fn=CountingTrainFn(), baseline=False, log=None)
+        sweep(shards, replace(config, image_size=16), out=out, device="cpu",
+              train_fn=CountingTrainFn(), log=None)
 
 
 def test_train_fn_must_report_clean_accuracy(shards, tmp_path):
     with pytest.raises(ValueError, match="'clean_acc'"):
-        sweep(shards, [1.0], seeds=1, out=tmp_path / "runs", image_size=24, baseline=False,
-              train_fn=lambda *args: {"accuracy": 0.9}, log=None)
+        sweep(shards, SweepConfig(k_values=[1.0], seeds=1, image_size=24, baseline=False),
+              out=tmp_path / "runs", train_fn=lambda *args: {"accuracy": 0.9}, log=None)
 
 
 def never_called(*args):
@@ -126,7 +129,8 @@ def never_called(*args):
 ])
 def test_bad_k_grids_fail_before_training(shards, tmp_path, k_values, message):
     with pytest.raises(ValueError, match=message):
-        sweep(shards, k_values, out=tmp_path / "runs", train_fn=never_called, log=None)
+        sweep(shards, SweepConfig(k_values=k_values), out=tmp_path / "runs",
+              train_fn=never_called, log=None)
     assert not (tmp_path / "runs").exists()
 
 
@@ -143,8 +147,9 @@ def test_bad_k_grids_fail_before_training(shards, tmp_path, k_values, message):
 ])
 def test_bad_settings_fail_before_training(shards, tmp_path, options, error, message):
     with pytest.raises(error, match=message):
-        sweep(shards, [0.0, 1.0], out=tmp_path / "runs", log=None,
-              **{"train_fn": never_called, **options})
+        settings = {name: value for name, value in options.items() if name != "train_fn"}
+        sweep(shards, SweepConfig(k_values=[0.0, 1.0], **settings), out=tmp_path / "runs",
+              log=None, train_fn=options.get("train_fn", never_called))
 
 
 def test_min_scale_reaches_the_training_loader_and_the_settings(shards, tmp_path):
@@ -154,8 +159,8 @@ def test_min_scale_reaches_the_training_loader_and_the_settings(shards, tmp_path
         seen.append(train_loader.dataset.min_scale)
         return {"clean_acc": 0.5}
 
-    sweep(shards, [1.0], seeds=1, min_scale=0.8, baseline=False, train_fn=record_min_scale,
-          out=tmp_path / "runs", log=None)
+    sweep(shards, SweepConfig(k_values=[1.0], seeds=1, min_scale=0.8, baseline=False),
+          train_fn=record_min_scale, out=tmp_path / "runs", log=None)
     assert seen == [0.8]
     assert json.loads((tmp_path / "runs" / "sweep.json").read_text())["min_scale"] == 0.8
 
@@ -163,13 +168,14 @@ def test_min_scale_reaches_the_training_loader_and_the_settings(shards, tmp_path
 def test_init_weights_for_another_class_count_fail_before_training(shards, tmp_path):
     torch.save(small_resnet(5).state_dict(), tmp_path / "five.pt")
     with pytest.raises(ValueError, match="'fc.weight' has shape"):
-        sweep(shards, [1.0], init_weights=tmp_path / "five.pt", out=tmp_path / "runs",
-              log=None)
+        sweep(shards, SweepConfig(k_values=[1.0], init_weights=tmp_path / "five.pt"),
+              out=tmp_path / "runs", log=None)
 
 
 def test_missing_shards_fail_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest.json"):
-        sweep(tmp_path / "nowhere", [1.0], out=tmp_path / "runs", train_fn=never_called)
+        sweep(tmp_path / "nowhere", SweepConfig(k_values=[1.0]), out=tmp_path / "runs",
+              train_fn=never_called)
 
 
 def test_a_train_fraction_that_empties_a_class_fails_before_training(tmp_path):
@@ -179,7 +185,8 @@ def test_a_train_fraction_that_empties_a_class_fails_before_training(tmp_path):
     kept = [line for line in index if not (",train," in line and line.endswith(",1"))]
     (root / INDEX_NAME).write_text("\n".join(kept) + "\n")
     with pytest.raises(ValueError, match="leaves class 'bed' empty"):
-        sweep(root, [1.0], train_fraction=0.5, out=tmp_path / "runs", train_fn=never_called)
+        sweep(root, SweepConfig(k_values=[1.0], train_fraction=0.5), out=tmp_path / "runs",
+              train_fn=never_called)
 
 
 def test_stratified_subset_is_deterministic_nested_and_per_class(shards):
@@ -251,19 +258,22 @@ def test_fraction_runs_get_the_full_runs_steps_and_add_mode_reaches_the_loader(s
         seen.setdefault(k, []).append((len(train_loader), sum(rows), max(rows)))
         return {"clean_acc": 0.5}
 
-    common = dict(seeds=1, baseline=False, train_fn=count, log=None, batch_size=4,
-                  image_size=24)
-    sweep(shards, [1.0], out=tmp_path / "full", **common)
-    sweep(shards, [0.5], train_fraction=0.5, out=tmp_path / "half", **common)
-    sweep(shards, [0.0], train_fraction=0.5, match_steps=False, out=tmp_path / "one", **common)
+    common = dict(seeds=1, baseline=False, batch_size=4, image_size=24)
+    run = dict(train_fn=count, log=None)
+    sweep(shards, SweepConfig(k_values=[1.0], **common), out=tmp_path / "full", **run)
+    sweep(shards, SweepConfig(k_values=[0.5], train_fraction=0.5, **common),
+          out=tmp_path / "half", **run)
+    sweep(shards, SweepConfig(k_values=[0.0], train_fraction=0.5, match_steps=False, **common),
+          out=tmp_path / "one", **run)
     full = read_manifest(shards).count("train")
     assert seen[1.0][0][0] == seen[0.5][0][0] == math.ceil(full / 4)  # same optimiser steps
     assert seen[0.0][0][0] < seen[1.0][0][0]  # one pass over the half: fewer steps
     # add mode keeps the 4 originals and appends round(0.5 * 4) = 2 composites; the
     # compute-matched vanilla sees as many images as the add-mode run
-    sweep(shards, [0.8], mode="add", alpha=0.5, texture_layout="shuffled", tile_size=8,
-          matched_baseline=True, out=tmp_path / "add",
-          **{**common, "baseline": True, "seeds": 1})
+    sweep(shards, SweepConfig(k_values=[0.8], mode="add", alpha=0.5, texture_layout="shuffled",
+                              tile_size=8, matched_baseline=True,
+                              **{**common, "baseline": True, "seeds": 1}),
+          out=tmp_path / "add", **run)
     (_, add_rows, add_batch), = seen[0.8]
     vanilla, matched = seen[None]
     assert add_batch == 6 and vanilla[2] == 4
@@ -274,9 +284,9 @@ def test_fraction_runs_get_the_full_runs_steps_and_add_mode_reaches_the_loader(s
 
 
 def test_builtin_sweep_with_aux_bn_checkpoints_and_compares_paired(shards, tmp_path):
-    summary = sweep(shards, [0.0, 1.0], seeds=2, epochs=1, out=tmp_path / "runs",
-                    device="cpu", image_size=24, batch_size=8, mode="add", aux_bn=True,
-                    matched_baseline=True, log=None)
+    config = SweepConfig(k_values=[0.0, 1.0], seeds=2, epochs=1, image_size=24, batch_size=8,
+                         mode="add", aux_bn=True, matched_baseline=True)
+    summary = sweep(shards, config, out=tmp_path / "runs", device="cpu", log=None)
     for name in ("vanilla-seed0", "vanilla-matched-seed1", "k1-seed0"):
         state = torch.load(tmp_path / "runs" / "runs" / name / "best.pt", weights_only=True)
         assert any(".aux." in key for key in state["model"])
@@ -289,6 +299,8 @@ def test_builtin_sweep_with_aux_bn_checkpoints_and_compares_paired(shards, tmp_p
     assert comparison["seeds"] == [0, 1] and comparison["bootstrap"]["seeds"] == 2
     assert summary["vanilla_matched"]["vs_vanilla"]["paired_t"]["n"] == 2
     with pytest.raises(ValueError, match="mode='add'"):
-        sweep(shards, [0.5], matched_baseline=True, out=tmp_path / "x", log=None)
+        sweep(shards, SweepConfig(k_values=[0.5], matched_baseline=True), out=tmp_path / "x",
+              log=None)
     with pytest.raises(ValueError, match="built-in trainer"):
-        sweep(shards, [0.5], aux_bn=True, train_fn=never_called, out=tmp_path / "x", log=None)
+        sweep(shards, SweepConfig(k_values=[0.5], aux_bn=True), train_fn=never_called,
+              out=tmp_path / "x", log=None)

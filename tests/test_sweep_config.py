@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from shardfactory import make_shard_dir
 
 from stexture.cli import build_parser
 from stexture.commands.sweep import add_config_arguments, config_from_args
 from stexture.training import SweepConfig, ray_tune
 from stexture.training.config import PLAN
-from stexture.training.sweep import sweep
+from stexture.training.runner import sweep
 
 # the keys sweep.json has had since the teachers' student: a resumed sweep compares them
 SETTINGS_KEYS = [
@@ -85,7 +84,7 @@ def test_bad_settings_fail_in_the_config_before_anything_is_read_or_written(
         SweepConfig(**settings)
     # the shards do not exist: the config's error comes first, and nothing is written
     with pytest.raises(ValueError, match=message):
-        sweep(tmp_path / "no-shards", out=tmp_path / "runs", log=None, **settings)
+        sweep(tmp_path / "no-shards", SweepConfig(**settings), out=tmp_path / "runs", log=None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -129,27 +128,14 @@ def test_sweep_json_round_trips_through_the_config(tmp_path):
         SweepConfig.from_settings({**settings, "speed": 2})
 
 
-def test_a_config_and_its_keywords_make_the_same_sweep(tmp_path):
-    shards = make_shard_dir(tmp_path / "s", classes=("a", "b"), per_class=4, val_per_class=1,
-                            size=16, shard_size=4)
-    seen = []
-
-    def record(train_loader, val_loaders, k, seed):
-        x, y = next(iter(train_loader))
-        seen.append((k, seed, tuple(x.shape), y.tolist()))
-        return {"clean_acc": 0.5}
-
-    settings = dict(seeds=[2], image_size=16, batch_size=4, mode="add", alpha=0.5,
-                    baseline=False)
-    run = dict(train_fn=record, log=None, device="cpu")
-    sweep(shards, [0.0, 1.0], out=tmp_path / "keywords", **settings, **run)
-    sweep(shards, config=SweepConfig(k_values=[0.0, 1.0], **settings), out=tmp_path / "config",
-          **run)
-    assert seen[:2] == seen[2:] and [s[:2] for s in seen[:2]] == [(0.0, 2), (1.0, 2)]
-    assert (tmp_path / "keywords" / "sweep.json").read_text() == \
-        (tmp_path / "config" / "sweep.json").read_text()
-    with pytest.raises(TypeError, match="not both"):
-        sweep(shards, config=SweepConfig(), epochs=2, out=tmp_path / "x", **run)
+def test_the_sweep_takes_its_settings_as_one_config(tmp_path):
+    """One style (issue 21): ``sweep(shards, SweepConfig(...), out=...)``; a k grid where the
+    config goes, or a setting as a keyword, is a ``TypeError`` before anything is read."""
+    with pytest.raises(TypeError, match=r"second argument is a SweepConfig, got list"):
+        sweep(tmp_path / "s", [0.0, 1.0], out=tmp_path / "x", log=None)
+    with pytest.raises(TypeError, match="epochs"):
+        sweep(tmp_path / "s", SweepConfig(), epochs=2, out=tmp_path / "x", log=None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ray_tune_takes_the_runs_from_the_runs_module_not_from_sweep():

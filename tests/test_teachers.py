@@ -1,6 +1,7 @@
 """The two-teacher student: targets, aligned views, and the sweep's ``student="teachers"``."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,8 +13,8 @@ from stexture.loader.batch import Normalize
 from stexture.shards.format import read_manifest
 from stexture.training import build_model, predict
 from stexture.training.config import SweepConfig
+from stexture.training.runner import sweep
 from stexture.training.runs import Run, SweepState
-from stexture.training.sweep import sweep
 from stexture.training.teachers import TeacherTargets, teacher_targets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -145,7 +146,7 @@ def test_a_sweep_student_learns_the_blend_of_its_seeds_saved_teachers(shards, tm
     config = SweepConfig(k_values=(0.3,), seeds=1, epochs=1, image_size=24, batch_size=4,
                          student="teachers", temperature=2.0, baseline=False, ensemble=False)
     out = tmp_path / "runs"
-    sweep(shards, config=config, out=out, device="cpu", log=None)
+    sweep(shards, config, out=out, device="cpu", log=None)
     state = SweepState(read_manifest(shards), None, config, out, "cpu", 0, None,
                        lambda line: None)
     targets = state.train_loader(Run("k", 0.3, 0))
@@ -167,12 +168,13 @@ def test_a_sweep_student_learns_the_blend_of_its_seeds_saved_teachers(shards, tm
 
 
 def test_a_student_without_its_teacher_fails_with_the_teachers_name(shards, tmp_path):
-    options = dict(seeds=1, epochs=1, device="cpu", image_size=24, batch_size=4, log=None,
-                   student="teachers", baseline=False, ensemble=False)
-    sweep(shards, [1.0], out=tmp_path / "runs", **options)
+    config = SweepConfig(k_values=[1.0], seeds=1, epochs=1, image_size=24, batch_size=4,
+                         student="teachers", baseline=False, ensemble=False)
+    sweep(shards, config, out=tmp_path / "runs", device="cpu", log=None)
     (tmp_path / "runs" / "runs" / "texture-seed0" / "best.pt").unlink()
     with pytest.raises(FileNotFoundError, match="texture teacher of seed 0"):
-        sweep(shards, [0.5], out=tmp_path / "runs", **options)
+        sweep(shards, replace(config, k_values=[0.5]), out=tmp_path / "runs", device="cpu",
+              log=None)
 
 
 @pytest.mark.parametrize("options, message", [
@@ -182,5 +184,5 @@ def test_a_student_without_its_teacher_fails_with_the_teachers_name(shards, tmp_
 ])
 def test_bad_student_settings_fail_before_training(shards, tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
-        sweep(shards, [0.5], out=tmp_path / "x", log=None, **options)
+        sweep(shards, SweepConfig(k_values=[0.5], **options), out=tmp_path / "x", log=None)
     assert not (tmp_path / "x").exists()

@@ -23,6 +23,7 @@ from stexture.datasets import make_cue_conflict_split  # noqa: E402
 from stexture.shards import ShardSettings, read_manifest, write_dataset  # noqa: E402
 from stexture.shards.sources import key_from_relative_path  # noqa: E402
 from stexture.training import (  # noqa: E402
+    SweepConfig,
     TrainConfig,
     aux_bn,
     build_model,
@@ -207,10 +208,17 @@ def best_teacher_k(out: Path, seeds: list[int]) -> float | None:
     return TEACHER_KS[int(np.argmax(means))]
 
 
-def _sweep_options(scale: Scale, device: str) -> dict[str, Any]:
-    return dict(epochs=scale.epochs, device=device, model=scale.model,
-                image_size=scale.size, batch_size=scale.batch_size, patience=scale.patience,
-                workers=scale.workers, lr=scale.lr, min_scale=scale.min_scale,
+def _sweep_config(scale: Scale, **settings: Any) -> SweepConfig:
+    """A sweep's settings at ``scale``, with ``settings`` (the arm's) on top."""
+    return SweepConfig(**{**dict(epochs=scale.epochs, model=scale.model,
+                                 image_size=scale.size, batch_size=scale.batch_size,
+                                 patience=scale.patience, lr=scale.lr,
+                                 min_scale=scale.min_scale), **settings})
+
+
+def _run_options(scale: Scale, device: str) -> dict[str, Any]:
+    """Where and how a sweep runs (not part of its settings)."""
+    return dict(device=device, workers=scale.workers,
                 log=lambda line: None if line.startswith("  ") else _say("  " + line))
 
 
@@ -221,9 +229,10 @@ def run_arms(scale: Scale, dirs: dict[str, Path], out: Path, device: str, seeds:
     for seed in seeds:  # outer: an interrupted run leaves whole seeds
         for name, options in sweeps.items():
             options = {"p_conflict": P_CONFLICT, **options}
-            stexture.sweep(dirs["train"], options.pop("k_values"), seeds=[seed],
-                           out=out / f"sweep-{name}", **_sweep_options(scale, device),
-                           **options)
+            train_fn = options.pop("train_fn", None)  # how the oracle arm runs, not a setting
+            stexture.sweep(dirs["train"], _sweep_config(scale, seeds=[seed], **options),
+                           out=out / f"sweep-{name}", train_fn=train_fn,
+                           **_run_options(scale, device))
 
 
 def run_student_at_40(scale: Scale, dirs: dict[str, Path], out: Path, device: str,
@@ -231,10 +240,11 @@ def run_student_at_40(scale: Scale, dirs: dict[str, Path], out: Path, device: st
     """The student's 40% arm at the full runs' best k (known once every seed's full student
     runs are done), with its teachers trained on the same 40%."""
     for seed in seeds:
-        stexture.sweep(dirs["train"], [k], seeds=[seed], out=out / "sweep-teachers40",
-                       baseline=False, ensemble=False, student="teachers",
-                       temperature=TEMPERATURE, train_fraction=0.4,
-                       **_sweep_options(scale, device))
+        config = _sweep_config(scale, k_values=[k], seeds=[seed], baseline=False,
+                               ensemble=False, student="teachers", temperature=TEMPERATURE,
+                               train_fraction=0.4)
+        stexture.sweep(dirs["train"], config, out=out / "sweep-teachers40",
+                       **_run_options(scale, device))
 
 
 def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
@@ -316,6 +326,7 @@ def run_student_at_posthoc_temperature(scale: Scale, dirs: dict[str, Path], out:
             for name in ("result.json", "best.pt"):
                 if not (target / name).exists():
                     os.link(source / name, target / name)
-        stexture.sweep(dirs["train"], [k], seeds=[seed], out=folder, baseline=False,
-                       ensemble=False, student="teachers", temperature=POSTHOC_TEMPERATURE,
-                       **_sweep_options(scale, device))
+        config = _sweep_config(scale, k_values=[k], seeds=[seed], baseline=False,
+                               ensemble=False, student="teachers",
+                               temperature=POSTHOC_TEMPERATURE)
+        stexture.sweep(dirs["train"], config, out=folder, **_run_options(scale, device))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..training.config import SweepConfig
-from ..training.sweep import sweep
+from ..training.runner import sweep
 from ._output import print_line
 from ._params import add_ray_address_argument
 
@@ -101,7 +101,7 @@ def check_paths(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     check_paths(args)
     summary = sweep(
-        args.shards, config=config_from_args(args), out=args.out, device=args.device,
+        args.shards, config_from_args(args), out=args.out, device=args.device,
         workers=args.workers, engine=args.engine, address=args.address,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         log=None if args.quiet else print_line, progress=not args.quiet, verbose=args.verbose,

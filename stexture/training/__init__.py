@@ -11,9 +11,8 @@
 - :mod:`.metrics`: accuracy, per-class accuracy, cue-conflict accuracies, shape bias.
 - :mod:`.config`: :class:`SweepConfig`, every setting of a sweep in one frozen, validated
   object (the ``stexture sweep`` options are generated from its fields).
-- :mod:`.sweep`: ``sweep.sweep`` (re-exported as ``stexture.sweep``), one run per (k, seed)
-  plus baselines, resumable. The function is not re-exported here, so that
-  ``stexture.training.sweep`` stays the module.
+- :mod:`.runner`: :func:`~stexture.training.runner.sweep` (re-exported as
+  ``stexture.sweep``), one run per (k, seed) plus baselines, resumable.
 - :mod:`.runs`: the sweep's runs and the state they share, for the local loop and
   :mod:`.ray_tune` (the runs as Ray Tune trials).
 - :mod:`.report`: ``results.csv``, ``summary.json``, ``sweep.png``, ``report.md``.
@@ -23,7 +22,7 @@ from .aux_bn import DualBatchNorm, aux_bn, route
 from .config import SweepConfig
 from .metrics import accuracy, cue_conflict_metrics, per_class_accuracy, shape_bias
 from .models import MODELS, build_model, resnet18, small_resnet
-from .sweep import stratified_subset
+from .runner import stratified_subset
 from .trainer import (
     TrainConfig,
     TrainResult,

@@ -4,7 +4,7 @@ A :class:`SweepConfig` holds what decides a sweep's results: which runs it has (
 the k grid, the seeds, the baseline, compute-matched and ensemble arms) and how each is
 trained (model, optimiser, loader and mixing settings, the training subset, the student).
 Where and how fast it runs (device, engine, worker processes, logging) are arguments of
-:func:`stexture.training.sweep.sweep` instead, so a sweep can be resumed on another machine.
+:func:`stexture.training.runner.sweep` instead, so a sweep can be resumed on another machine.
 
 Every field carries its command-line help in ``field(metadata=...)``: ``stexture sweep``
 generates its options from them (:mod:`stexture.commands.sweep`), so a new setting is one

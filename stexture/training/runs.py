@@ -1,6 +1,6 @@
 """The runs of a sweep and the state they share, for the local loop and Ray Tune trials.
 
-:mod:`stexture.training.sweep` checks the settings, plans the runs (:func:`plan_runs`) and
+:mod:`stexture.training.runner` checks the settings, plans the runs (:func:`plan_runs`) and
 goes through them with :func:`run_all`; :mod:`stexture.training.ray_tune` trains the same
 runs as trials, each calling :func:`finished_or_run` on a :class:`SweepState` of its own.
 Either way a run writes ``OUT/runs/<name>/result.json`` (and its best checkpoint,

@@ -1,8 +1,9 @@
 """The k sweep: train one model per (k, seed), a vanilla baseline per seed and the k=0 / k=1
 ensemble per seed, then report which k gives the best clean validation accuracy.
 
-The settings are one :class:`~stexture.training.config.SweepConfig` (or its fields as
-keywords of :func:`sweep`). :func:`sweep` checks them and the shards, plans the runs, trains
+The settings are one :class:`~stexture.training.config.SweepConfig`, the second argument of
+:func:`sweep`; its keywords say only where and how fast the sweep runs. :func:`sweep` checks
+them and the shards, plans the runs, trains
 them here one after the other or as Ray Tune trials (:mod:`stexture.training.ray_tune`),
 then judges the ensembles and writes the report. :mod:`stexture.training.runs` names the
 runs and says how each is trained.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -88,24 +88,22 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         write_json(path, settings)
 
 
-def _config_of(config: SweepConfig | None, k_values: Iterable[float] | str | None,
-               settings: dict[str, Any]) -> SweepConfig:
-    """``config``, or the one the keywords make."""
+def _config_of(config: SweepConfig | None) -> SweepConfig:
+    """``config``, the defaults when ``None``; a ``TypeError`` for anything else (a k grid
+    where the config goes, as the sweep took once)."""
     if config is None:
-        grid = {} if k_values is None else {"k_values": k_values}
-        return SweepConfig(**grid, **settings)
-    if k_values is not None or settings:
-        given = (["k_values"] if k_values is not None else []) + sorted(settings)
-        raise TypeError(f"give the sweep's settings either as config or as keywords, not "
-                        f"both (config and {', '.join(given)})")
+        return SweepConfig()
+    if not isinstance(config, SweepConfig):
+        raise TypeError(f"the sweep's second argument is a SweepConfig, got "
+                        f"{type(config).__name__}: sweep(shards, SweepConfig(k_values=[0, 1], "
+                        "seeds=2), out=...)")
     return config
 
 
 def sweep(
     shards: str | Path,
-    k_values: Iterable[float] | str | None = None,
-    *,
     config: SweepConfig | None = None,
+    *,
     out: str | Path = "runs",
     device: str = "auto",
     workers: int = 0,
@@ -117,7 +115,6 @@ def sweep(
     log: Log | None = print,
     progress: bool = False,
     verbose: bool = True,
-    **settings: Any,
 ) -> dict[str, Any]:
     """Train and judge one model per (k, seed) on the shards in ``shards``; return the
     summary (also written to ``out/summary.json``, with ``results.csv``, ``sweep.png`` and
@@ -125,46 +122,64 @@ def sweep(
 
     Parameters
     ----------
-    shards : the shard folder (with ``manifest.json`` and ``index.csv``).
-    k_values : the grid of label weights k in [0, 1] (a list or ``"0,0.5,1"``); omitted:
-        the config's grid.
-    config : every setting that decides the runs and their results
-        (:class:`~stexture.training.config.SweepConfig`), or None to build it from
-        ``k_values`` and ``**settings``; not both.
-    **settings : the fields of :class:`~stexture.training.config.SweepConfig` as keywords
-        (``seeds=3``, ``epochs=10``, ``train_fraction=1.0``, ``model="small"``,
-        ``mode="add"``, ``student="teachers"``, ``baseline=True``, ...).
-    out : the output folder; run the same sweep into it again to resume.
-    device : ``"cpu"``, ``"cuda"`` or ``"auto"`` (the GPU when there is one).
-    workers : data loader worker processes per run (they change how fast, not what).
-    train_fn : your own trainer, called as ``train_fn(train_loader, val_loaders, k, seed)``
-        with ``val_loaders = {"clean": ..., "conflict": ...}`` (batches ``(x, y, info)``) and
-        ``k=None`` for the vanilla baseline; it returns a dict with ``"clean_acc"`` (required,
-        in [0, 1]) and optionally ``"shape_bias"``, ``"conflict_structure_acc"``,
+    shards : str or Path
+        The shard folder (with ``manifest.json`` and ``index.csv``).
+    config : SweepConfig, optional
+        Every setting that decides the runs and their results: the k grid, seeds, trainer,
+        mixing, arms (:class:`~stexture.training.config.SweepConfig`, e.g.
+        ``SweepConfig(k_values=[0, 0.5, 1], seeds=3, mode="add")``); ``None``: its defaults.
+    out : str or Path
+        The output folder; run the same sweep into it again to resume.
+    device : {"auto", "cpu", "cuda"}
+        Where to train (``"auto"``: the GPU when there is one).
+    workers : int
+        Data loader worker processes per run (they change how fast, not what).
+    train_fn : callable, optional
+        Your own trainer, called as ``train_fn(train_loader, val_loaders, k, seed)`` with
+        ``val_loaders = {"clean": ..., "conflict": ...}`` (batches ``(x, y, info)``) and
+        ``k=None`` for the vanilla baseline; it returns a dict with ``"clean_acc"``
+        (required, in [0, 1]) and optionally ``"shape_bias"``, ``"conflict_structure_acc"``,
         ``"conflict_texture_acc"``, ``"per_class_acc"`` (a list), ``"history"`` (a list of
         per-epoch dicts), ``"status"``, ``"stop_reason"`` and further numbers, which are
         recorded. :func:`stexture.training.evaluate` computes the metric keys for a model.
         torch is seeded with ``seed`` before each call. The model, optimiser and trainer
         settings of the config are not used then.
-    engine : ``"local"`` runs one run after the other here; ``"ray"`` runs the trained runs
-        as Ray Tune trials (:mod:`stexture.training.ray_tune`) on the cluster at ``address``
+    engine : {"local", "ray"}
+        ``"local"`` runs one run after the other here; ``"ray"`` runs the trained runs as
+        Ray Tune trials (:mod:`stexture.training.ray_tune`) on the cluster at ``address``
         with ``cpus_per_trial`` cores and ``gpus_per_trial`` GPUs (fractions allowed) each,
         then the ensembles and the report here. The results are the same; ``out`` must be
         on a file system every node shares.
-    log : where progress lines go (``None`` for silence): one when the sweep starts, one
+    address : str, optional
+        The Ray cluster's address for ``engine="ray"`` (``"auto"``: the one this node is in).
+    cpus_per_trial, gpus_per_trial : float
+        Resources of each Ray Tune trial.
+    log : callable, optional
+        Where progress lines go (``None`` for silence): one when the sweep starts, one
         when each run starts and ends, and (with ``verbose``) one per epoch of each run.
         With ``progress``, pass ``tqdm.write`` (or a function that calls it) so the lines
         print above the bar.
-    progress : show a progress bar over all runs with the time left (tqdm, on stderr).
-    verbose : also log a line per epoch of each run of the built-in trainer.
+    progress : bool
+        Show a progress bar over all runs with the time left (tqdm, on stderr).
+    verbose : bool
+        Also log a line per epoch of each run of the built-in trainer.
 
-    Bad settings (an empty grid, k outside [0, 1], seeds < 1, a fraction outside (0, 1] or
-    one that leaves a class empty, init weights that do not fit the model) raise
-    ``ValueError``, missing shards or init weights ``FileNotFoundError``, before anything is
-    trained; an unknown keyword, or both ``config`` and settings keywords, ``TypeError``.
+    Returns
+    -------
+    dict
+        The summary written to ``out/summary.json``.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError, TypeError
+        Bad settings (an empty grid, k outside [0, 1], seeds < 1, a fraction outside
+        (0, 1] or one that leaves a class empty, init weights that do not fit the model)
+        raise ``ValueError``, missing shards or init weights ``FileNotFoundError``, before
+        anything is trained (the config's own checks run when it is made); a ``config``
+        that is not a :class:`~stexture.training.config.SweepConfig`, ``TypeError``.
     """
     log = log or (lambda message: None)
-    config = _config_of(config, k_values, settings)
+    config = _config_of(config)
     config.check_train_fn(train_fn is not None)
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
