@@ -12,7 +12,7 @@ import pytest
 from stexture.cli import build_parser
 from stexture.commands.sweep import add_config_arguments, config_from_args
 from stexture.training import SweepConfig, ray_tune
-from stexture.training.config import PLAN
+from stexture.training.config import RUN_GRID
 from stexture.training.runner import sweep
 
 # the keys sweep.json has had since the teachers' student: a resumed sweep compares them
@@ -119,8 +119,8 @@ def test_sweep_json_round_trips_through_the_config(tmp_path):
     assert list(settings) == SETTINGS_KEYS
     assert settings["shards"] == str((tmp_path / "shards").resolve())
     assert (settings["mode"], settings["tile_size"], settings["patience"]) == ("add", 8, None)
-    assert not set(PLAN) & set(settings)  # a finished sweep can take more seeds or k values
-    assert SweepConfig.from_settings(settings, **config.plan()) == config
+    assert not set(RUN_GRID) & set(settings)  # a finished sweep can take more seeds or k values
+    assert SweepConfig.from_settings(settings, **config.run_grid()) == config
     assert SweepConfig.from_settings(settings).k_values == SweepConfig().k_values
     with pytest.raises(ValueError, match="missing \\['epochs'\\]"):
         SweepConfig.from_settings({k: v for k, v in settings.items() if k != "epochs"})

@@ -1,6 +1,6 @@
 """The sweep's settings in one frozen, validated object: :class:`SweepConfig`.
 
-A :class:`SweepConfig` holds what decides a sweep's results: which runs it has (the *plan*:
+A :class:`SweepConfig` holds what decides a sweep's results: which runs it has (the *run grid*:
 the k grid, the seeds, the baseline, compute-matched and ensemble arms) and how each is
 trained (model, optimiser, loader and mixing settings, the training subset, the student).
 Where and how fast it runs (device, engine, worker processes, logging) are arguments of
@@ -13,8 +13,8 @@ field here. The metadata keys are ``help``, and where the option differs from th
 ``choices`` and ``from_cli`` (turns the parsed value into the field's value).
 
 ``sweep.json`` records the training settings (:meth:`SweepConfig.to_settings`, every field
-but the plan's, with the shard folder and the kind of trainer); a sweep restarted into the
-same folder must have the same ones. The plan is left out so that a finished sweep can be
+but the run grid's, with the shard folder and the kind of trainer); a sweep restarted into the
+same folder must have the same ones. The run grid is left out so that a finished sweep can be
 extended with more seeds or k values.
 """
 
@@ -32,13 +32,13 @@ from .models import MODELS
 from .teachers import check_temperature
 from .trainer import OPTIMIZERS, TrainConfig
 
-__all__ = ["DEFAULT_K_VALUES", "PLAN", "STUDENTS", "SweepConfig", "check_train_fraction",
+__all__ = ["DEFAULT_K_VALUES", "RUN_GRID", "STUDENTS", "SweepConfig", "check_train_fraction",
            "parse_k_values"]
 
 STUDENTS = ("cue-conflict", "teachers")
 DEFAULT_K_VALUES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # the fields that say which runs a sweep has, not how one is trained: not in sweep.json
-PLAN = ("k_values", "seeds", "matched_baseline", "baseline", "ensemble")
+RUN_GRID = ("k_values", "seeds", "matched_baseline", "baseline", "ensemble")
 # fields added after sweep.json existed, with their defaults: recorded only when they differ,
 # and read as the default when absent, so that a sweep folder of an earlier version resumes
 _RECORDED_WHEN_SET = {"labels": "hard", "label_set": None}
@@ -297,16 +297,16 @@ class SweepConfig:
                            label_smoothing=self.label_smoothing, patience=self.patience,
                            seed=seed)
 
-    def plan(self) -> dict[str, Any]:
-        """The plan fields (:data:`PLAN`) with their values."""
-        return {name: getattr(self, name) for name in PLAN}
+    def run_grid(self) -> dict[str, Any]:
+        """The run-grid fields (:data:`RUN_GRID`) with their values."""
+        return {name: getattr(self, name) for name in RUN_GRID}
 
     def to_settings(self, shards: str | Path, trainer: str = "builtin") -> dict[str, Any]:
-        """The ``sweep.json`` record: every field but the plan's, the shard folder and the
+        """The ``sweep.json`` record: every field but the run grid's, the shard folder and the
         init weights as absolute paths, and ``trainer`` (``"builtin"`` or ``"train_fn"``).
         ``labels`` and ``label_set`` are recorded only when they are not the defaults, so
         that sweep folders written before them resume."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in PLAN
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_GRID
                   and _RECORDED_WHEN_SET.get(f.name, ...) != getattr(self, f.name)}
         if self.init_weights is not None:
             values["init_weights"] = str(self.init_weights.resolve())
@@ -314,15 +314,15 @@ class SweepConfig:
                 "train_fraction": values.pop("train_fraction"), "trainer": trainer, **values}
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], **plan: Any) -> SweepConfig:
-        """The config recorded in a ``sweep.json`` (``settings``), with the plan fields from
-        ``plan`` (their defaults where not given). Missing or unknown settings are a
+    def from_settings(cls, settings: Mapping[str, Any], **run_grid: Any) -> SweepConfig:
+        """The config recorded in a ``sweep.json`` (``settings``), with the run-grid fields from
+        ``run_grid`` (their defaults where not given). Missing or unknown settings are a
         ``ValueError``."""
-        names = [f.name for f in fields(cls) if f.name not in PLAN]
+        names = [f.name for f in fields(cls) if f.name not in RUN_GRID]
         settings = {**_RECORDED_WHEN_SET, **settings}
         missing = [name for name in names if name not in settings]
         unknown = sorted(set(settings) - set(names) - {"shards", "trainer"})
         if missing or unknown:
             raise ValueError(f"not the settings of a sweep: missing {missing or 'none'}, "
                              f"unknown {unknown or 'none'}")
-        return cls(**{name: settings[name] for name in names}, **plan)
+        return cls(**{name: settings[name] for name in names}, **run_grid)
