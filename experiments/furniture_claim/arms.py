@@ -29,6 +29,15 @@ from stexture.training import (  # noqa: E402
     build_model,
     evaluate,
     fit,
+    stratified_subset,
+)
+from stexture.training.runner import _check_settings  # noqa: E402
+from stexture.training.runs import (  # noqa: E402
+    LAYER_KINDS,
+    Run,
+    SweepState,
+    finished_or_run,
+    plan_runs,
 )
 
 K = 0.8
@@ -222,17 +231,54 @@ def _run_options(scale: Scale, device: str) -> dict[str, Any]:
                 log=lambda line: None if line.startswith("  ") else _say("  " + line))
 
 
-def run_arms(scale: Scale, dirs: dict[str, Path], out: Path, device: str, seeds: list[int]
-             ) -> None:
-    """Every arm that does not depend on other seeds, seed by seed."""
+def _needed(sweep: str, runs: list[Run], arms: set[str]) -> list[Run]:
+    """The runs of ``runs`` (one sweep's plan) that the arms ``arms`` need: their own, and
+    what they are made from (a student's teachers, an ensemble's members)."""
+    def wanted(run: Run) -> bool:
+        if run.kind in LAYER_KINDS and sweep == "teachers" and "layers-ensemble" in arms:
+            return True
+        return _arm_name(sweep, {"kind": run.kind, "k": run.k}) in arms
+    keep = [run for run in runs if wanted(run)]
+    if any(run.kind == "k" for run in keep) and sweep == "teachers":
+        keep += [run for run in runs if run.kind in LAYER_KINDS]
+    if any(run.kind == "ensemble" for run in keep):
+        keep += [run for run in runs if run.kind == "k" and run.k in (0.0, 1.0)]
+    return [run for run in runs if run in keep]  # plan order: teachers before students
+
+
+def _run_some(shards: Path, config: SweepConfig, out: Path, train_fn: Any, runs: list[Run],
+              scale: Scale, device: str) -> None:
+    """Train ``runs`` (part of the sweep ``config`` plans) into the sweep folder ``out``
+    exactly as :func:`stexture.sweep` would, so a later whole sweep there resumes them."""
+    manifest = read_manifest(shards)
+    keys = (stratified_subset(manifest, config.train_fraction)
+            if config.train_fraction < 1.0 else None)
+    options = _run_options(scale, device)
+    state = SweepState(manifest, keys, config, out, options["device"], options["workers"],
+                       train_fn, options["log"], verbose=False)
+    _check_settings(out, config.to_settings(shards, "train_fn" if train_fn else "builtin"))
+    for run in runs:
+        finished_or_run(state, run, run.name)
+
+
+def run_arms(scale: Scale, dirs: dict[str, Path], out: Path, device: str, seeds: list[int],
+             arms: set[str] | None = None) -> None:
+    """Every arm that does not depend on other seeds (only those in ``arms`` and what they
+    need, when given), seed by seed."""
     sweeps = arm_sweeps(scale, dirs, out, device)
     for seed in seeds:  # outer: an interrupted run leaves whole seeds
         for name, options in sweeps.items():
             options = {"p_conflict": P_CONFLICT, **options}
             train_fn = options.pop("train_fn", None)  # how the oracle arm runs, not a setting
-            stexture.sweep(dirs["train"], _sweep_config(scale, seeds=[seed], **options),
-                           out=out / f"sweep-{name}", train_fn=train_fn,
-                           **_run_options(scale, device))
+            config = _sweep_config(scale, seeds=[seed], **options)
+            planned = plan_runs(config, builtin=train_fn is None)
+            runs = planned if arms is None else _needed(name, planned, arms)
+            if runs == planned:
+                stexture.sweep(dirs["train"], config, out=out / f"sweep-{name}",
+                               train_fn=train_fn, **_run_options(scale, device))
+            elif runs:
+                _run_some(dirs["train"], config, out / f"sweep-{name}", train_fn, runs,
+                          scale, device)
 
 
 def run_student_at_40(scale: Scale, dirs: dict[str, Path], out: Path, device: str,
@@ -297,10 +343,30 @@ def probe(scale: Scale, dirs: dict[str, Path], device: str) -> None:
 PHASES = ("full", "40", "posthoc")
 
 
+#: the arms each later phase trains (every other trained arm is the full phase's)
+PHASE_ARMS = {"40": ("teachers@40%", "structure@40%", "texture@40%"),
+              "posthoc": tuple(f"teachers-k{k:g}-T{POSTHOC_TEMPERATURE:g}"
+                               for k in TEACHER_KS)}
+
+
+def parse_arms(text: str | None) -> set[str] | None:
+    """The arms of ``--arms`` (comma-separated names of :data:`ARMS`); None for all."""
+    if text is None:
+        return None
+    arms = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = sorted(arms - set(ARMS))
+    if unknown or not arms:
+        raise ValueError(f"unknown arms {unknown or text!r}; choose from {', '.join(ARMS)}")
+    return arms
+
+
 def run_phase(phase: str, scale: Scale, dirs: dict[str, Path], out: Path, device: str,
-              seeds: list[int]) -> None:
+              seeds: list[int], arms: set[str] | None = None) -> None:
+    """Train the runs of ``phase`` (only those of ``arms`` and what they need, if given)."""
     if phase == "full":
-        run_arms(scale, dirs, out, device, seeds)
+        run_arms(scale, dirs, out, device, seeds, arms)
+        return
+    if arms is not None and not arms & set(PHASE_ARMS[phase]):
         return
     k = best_teacher_k(out, list(range(scale.seeds)))
     if k is None:

@@ -128,6 +128,9 @@ def verdicts(records: list[dict], best_k: float | None) -> list[str]:
                      "TEACHERS_BEST_T": f"teachers-k{best_k:g}-T{POSTHOC_TEMPERATURE:g}"}
             arm, reference = (names.get(name, name) for name in (arm, reference))
             label = label.replace("best k", f"best k = {best_k:g}")
+        if not all(any(r["arm"] == name for r in records) for name in (arm, reference)):
+            lines.append(f"- {label}: not run")
+            continue
         result = comparison(records, arm, reference, metric)
         t = result["paired_t"]
         if t["ci_low"] is None:
@@ -138,4 +141,50 @@ def verdicts(records: list[dict], best_k: float | None) -> list[str]:
         lines.append(f"- {label}: {_ci(t)} points over {t['n']} paired seeds (p = "
                      f"{t['p_value']:.3f}); the interval {side}; bootstrap "
                      f"{_ci(result['bootstrap'])}")
+    return lines
+
+
+# ---------------------------------------------------------------------------- calibration
+
+#: The calibration thresholds registered in the README (issue 26) before the calibration
+#: ran: each layer model's mean clean test accuracy at most ``layer_margin`` points below
+#: vanilla's (paired by seed); the structure model's loss from the clean to the shifted
+#: test at most ``structure_loss_ratio`` of vanilla's; the texture model's shifted test
+#: accuracy at most ``texture_above_chance`` points above chance.
+CALIBRATION = {"layer_margin": 3.0, "structure_loss_ratio": 0.5, "texture_above_chance": 10.0}
+
+
+def _mean_points(records: list[dict], arm: str, metric: str) -> float:
+    return 100 * float(np.mean([r[metric] for r in records if r["arm"] == arm]))
+
+
+def calibration(records: list[dict], num_classes: int,
+                thresholds: dict[str, float] = CALIBRATION) -> list[str]:
+    """The calibration's checks against ``thresholds`` (:data:`CALIBRATION`), one line
+    each, with the measured numbers; an empty list until vanilla and both layer models ran.
+    """
+    arms = ("vanilla", "structure", "texture")
+    if not all(any(r["arm"] == arm for r in records) for arm in arms):
+        return []
+    mean = {arm: {m: _mean_points(records, arm, m) for m in ("test", "test_shifted")}
+            for arm in arms}
+    loss = {arm: mean[arm]["test"] - mean[arm]["test_shifted"] for arm in arms}
+    lines = []
+    for arm in ("structure", "texture"):
+        t = comparison(records, arm, "vanilla", "test")["paired_t"]
+        ok = t["diff"] * 100 >= -thresholds["layer_margin"]
+        lines.append(f"- {arm} model vs vanilla, clean test: {_ci(t)} points "
+                     f"(threshold: no more than {thresholds['layer_margin']:g} below): "
+                     f"{'PASS' if ok else 'FAIL'}")
+    ratio = loss["structure"] / loss["vanilla"] if loss["vanilla"] > 0 else math.inf
+    ok = ratio <= thresholds["structure_loss_ratio"]
+    lines.append(f"- structure model's loss clean -> shifted test {loss['structure']:.1f} "
+                 f"points, vanilla's {loss['vanilla']:.1f} (ratio {ratio:.2f}; threshold "
+                 f"<= {thresholds['structure_loss_ratio']:g}): {'PASS' if ok else 'FAIL'}")
+    chance = 100 / num_classes
+    above = mean["texture"]["test_shifted"] - chance
+    ok = above <= thresholds["texture_above_chance"]
+    lines.append(f"- texture model on the shifted test: {mean['texture']['test_shifted']:.1f}%"
+                 f", {above:+.1f} points from chance ({chance:.1f}%; threshold <= "
+                 f"{thresholds['texture_above_chance']:g} above): {'PASS' if ok else 'FAIL'}")
     return lines

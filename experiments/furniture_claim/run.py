@@ -82,6 +82,7 @@ from experiments.furniture_claim.arms import (  # noqa: E402
     best_teacher_k,
     make_data,
     make_shards,
+    parse_arms,
     probe,
     rtv_text,
     run_phase,
@@ -90,6 +91,7 @@ from experiments.furniture_claim.judging import (  # noqa: E402
     collect_runs,
 )
 from experiments.furniture_claim.report import (  # noqa: E402
+    calibration,
     claim_table,
     verdicts,
 )
@@ -107,7 +109,7 @@ def run_in_processes(phase: str, args: argparse.Namespace, out: Path, seeds: lis
             "--out", str(out.resolve()),
             "--device", args.device, "--phase", phase,
             "--threads", str(args.threads or 1)]
-    for flag in ("model", "epochs", "per_class", "test_per_class", "seeds"):
+    for flag in ("model", "epochs", "per_class", "test_per_class", "seeds", "size", "arms"):
         value = getattr(args, flag)
         if value is not None:
             base += [f"--{flag.replace('_', '-')}", str(value)]
@@ -135,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-class", type=int, default=None)
     parser.add_argument("--test-per-class", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--size", type=int, default=None,
+                        help="image size in px (default the scale's); the RTV parameters "
+                        "follow it (synthetic_rtv_params)")
+    parser.add_argument("--arms", default=None,
+                        help="train only these arms (comma-separated, e.g. "
+                        "vanilla,structure,texture for the calibration) and what they need; "
+                        "default all")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs finished so far")
     parser.add_argument("--jobs", type=int, default=1,
@@ -156,8 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or (1 if args.jobs > 1 else None)
     if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        arms = parse_arms(args.arms)
+    except ValueError as error:
+        parser.error(str(error))
     overrides = {"model": args.model, "epochs": args.epochs, "per_class": args.per_class,
-                 "test_per_class": args.test_per_class, "seeds": args.seeds}
+                 "test_per_class": args.test_per_class, "seeds": args.seeds,
+                 "size": args.size}
     scale = replace(SCALES[args.scale], **{k: v for k, v in overrides.items() if v is not None})
     out = args.out or Path(f"bench-claim-{args.scale}")
     out.mkdir(parents=True, exist_ok=True)
@@ -171,12 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     seeds = (list(range(scale.seeds)) if args.only_seeds is None
              else [int(seed) for seed in args.only_seeds.split(",")])
     if args.phase is not None:  # a child of --jobs
-        run_phase(args.phase, scale, dirs, out, args.device, seeds)
+        run_phase(args.phase, scale, dirs, out, args.device, seeds, arms)
         return 0
     if not args.report_only:
         for phase in PHASES:
             if args.jobs == 1:
-                run_phase(phase, scale, dirs, out, args.device, seeds)
+                run_phase(phase, scale, dirs, out, args.device, seeds, arms)
             else:
                 run_in_processes(phase, args, out, seeds)
     records = collect_runs(out, dirs, data, scale, args.device)
@@ -201,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{'n/a' if best_k is None else f'{best_k:g}'}; teacher temperature {TEMPERATURE:g}.",
         "",
         "Comparisons (pre-registered in the README unless marked post hoc):",
-        *verdicts(records, best_k), ""])
+        *verdicts(records, best_k), "",
+        "Calibration (thresholds registered in the README before it ran):",
+        *(calibration(records, manifest.num_classes) or ["- not run (needs vanilla, "
+                                                          "structure and texture)"]), ""])
     table_path = args.table or out / "claim.md"
     table_path.write_text(text, encoding="utf-8")
     print(text)
