@@ -30,19 +30,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from _common import machine_line, print_table
 
+from stexture import make_loader
 from stexture.datasets import CLASSES, make_furniture_dataset, synthetic_rtv_params
 from stexture.loader.batch import IMAGENET_MEAN, IMAGENET_STD, layer_view
 from stexture.loader.crops import crop_layers, random_resized_crop_box
 from stexture.shards import ShardSettings, write_dataset
-from stexture.shards.format import decode_sample, iter_tar_samples, read_index
+from stexture.shards.format import decode_sample, iter_tar_samples, read_index, read_manifest
 from stexture.shards.labels import SoftLabelReader, read_label_set
 from stexture.training.config import SweepConfig
 from stexture.training.crossfit import assign_folds
 from stexture.training.models import build_model
-from stexture.training.runner import sweep
+from stexture.training.runner import stratified_subset, sweep
 from stexture.training.soft_labels import label_shards
+from stexture.training.teachers import TeacherTargets, load_teacher
 from stexture.training.trainer import TrainConfig
 
 ARMS = ("map", "one", "online")
@@ -56,7 +59,8 @@ def prepare(out: Path, per_class: int, size: int) -> Path:
     settings = ShardSettings(method="rtv", params=synthetic_rtv_params(size), device="cpu",
                              size=size, val_fraction=0.2,
                              shard_size=max(16, math.ceil(len(CLASSES) * per_class / 8)))
-    write_dataset(data / "train", shards, settings, workers=2)
+    if not (shards / "manifest.json").is_file():  # written earlier: kept as it is
+        write_dataset(data / "train", shards, settings, workers=2)
     return shards
 
 
@@ -102,10 +106,48 @@ def consistency(shards: Path, crops_per_image: int, size: int, min_scale: float,
     return {name: float(np.mean(d)) for name, d in distances.items()}
 
 
-def epoch_seconds(run_dir: Path) -> tuple[float, float]:
-    result = json.loads((run_dir / "result.json").read_text())
-    seconds = [h["seconds"] for h in result["history"]]
-    return result["metrics"]["clean_acc"], statistics.median(seconds)
+def accuracy_of(run_dir: Path) -> float:
+    return json.loads((run_dir / "result.json").read_text())["metrics"]["clean_acc"]
+
+
+def interleaved_epoch_seconds(shards: Path, out: Path, args: argparse.Namespace,
+                              repeats: int = 6) -> dict[str, float]:
+    """Median wall time of one training epoch of each student (loader + forward, backward
+    and step of the small ResNet; the loaders built before the clock starts), the arms run
+    in turn ``repeats`` times in a rotating order so that each sees the same machine load;
+    the online arm with seed 0's teachers of its sweep."""
+    manifest = read_manifest(shards)
+    keys = stratified_subset(manifest, args.train_fraction) if args.train_fraction < 1 else None
+    common = {"k": args.k, "batch_size": 32, "image_size": args.size, "min_scale": 0.7,
+              "keys": keys, "seed": 0, "p_conflict": 0.0}
+
+    def batches(arm: str):
+        if arm != "online":
+            return make_loader(shards, labels="soft", label_set=arm, **common)
+        views = [make_loader(shards, **{**common, "k": 1.0}, view=view, with_info=True)
+                 for view in ("image", "structure", "texture")]
+        teachers = [load_teacher(out / "runs-online" / "runs" / f"{kind}-seed0" / "best.pt",
+                                 manifest.num_classes) for kind in ("structure", "texture")]
+        return TeacherTargets(*views, *teachers, k=args.k)
+
+    def epoch(arm: str) -> float:
+        torch.manual_seed(0)
+        model = build_model("small", manifest.num_classes)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        loader = batches(arm)
+        start = time.perf_counter()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for repeat in range(repeats):
+        for arm in ARMS[repeat % len(ARMS):] + ARMS[:repeat % len(ARMS)]:
+            times[arm].append(epoch(arm))
+    return {arm: statistics.median(t) for arm, t in times.items()}
 
 
 def main() -> None:
@@ -151,21 +193,24 @@ def main() -> None:
         sweep(shards, SweepConfig(k_values=[args.k], **common, **options),
               out=args.out / f"runs-{arm}", device="cpu", log=None)
         timings[f"sweep {arm}"] = time.perf_counter() - started
-        results[arm] = [epoch_seconds(args.out / f"runs-{arm}" / "runs" / f"k{args.k:g}-seed{s}")
+        results[arm] = [accuracy_of(args.out / f"runs-{arm}" / "runs" / f"k{args.k:g}-seed{s}")
                         for s in range(args.seeds)]
+    started = time.perf_counter()
+    seconds = interleaved_epoch_seconds(shards, args.out, args)
+    timings["epoch timing"] = time.perf_counter() - started
     print(f"\n{machine_line()}; synthetic furniture {len(CLASSES)} classes x {args.per_class}"
           f" images of {args.size} px (80/20 train/val), k={args.k}, teachers of the label "
           f"sets {args.teacher_epochs} epochs, sweep runs {args.epochs} epochs on "
           f"{args.train_fraction:.0%} of the training split, {args.seeds} seeds")
     rows = []
-    online = [acc for acc, _ in results["online"]]
+    online = results["online"]
     for arm in ARMS:
-        accs = [acc for acc, _ in results[arm]]
+        accs = results[arm]
         diffs = [a - b for a, b in zip(accs, online, strict=True)]
         rows.append([arm, f"{statistics.mean(accs):.3f} ± {statistics.pstdev(accs):.3f}",
                      " ".join(f"{a:.3f}" for a in accs),
                      "" if arm == "online" else f"{statistics.mean(diffs):+.3f}",
-                     f"{statistics.median(s for _, s in results[arm]):.1f}",
+                     f"{seconds[arm]:.1f}",
                      "" if arm == "online" else f"{distance[arm]:.3f}"])
     print_table(["student", "val acc (mean ± sd)", "per seed", "minus online (paired)",
                  "s / epoch", "TV to teacher on crop"], rows)
