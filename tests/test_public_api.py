@@ -35,6 +35,7 @@ PUBLIC = {
         "DecomposeFailed",
         "DecomposeInterrupted",
         "Manifest",
+        "ShardFolder",
         "ShardSettings",
         "Validation",
         "WriteSummary",

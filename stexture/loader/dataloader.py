@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from .._device import CudaUnavailableError
 from .._lifecycle import die_with_parent
 from ..mixing import CueConflictMix, MixConfig, check_unit_interval, mix_config
+from ..shards.folder import ShardFolder
 from ..shards.format import Manifest
 from ..shards.labels import SoftLabelReader, read_label_set
 from .batch import (
@@ -278,7 +279,7 @@ class CueConflictLoader(DataLoader):
 
 
 def make_loader(
-    source: str | Path | Manifest,
+    source: str | Path | Manifest | ShardFolder,
     *,
     k: float,
     split: str = "train",
@@ -316,8 +317,10 @@ def make_loader(
 
     Parameters
     ----------
-    source : path or Manifest
-        A shard directory with ``manifest.json`` (or its :class:`Manifest`).
+    source : path, ShardFolder or Manifest
+        A shard directory with ``manifest.json``, or the
+        :class:`~stexture.shards.ShardFolder` (or :class:`Manifest`) it was opened as: then
+        the manifest is not read again.
     k : float in [0, 1]
         Weight of the structure class in a cue-conflict target, as in
         :class:`~stexture.mixing.CueConflictMix`; the batch is the mixing unit.
@@ -448,7 +451,7 @@ tile_size
 
 
 def make_eval_loader(
-    source: str | Path | Manifest,
+    source: str | Path | Manifest | ShardFolder,
     *,
     kind: str = "clean",
     split: str = "val",

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..shards.folder import ShardFolder
 from ..shards.format import (
     IMAGE_FIELDS,
     Manifest,
@@ -24,7 +25,6 @@ from ..shards.format import (
     decode_rgb,
     decode_structure,
     group_samples,
-    read_manifest,
     structure_field,
     tar_member_offsets,
 )
@@ -46,8 +46,10 @@ class Located:
     fields: dict[str, tuple[int, int]]
 
 
-def manifest_of(source: str | Path | Manifest) -> Manifest:
-    return source if isinstance(source, Manifest) else read_manifest(source)
+def manifest_of(source: str | Path | Manifest | ShardFolder) -> Manifest:
+    """The manifest of a loader's ``source``: read from a path, or the one a
+    :class:`~stexture.shards.folder.ShardFolder` (or a :class:`Manifest`) already holds."""
+    return ShardFolder.open(source).manifest
 
 
 def _read_class(f: Any, offset: int, size: int) -> int:

@@ -9,6 +9,7 @@ file and the manifest's assembly) are imported from their modules by the engines
 """
 
 from .engine import DecomposeFailed, DecomposeInterrupted
+from .folder import ShardFolder
 from .format import DecodedSample, Manifest, decode_sample, read_manifest, texture_of
 from .interop import add_texture, hf_dataset, layer_dict, wds_handlers
 from .local import write_dataset
@@ -23,6 +24,7 @@ __all__ = [
     "DecomposeFailed",
     "DecomposeInterrupted",
     "Manifest",
+    "ShardFolder",
     "ShardSettings",
     "Validation",
     "WriteSummary",

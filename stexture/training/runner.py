@@ -26,7 +26,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..shards.format import Manifest, read_manifest
+from ..shards.folder import ShardFolder
+from ..shards.format import Manifest
 from .config import STUDENTS, SweepConfig, check_train_fraction, parse_k_values
 from .models import build_model
 from .ray_tune import run_trials
@@ -36,7 +37,6 @@ from .runs import (
     Run,
     SweepState,
     TrainFn,
-    keys_by_class,
     plan_runs,
     run_all,
     trial_phases,
@@ -50,17 +50,38 @@ __all__ = ["STUDENTS", "SweepConfig", "TrainFn", "parse_k_values", "stratified_s
 SETTINGS_NAME = "sweep.json"
 
 
-def stratified_subset(manifest: Manifest, fraction: float, split: str = "train") -> list[str]:
+def stratified_subset(shards: ShardFolder | Manifest | str | Path, fraction: float,
+                      split: str = "train") -> list[str]:
     """A deterministic, stratified ``fraction`` of ``split``'s keys, from ``index.csv``.
 
     Within each class the keys are ordered by their SHA-1 digest (a stable pseudo-random
     order that does not depend on the shard layout) and the first ``ceil(fraction * n_c)``
-    are kept. A class without samples in ``split`` is a ``ValueError``.
+    are kept.
+
+    Parameters
+    ----------
+    shards : ShardFolder, Manifest, str or Path
+        The shard folder (opened, or its manifest, or its path).
+    fraction : float in (0, 1]
+        The share of each class to keep.
+    split : str
+        The split whose keys are drawn.
+
+    Returns
+    -------
+    list of str
+        The kept keys, class by class.
+
+    Raises
+    ------
+    ValueError
+        A fraction outside (0, 1], or a class left without samples in ``split``.
     """
     check_train_fraction(fraction)
-    by_class = keys_by_class(manifest, split)
+    shards = ShardFolder.open(shards)
+    by_class = shards.keys_by_class(split)
     kept: list[str] = []
-    for cls, name in enumerate(manifest.classes):
+    for cls, name in enumerate(shards.classes):
         keys = sorted(by_class.get(cls, []),
                       key=lambda key: hashlib.sha1(key.encode("utf-8")).hexdigest())
         count = math.ceil(fraction * len(keys))
@@ -101,7 +122,7 @@ def _config_of(config: SweepConfig | None) -> SweepConfig:
 
 
 def sweep(
-    shards: str | Path,
+    shards: str | Path | ShardFolder,
     config: SweepConfig | None = None,
     *,
     out: str | Path = "runs",
@@ -122,8 +143,10 @@ def sweep(
 
     Parameters
     ----------
-    shards : str or Path
-        The shard folder (with ``manifest.json`` and ``index.csv``).
+    shards : str, Path or ShardFolder
+        The shard folder (with ``manifest.json`` and ``index.csv``), or the
+        :class:`~stexture.shards.ShardFolder` it was opened as. It is opened once; the
+        training subset, every run's loaders and the report share it.
     config : SweepConfig, optional
         Every setting that decides the runs and their results: the k grid, seeds, trainer,
         mixing, arms (:class:`~stexture.training.config.SweepConfig`, e.g.
@@ -188,21 +211,23 @@ def sweep(
     if engine == "ray" and device == "cuda" and gpus_per_trial <= 0:
         raise ValueError("device cuda on the ray engine needs gpus_per_trial > 0 "
                          "(--gpus-per-trial 1, or 0.25 to share a GPU between four runs)")
-    manifest = read_manifest(shards)
+    # opened once: the subset, the runs, their loaders and the report share it
+    folder = ShardFolder.open(shards)
+    manifest = folder.manifest
     manifest.shards("train"), manifest.shards("val")  # both splits must exist
-    keys = (stratified_subset(manifest, config.train_fraction)
+    keys = (stratified_subset(folder, config.train_fraction)
             if config.train_fraction < 1.0 else None)
     if keys is None and config.balance_classes:
-        stratified_subset(manifest, 1.0)  # the class counts need index.csv, every class present
+        stratified_subset(folder, 1.0)  # the class counts need index.csv, every class present
     if config.init_weights is not None:
         # absolute: a Ray Tune trial runs in another folder
         config = replace(config, init_weights=config.init_weights.resolve())
         # a file that does not fit the model fails here, not in the first run
         load_init_weights(build_model(config.model, manifest.num_classes), config.init_weights)
-    settings = config.to_settings(shards, "builtin" if train_fn is None else "train_fn")
+    settings = config.to_settings(folder.root, "builtin" if train_fn is None else "train_fn")
     out = Path(out)
     runs = plan_runs(config, builtin=train_fn is None)
-    state = SweepState(manifest, keys, config, out, device, workers, train_fn, log, verbose)
+    state = SweepState(folder, keys, config, out, device, workers, train_fn, log, verbose)
     state.check_loader(Run("k", config.k_values[0], config.seed_list[0]))
     _check_settings(out, settings)
     log(f"sweep: {len(runs)} runs ({len(config.k_values)} k x {len(config.seed_list)} seed(s)"
@@ -214,13 +239,13 @@ def sweep(
         f"training images -> {out}")
     if engine == "ray":
         # a trial runs in another process and folder: it gets absolute paths
-        make_state = partial(SweepState, read_manifest(manifest.root.resolve()), keys, config,
-                             out.resolve(), device, workers, train_fn, log, verbose)
+        make_state = partial(SweepState, folder.resolved(), keys, config, out.resolve(),
+                             device, workers, train_fn, log, verbose)
         for phase in trial_phases(state, runs):
             run_trials(make_state, phase, out, address=address, cpus_per_trial=cpus_per_trial,
                        gpus_per_trial=gpus_per_trial, log=log)
     results = run_all(state, runs, progress)
-    summary = write_report(out, results, list(config.k_values), manifest.classes, settings)
+    summary = write_report(out, results, list(config.k_values), folder.classes, settings)
     best = summary["best"]
     if best is not None:
         log(f"sweep: best k = {best['k']} (clean_acc {best['clean_acc_mean']:.4f}); "

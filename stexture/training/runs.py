@@ -45,7 +45,8 @@ import torch
 from tqdm import tqdm
 
 from ..loader import make_eval_loader, make_loader
-from ..shards.format import Manifest, read_index
+from ..shards.folder import ShardFolder
+from ..shards.format import Manifest
 from .aux_bn import aux_bn as with_aux_bn
 from .config import SweepConfig
 from .models import build_model
@@ -62,7 +63,7 @@ from .trainer import (
 )
 
 __all__ = ["CHECKPOINT_NAME", "LAYER_KINDS", "RESULT_NAME", "Run", "SweepState", "TrainFn",
-           "finished_or_run", "keys_by_class", "plan_runs", "run_all", "trial_phases",
+           "finished_or_run", "plan_runs", "run_all", "trial_phases",
            "write_json"]
 
 TrainFn = Callable[[Iterable, Mapping[str, Iterable], "float | None", int], Mapping[str, Any]]
@@ -111,15 +112,6 @@ def plan_runs(config: SweepConfig, *, builtin: bool) -> list[Run]:
     return runs
 
 
-def keys_by_class(manifest: Manifest, split: str) -> dict[int, list[str]]:
-    """The keys of ``split`` by class, from ``index.csv``."""
-    by_class: dict[int, list[str]] = {}
-    for row in read_index(manifest.root):
-        if row["split"] == split:
-            by_class.setdefault(int(row["cls"]), []).append(row["key"])
-    return by_class
-
-
 def write_json(path: Path, data: Any) -> None:
     """``data`` as indented JSON in ``path`` (numpy and torch scalars and arrays as numbers
     and lists), written to ``path.partial`` first and then renamed."""
@@ -166,10 +158,12 @@ class SweepState:
     loaders and the class weights. A Ray Tune trial builds its own from the same arguments
     (with absolute paths: a trial does not run in the driver's folder)."""
 
-    def __init__(self, manifest: Manifest, keys: list[str] | None, config: SweepConfig,
-                 out: Path, device: str, workers: int, train_fn: TrainFn | None,
-                 log: Log, verbose: bool = True) -> None:
-        self.manifest = manifest
+    def __init__(self, shards: ShardFolder | Manifest, keys: list[str] | None,
+                 config: SweepConfig, out: Path, device: str, workers: int,
+                 train_fn: TrainFn | None, log: Log, verbose: bool = True) -> None:
+        # the one opened folder the loaders, the subset and the class weights share
+        self.shards = ShardFolder.open(shards)
+        manifest = self.manifest = self.shards.manifest
         self.keys = keys
         # batches of a full pass over the whole training split: every run gets as many
         self.full_size = manifest.count("train")
@@ -182,7 +176,7 @@ class SweepState:
         self.verbose = verbose
         self.class_weights = None
         if config.balance_classes:
-            counts = keys_by_class(manifest, "train")
+            counts = self.shards.keys_by_class("train")
             kept = set(keys) if keys is not None else None
             self.class_weights = balanced_class_weights(
                 [sum(1 for key in counts.get(c, []) if kept is None or key in kept)
@@ -192,7 +186,7 @@ class SweepState:
     def _val_loader(self, kind: str, view: str = "image") -> Iterable:
         c = self.config
         return make_eval_loader(
-            str(self.manifest.root), kind=kind, split="val", batch_size=c.batch_size,
+            self.shards, kind=kind, split="val", batch_size=c.batch_size,
             image_size=c.image_size, num_workers=self.workers, seed=EVAL_SEED, view=view)
 
     def val_loaders_of(self, run: Run) -> dict[str, Iterable]:
@@ -237,7 +231,7 @@ class SweepState:
         """Originals with ``y = k s + (1 - k) t`` from the stored label maps."""
         c = self.config
         return make_loader(
-            str(self.manifest.root), k=run.k, split="train", batch_size=c.batch_size,
+            self.shards, k=run.k, split="train", batch_size=c.batch_size,
             image_size=c.image_size, num_workers=self.workers, seed=run.seed, p_conflict=0.0,
             min_scale=c.min_scale, keys=self.keys, samples_per_epoch=self.samples_per_epoch(run),
             labels="soft", label_set=c.label_set)
@@ -246,7 +240,7 @@ class SweepState:
                 ) -> Iterable:
         c = self.config
         return make_loader(
-            str(self.manifest.root), k=run.k if mixes else 1.0, split="train",
+            self.shards, k=run.k if mixes else 1.0, split="train",
             batch_size=c.batch_size, image_size=c.image_size, num_workers=self.workers,
             seed=run.seed, p_conflict=c.p_conflict if mixes else 0.0,
             pairing=c.pairing, min_scale=c.min_scale, keys=self.keys,
