@@ -47,6 +47,20 @@ TEMPERATURE = 1.0  # of the teachers' softmax
 POSTHOC_TEMPERATURE = 4.0  # a softer distillation, tried after the complete run
 SEVERITY = 3  # of the five corruptions, on the clean test split
 TEST_SPLITS = ("test", "test_shifted")
+SECOND_SEED = 1000  # added to a seed for the second model of the two-vanilla ensemble
+
+#: What each trained arm is matched to vanilla on (issue 26): "steps" - as many optimiser
+#: steps as vanilla (an add-mode batch holds more images, so it sees more images);
+#: "images" - as many images seen as the add-mode arms (vanilla-matched: more steps);
+#: "steps (2 models)" - two models' training, as the ensembles of two runs are.
+COMPUTE_MATCH = {
+    "vanilla": "steps", "vanilla-matched": "images (as add-k0.8)",
+    "replace-k0.8": "steps and images", "add-k0.8": "steps", "add-k0": "steps",
+    "add-k1": "steps", "add-ensemble-k0+k1": "steps x 2 models",
+    "oracle-k0.8": "steps", "oracle-k1": "steps", "oracle-onehot": "steps",
+    "structure": "steps", "texture": "steps", "layers-ensemble": "steps x 2 models",
+    "vanilla-second": "steps", "vanilla-ensemble": "steps x 2 models",
+}
 
 
 @dataclass(frozen=True)
@@ -135,11 +149,24 @@ def make_shards(data: Path, out: Path, scale: Scale, device: str) -> dict[str, P
 
 class OracleBatches:
     """Add-mode batches with rendered cue-conflict images: each batch of ``originals``
-    (one-hot, ``is_conflict`` False) followed by ``round(p * B)`` oracle images labelled
-    ``k * onehot(shape class) + (1 - k) * onehot(material's class)``."""
+    (one-hot, ``is_conflict`` False) followed by ``round(P_CONFLICT * B)`` oracle images
+    labelled ``k * onehot(shape class) + (1 - k) * onehot(material's class)``.
 
-    def __init__(self, originals: Any, oracle_shards: Path, scale: Scale, seed: int) -> None:
+    ``route="aux"`` marks the oracle images as composites (``is_conflict`` True: the
+    auxiliary BatchNorm of an aux-BN model); ``route="main"`` marks them as originals, so
+    with ``k=1`` they are plain extra training images with one-hot labels: the one-hot
+    oracle arm, which separates the new shapes from the soft label.
+    """
+
+    def __init__(self, originals: Any, oracle_shards: Path, scale: Scale, seed: int,
+                 k: float = K, route: str = "aux") -> None:
+        if not 0.0 <= k <= 1.0:
+            raise ValueError(f"k must lie in [0, 1], got {k}")
+        if route not in ("aux", "main"):
+            raise ValueError(f"route must be 'aux' or 'main', got {route!r}")
         self.originals = originals
+        self.k = k
+        self.route = route
         extra = round(P_CONFLICT * scale.batch_size)
         self.oracle = stexture.make_loader(
             oracle_shards, k=1.0, p_conflict=0.0, batch_size=extra, image_size=scale.size,
@@ -161,22 +188,35 @@ class OracleBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
         for (x, y, *_), (xo, yo, info) in zip(self.originals, self.oracle, strict=True):
             texture = torch.tensor([self.texture_cls[key] for key in info["key"]])
-            yo = K * yo + (1 - K) * torch.nn.functional.one_hot(texture, self.num_classes)
+            yo = (self.k * yo
+                  + (1 - self.k) * torch.nn.functional.one_hot(texture, self.num_classes))
             is_conflict = torch.arange(len(x) + len(xo)) >= len(x)
+            if self.route == "main":
+                is_conflict[:] = False
             yield (torch.cat([x, xo]), torch.cat([y, yo.float()]),
                    {"is_conflict": is_conflict})
 
 
-def oracle_train_fn(out: Path, dirs: dict[str, Path], scale: Scale, device: str):
-    """A sweep ``train_fn``: the sweep's (vanilla, p_conflict 0) loader plus oracle images,
-    an aux-BN model, the built-in trainer; the best checkpoint to ``out/<seed>.pt``."""
+def oracle_checkpoint_name(k: float, seed: int, route: str = "aux") -> str:
+    """The oracle run's checkpoint file: k and the route in the name, so a k grid (or the
+    one-hot arm beside ``k=1``) never overwrites another run's checkpoint."""
+    return f"{'onehot' if route == 'main' else f'k{k:g}'}-seed{seed}.pt"
+
+
+def oracle_train_fn(out: Path, dirs: dict[str, Path], scale: Scale, device: str,
+                    route: str = "aux"):
+    """A sweep ``train_fn``: the sweep's (vanilla, p_conflict 0) loader plus oracle images
+    labelled with the run's k, an aux-BN model, the built-in trainer; the best checkpoint
+    to ``out/`` :func:`oracle_checkpoint_name`."""
     def train(train_loader, val_loaders, k, seed):
         model = aux_bn(build_model(scale.model, len(read_manifest(dirs["train"]).classes)))
         config = TrainConfig(epochs=scale.epochs, lr=scale.lr, patience=scale.patience,
                              seed=seed)
-        checkpoint = out / f"seed{seed}.pt"
-        trained = fit(model, OracleBatches(train_loader, dirs["cue_conflict"], scale, seed),
-                      val_loaders["clean"], config, device=device, checkpoint_path=checkpoint)
+        checkpoint = out / oracle_checkpoint_name(k, seed, route)
+        batches = OracleBatches(train_loader, dirs["cue_conflict"], scale, seed, k=k,
+                                route=route)
+        trained = fit(model, batches, val_loaders["clean"], config, device=device,
+                      checkpoint_path=checkpoint)
         return {**evaluate(model, val_loaders, device), "status": trained.status,
                 "stop_reason": trained.stop_reason, "history": trained.history,
                 "checkpoint_file": str(checkpoint)}
@@ -194,9 +234,16 @@ def arm_sweeps(scale: Scale, dirs: dict[str, Path], out: Path, device: str
         "replace": dict(k_values=[K], baseline=True),
         # k 0 and 1 (and their ensemble, the sweep's): added after the complete run
         "add": dict(k_values=[0.0, K, 1.0], baseline=False, matched_baseline=True, **add),
-        "oracle": dict(k_values=[K], baseline=False, p_conflict=0.0,
+        "oracle": dict(k_values=[K, 1.0], baseline=False, p_conflict=0.0,
                        train_fn=oracle_train_fn(out / "sweep-oracle" / "checkpoints", dirs,
                                                 scale, device)),
+        "oracle-onehot": dict(k_values=[1.0], baseline=False, p_conflict=0.0,
+                              train_fn=oracle_train_fn(out / "sweep-oracle-onehot" /
+                                                       "checkpoints", dirs, scale, device,
+                                                       route="main")),
+        # the second vanilla model of the two-vanilla ensemble (the layer ensemble's
+        # control): its own initial weights and data order (seed + SECOND_SEED)
+        "vanilla2": dict(k_values=[K], baseline=True, seed_offset=SECOND_SEED),
         "40": dict(k_values=[K], baseline=True, train_fraction=0.4, **add),
         "teachers": dict(k_values=list(TEACHER_KS), baseline=False, ensemble=False,
                          student="teachers", temperature=TEMPERATURE),
@@ -237,6 +284,8 @@ def _needed(sweep: str, runs: list[Run], arms: set[str]) -> list[Run]:
     def wanted(run: Run) -> bool:
         if run.kind in LAYER_KINDS and sweep == "teachers" and "layers-ensemble" in arms:
             return True
+        if sweep == "vanilla2" and run.kind == "vanilla" and "vanilla-ensemble" in arms:
+            return True
         return _arm_name(sweep, {"kind": run.kind, "k": run.k}) in arms
     keep = [run for run in runs if wanted(run)]
     if any(run.kind == "k" for run in keep) and sweep == "teachers":
@@ -270,9 +319,10 @@ def run_arms(scale: Scale, dirs: dict[str, Path], out: Path, device: str, seeds:
         for name, options in sweeps.items():
             options = {"p_conflict": P_CONFLICT, **options}
             train_fn = options.pop("train_fn", None)  # how the oracle arm runs, not a setting
-            config = _sweep_config(scale, seeds=[seed], **options)
+            offset = options.pop("seed_offset", 0)
+            config = _sweep_config(scale, seeds=[seed + offset], **options)
             planned = plan_runs(config, builtin=train_fn is None)
-            runs = planned if arms is None else _needed(name, planned, arms)
+            runs = _needed(name, planned, set(ARMS) if arms is None else arms)
             if runs == planned:
                 stexture.sweep(dirs["train"], config, out=out / f"sweep-{name}",
                                train_fn=train_fn, **_run_options(scale, device))
@@ -296,6 +346,8 @@ def run_student_at_40(scale: Scale, dirs: dict[str, Path], out: Path, device: st
 def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
     """The arm of a run (None: a run another arm already counts, such as a linked teacher)."""
     kind = result["kind"]
+    if sweep == "vanilla2":
+        return "vanilla-second" if kind == "vanilla" else None
     if sweep == "40":
         return "vanilla@40%" if kind == "vanilla" else "add-k0.8@40%"
     if sweep == "teachers40":
@@ -308,16 +360,20 @@ def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
         return f"teachers-k{result['k']:g}"
     if sweep == "add":
         return "add-ensemble-k0+k1" if kind == "ensemble" else f"add-k{result['k']:g}"
-    return {"replace": "replace-k0.8", "oracle": "oracle-k0.8"}[sweep]
+    if sweep == "oracle":
+        return f"oracle-k{result['k']:g}"
+    return {"replace": "replace-k0.8", "oracle-onehot": "oracle-onehot"}[sweep]
 
 
 ARMS = ("vanilla", "vanilla-matched", "replace-k0.8", "add-k0.8", "add-k0", "add-k1",
-        "add-ensemble-k0+k1", "oracle-k0.8", "structure",
-        "texture", "layers-ensemble", *(f"teachers-k{k:g}" for k in TEACHER_KS),
+        "add-ensemble-k0+k1", "oracle-k0.8", "oracle-k1", "oracle-onehot", "structure",
+        "texture", "layers-ensemble", "vanilla-second", "vanilla-ensemble",
+        *(f"teachers-k{k:g}" for k in TEACHER_KS),
         *(f"teachers-k{k:g}-T{POSTHOC_TEMPERATURE:g}" for k in TEACHER_KS),
         "vanilla@40%", "add-k0.8@40%", "structure@40%", "texture@40%", "layers-ensemble@40%",
         "teachers@40%")
-SWEEPS = ("replace", "add", "oracle", "40", "teachers", "teachers40", "teachers-posthoc")
+SWEEPS = ("replace", "add", "oracle", "oracle-onehot", "vanilla2", "40", "teachers",
+          "teachers40", "teachers-posthoc")
 
 
 def probe(scale: Scale, dirs: dict[str, Path], device: str) -> None:

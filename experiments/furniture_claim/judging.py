@@ -17,6 +17,7 @@ import torch  # noqa: E402
 
 import stexture  # noqa: E402
 from experiments.furniture_claim.arms import (  # noqa: E402
+    SECOND_SEED,
     SEVERITY,
     SWEEPS,
     TEST_SPLITS,
@@ -156,7 +157,7 @@ def _checkpoints_of(sweep: str, result: dict[str, Any], run_dir: Path) -> list[P
     sweep's ensemble run."""
     if result["kind"] == "ensemble":
         return [run_dir.parent / f"k{k}-seed{result['seed']}" / "best.pt" for k in (0, 1)]
-    if sweep == "oracle":
+    if sweep.startswith("oracle"):
         return [Path(result["metrics"]["checkpoint_file"])]
     return [run_dir / (result.get("checkpoint") or "-")]
 
@@ -174,12 +175,15 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
         folder = out / f"sweep-{sweep}"
         if not (folder / "sweep.json").is_file():
             continue
-        aux = json.loads((folder / "sweep.json").read_text())["aux_bn"] or sweep == "oracle"
+        aux = (json.loads((folder / "sweep.json").read_text())["aux_bn"]
+               or sweep.startswith("oracle"))
         for result_path in sorted(folder.glob("runs/*/result.json")):
             result = json.loads(result_path.read_text())
             arm = _arm_name(sweep, result)
+            # the second vanilla model of seed s trains with seed s + SECOND_SEED
+            seed = result["seed"] - (SECOND_SEED if sweep == "vanilla2" else 0)
             # seed filter: e.g. --report-only --seeds 5 keeps whole seeds
-            if arm is None or result["seed"] >= scale.seeds:
+            if arm is None or seed >= scale.seeds:
                 continue
             checkpoints = _checkpoints_of(sweep, result, result_path.parent)
             if not all(checkpoint.is_file() for checkpoint in checkpoints):
@@ -191,10 +195,34 @@ def collect_runs(out: Path, dirs: dict[str, Path], data: Path, scale: Scale, dev
                     sets[view] = _test_sets(dirs, data, scale, view)
                 cache[key] = _judge(checkpoints, aux, sets[view], classes, scale, device)
                 _save_cache(out, cache)
-            records.append({"arm": arm, "seed": result["seed"],
+            records.append({"arm": arm, "seed": seed,
                             "val": result["metrics"].get("clean_acc"),
                             "shape_bias": result["metrics"].get("shape_bias"), **cache[key]})
-    return records + _layer_ensembles(out, cache, sets, dirs, data, scale, device)
+    return (records + _layer_ensembles(out, cache, sets, dirs, data, scale, device)
+            + _vanilla_ensembles(out, cache, sets, dirs, data, scale, device))
+
+
+def _vanilla_ensembles(out: Path, cache: dict, sets: dict[str, dict], dirs: dict[str, Path],
+                       data: Path, scale: Scale, device: str) -> list[dict[str, Any]]:
+    """A record per seed with both vanilla models (the layer ensemble's control: two
+    models' training, one view)."""
+    classes = len(read_manifest(dirs["train"]).classes)
+    records = []
+    for seed in range(scale.seeds):
+        paths = [out / "sweep-replace" / "runs" / f"vanilla-seed{seed}" / "best.pt",
+                 out / "sweep-vanilla2" / "runs" / f"vanilla-seed{seed + SECOND_SEED}" /
+                 "best.pt"]
+        if not all(path.is_file() for path in paths):
+            continue
+        key = f"sweep-vanilla2/vanilla-ensemble-seed{seed}"
+        if "corruption" not in cache.get(key, {}):
+            if "image" not in sets:
+                sets["image"] = _test_sets(dirs, data, scale, "image")
+            cache[key] = _judge(paths, False, sets["image"], classes, scale, device)
+            _save_cache(out, cache)
+        records.append({"arm": "vanilla-ensemble", "seed": seed, "val": None,
+                        "shape_bias": None, **cache[key]})
+    return records
 
 
 # ---------------------------------------------------------------------------- the table

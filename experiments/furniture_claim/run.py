@@ -20,6 +20,14 @@ Arms (every one per seed, paired: same seed = same initial weights and data orde
 ``oracle-k0.8``      as ``add-k0.8`` but the appended images are rendered cue-conflict images
                      (class a's shape in class b's typical material,
                      :func:`stexture.datasets.make_cue_conflict_split`): no decomposition;
+``oracle-k1``        the same rendered images labelled one-hot by their shape, still routed
+                     through the auxiliary BatchNorm (primary for the principle:
+                     oracle-k0.8 minus oracle-k1);
+``oracle-onehot``    the rendered images as plain extra training images (one-hot shape
+                     label, main BatchNorm): what the new shapes alone are worth;
+``vanilla-second``, ``vanilla-ensemble``  a second vanilla model per seed (initial weights
+                     and data order of seed + 1000) and the ensemble of the two vanilla
+                     models: the layer ensemble's control (two models' training);
 ``structure``, ``texture``  one model on each layer of the images (one-hot labels), judged
                      on the same layer of the test images: the report's structure-biased and
                      texture-biased models;
@@ -40,6 +48,11 @@ the shape bias on the shifted-test images whose material is another class's typi
 and on the clean test under five corruptions (:mod:`stexture.training.corruptions`).
 Each arm is compared with vanilla per seed: paired-t 95% interval, a bootstrap over seeds
 and test images, and the seeds a paired t-test would need for 80% power.
+
+``--arms a,b,...`` trains only those arms and the runs they are made of (a student's
+teachers, an ensemble's members), into the same folders, so the whole run later resumes
+them; what each arm is matched to vanilla in (optimiser steps or images seen) is the
+table's last column (``arms.COMPUTE_MATCH``).
 
 Run from the repository root (resumable: the same command again continues; seeds are the
 outer loop, so an interrupted run still has complete, paired seeds; ``--jobs 2`` trains two
