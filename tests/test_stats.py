@@ -74,3 +74,34 @@ def test_bootstrap_widens_with_image_noise():
     assert 2 * 1.96 * se * 0.8 < width < 2 * 1.96 * se * 2.0
     with pytest.raises(ValueError, match="seeds x images"):
         paired_bootstrap(a, b[:, :10])
+
+
+def test_power_at_matches_simulation_and_the_seeds_for_power():
+    from stexture.training.stats import power_at
+
+    diff, sd = 0.012, 0.018  # the claim's +1.2 points at the sd of ~1.8
+    rng = np.random.default_rng(2)
+    for n in (3, 6):
+        d = rng.normal(diff, sd, (40_000, n))
+        simulated = np.mean(st.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05)
+        assert power_at(diff, sd, n) == pytest.approx(simulated, abs=0.01)
+    n = seeds_for_power(diff, sd)
+    assert power_at(diff, sd, n) >= 0.8 > power_at(diff, sd, n - 1)
+    assert power_at(diff, sd, 1) is None
+    assert power_at(diff, 0.0, 3) == 1.0
+
+
+def test_the_sweep_comparison_powers_the_claims_effect_not_the_observed_one():
+    from stexture.training.report import TARGET_EFFECT, compare_to_vanilla
+    from stexture.training.stats import power_at
+
+    def results(values):
+        return [{"seed": s, "metrics": {"clean_acc": v}} for s, v in enumerate(values)]
+
+    vanilla = [0.70, 0.72, 0.74, 0.71]
+    for shift in (0.001, 0.05):  # a tiny and a large observed difference, same sd
+        arm = [v + shift + e for v, e in zip(vanilla, (0.01, -0.01, 0.02, -0.02), strict=True)]
+        comparison = compare_to_vanilla(results(arm), results(vanilla))
+        sd = np.std(np.array(arm) - np.array(vanilla), ddof=1)
+        assert comparison["seeds_for_80_power"] == seeds_for_power(TARGET_EFFECT, sd)
+        assert comparison["power_at_target"] == pytest.approx(power_at(TARGET_EFFECT, sd, 4))

@@ -52,8 +52,8 @@ def claim_table(records: list[dict]) -> str:
              f"(5 kinds, severity {SEVERITY}) | shape bias % (cue-conflict val) | shape bias % "
              "(shifted test) | clean test - vanilla, paired t 95% CI | bootstrap (seeds x "
              "images) | shifted test - vanilla, paired t 95% CI | corrupted - vanilla, paired "
-             "t 95% CI | seeds for 80% power (clean test) | matched to vanilla in |",
-             "|---" * 14 + "|"]
+             "t 95% CI | seeds for 80% power at +1.2 points (clean test) | power at +1.2 "
+             "points with these seeds | matched to vanilla in |", "|---" * 15 + "|"]
     for arm in ARMS:
         group = [r for r in records if r["arm"] == arm]
         if not group:
@@ -62,7 +62,7 @@ def claim_table(records: list[dict]) -> str:
                                           ("val", "test", "test_shifted", "corruption",
                                            "shape_bias", "shifted_shape_bias")]
         if arm == "vanilla":
-            cells += ["—"] * 5
+            cells += ["—"] * 6
         else:
             clean = comparison(records, arm, "vanilla", "test")
             shifted = comparison(records, arm, "vanilla", "test_shifted")
@@ -70,7 +70,9 @@ def claim_table(records: list[dict]) -> str:
             power = clean["seeds_for_80_power"]
             cells += [_ci(clean["paired_t"]), _ci(clean["bootstrap"]), _ci(shifted["paired_t"]),
                       _ci(corrupted and corrupted["paired_t"]),
-                      "n/a" if power is None else str(power)]
+                      "n/a" if power is None else str(power),
+                      "n/a" if clean["power_at_target"] is None
+                      else f"{100 * clean['power_at_target']:.0f}%"]
         cells.append(COMPUTE_MATCH.get(arm.removesuffix("@40%"), "steps"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

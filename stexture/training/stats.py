@@ -10,8 +10,11 @@ cancels in the per-seed difference ``d_s = a_s - b_s``.
   seeds and the test images are resampled (with replacement, the same draws for both arms),
   so that it carries the test set's sampling error as well as the seeds'.
 - :func:`seeds_for_power`: the number of seeds a paired t-test at level ``1 - confidence``
-  needs to detect a true difference equal to the observed one with probability ``power``
-  (exact, from the noncentral t distribution), taking the observed ``sd(d)`` as the truth.
+  needs to detect a true difference ``diff`` with probability ``power`` (exact, from the
+  noncentral t distribution), taking a given ``sd(d)`` (a pilot's) as the truth;
+  :func:`power_at`: the power ``n`` seeds achieve. Give them the effect the claim names,
+  never the observed difference: the power to detect what was observed says nothing the
+  interval does not (and is about 50% whenever the result sits on the threshold).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as st
 
-__all__ = ["paired_bootstrap", "paired_t", "seeds_for_power"]
+__all__ = ["paired_bootstrap", "paired_t", "power_at", "seeds_for_power"]
 
 MAX_SEEDS = 10_000
 
@@ -95,37 +98,54 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, confidence: float = 0.95,
             "seeds": seeds, "images": images, "resamples": resamples}
 
 
+def _check_power_inputs(diff: float, sd: float, confidence: float) -> None:
+    _check_confidence(confidence)
+    if sd < 0 or not math.isfinite(sd) or not math.isfinite(diff):
+        raise ValueError(f"sd must be finite and >= 0 and diff finite, got {sd}, {diff}")
+
+
+def _power(effect: float, n: int, confidence: float) -> float:
+    df = n - 1
+    crit = st.t.ppf(0.5 + confidence / 2, df)
+    nc = effect * math.sqrt(n)
+    return float(st.nct.sf(crit, df, nc) + st.nct.cdf(-crit, df, nc))
+
+
+def power_at(diff: float, sd: float, n: int, confidence: float = 0.95) -> float | None:
+    """The probability that a two-sided paired t-test at level ``1 - confidence`` over ``n``
+    seeds rejects when the true mean difference is ``diff`` and the per-seed differences
+    have standard deviation ``sd`` (noncentral t). None for ``n < 2`` (no test); 1 when
+    ``sd`` is 0 and ``diff`` is not."""
+    _check_power_inputs(diff, sd, confidence)
+    if n < 2:
+        return None
+    if sd == 0:
+        return 1.0 if diff != 0 else 1 - confidence
+    return _power(abs(diff) / sd, n, confidence)
+
+
 def seeds_for_power(diff: float, sd: float, power: float = 0.8, confidence: float = 0.95
                     ) -> int | None:
     """The smallest number of paired seeds ``n >= 2`` at which a two-sided paired t-test at
     level ``1 - confidence`` rejects with probability >= ``power`` when the true mean
     difference is ``diff`` and the per-seed differences have standard deviation ``sd``.
     None when ``diff`` is 0 or more than ``MAX_SEEDS`` would be needed; 2 when ``sd`` is 0."""
-    _check_confidence(confidence)
+    _check_power_inputs(diff, sd, confidence)
     if not 0.0 < power < 1.0:
         raise ValueError(f"power must lie in (0, 1), got {power}")
-    if sd < 0 or not math.isfinite(sd) or not math.isfinite(diff):
-        raise ValueError(f"sd must be finite and >= 0 and diff finite, got {sd}, {diff}")
     if diff == 0:
         return None
     if sd == 0:
         return 2
     effect = abs(diff) / sd
-
-    def achieved(n: int) -> float:
-        df = n - 1
-        crit = st.t.ppf(0.5 + confidence / 2, df)
-        nc = effect * math.sqrt(n)
-        return float(st.nct.sf(crit, df, nc) + st.nct.cdf(-crit, df, nc))
-
     # start from the normal approximation and walk to the exact answer
     z = st.norm.ppf(0.5 + confidence / 2) + st.norm.ppf(power)
     n = max(2, math.ceil((z / effect) ** 2))
     if n > MAX_SEEDS:
         return None
-    while n > 2 and achieved(n - 1) >= power:
+    while n > 2 and _power(effect, n - 1, confidence) >= power:
         n -= 1
-    while achieved(n) < power:
+    while _power(effect, n, confidence) < power:
         n += 1
         if n > MAX_SEEDS:
             return None
