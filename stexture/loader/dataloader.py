@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 
 from .._device import CudaUnavailableError
 from .._lifecycle import die_with_parent
-from ..mixing import CueConflictMix, MixConfig, check_unit_interval, mix_config
+from ..mixing import CueConflictMix, MixConfig, mix_config
+from ..mixing.settings import check_unit_interval
 from ..shards.folder import ShardFolder
 from ..shards.format import Manifest
 from ..shards.labels import SoftLabelReader, read_label_set
