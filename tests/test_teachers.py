@@ -108,6 +108,104 @@ def test_loaders_that_draw_other_samples_are_refused(shards):
     with pytest.raises(ValueError, match="differ in length"):
         TeacherTargets(image, structure, longer, *teachers(), k=0.5)
 
+def test_distillation_loss_against_a_hand_computation():
+    """Hinton et al.: (1 - w) T^2 CE(p, softmax(z / T)) + w CE(onehot, softmax(z)), by hand
+    for z = (1, 0), p = (0.7, 0.3), T = 2, w = 0.25, class 0."""
+    from math import exp, log
+
+    from stexture.training.teachers import distillation_loss
+
+    z, p, tau, w = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.7, 0.3]]), 2.0, 0.25
+    q = [exp(0.5) / (exp(0.5) + 1), 1 / (exp(0.5) + 1)]  # softmax(z / 2)
+    soft = -(0.7 * log(q[0]) + 0.3 * log(q[1]))
+    hard = -log(exp(1) / (exp(1) + 1))
+    expected = (1 - w) * 4 * soft + w * hard
+    got = distillation_loss(z, p, torch.tensor([0]), temperature=tau, hard_weight=w)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # the T^2 factor keeps the soft term's gradient near the same size whatever T
+    grads = []
+    for tau in (4.0, 8.0):
+        logits = torch.tensor([[2.0, -1.0, 0.5]], requires_grad=True)
+        target = torch.softmax(torch.tensor([[1.0, 0.0, -1.0]]) / tau, 1)
+        distillation_loss(logits, target, temperature=tau).backward()
+        grads.append(logits.grad.norm().item())
+    assert grads[1] == pytest.approx(grads[0], rel=0.15)
+    with pytest.raises(ValueError, match="needs the true labels"):
+        distillation_loss(z, p, hard_weight=0.5)
+    with pytest.raises(ValueError, match="hard_weight"):
+        distillation_loss(z, p, torch.tensor([0]), hard_weight=1.5)
+
+
+def test_hard_weight_targets_are_hintons_loss_at_temperature_one(shards):
+    """The trainer's CE against (1 - w) y_teachers + w onehot equals distillation_loss at
+    T = 1; another temperature with a hard term is refused."""
+    import torch.nn.functional as F
+
+    from stexture.training.teachers import distillation_loss
+
+    plain = TeacherTargets(*views(shards), *teachers(), k=0.6)
+    hard = TeacherTargets(*views(shards), *teachers(), k=0.6, hard_weight=0.3)
+    student = build_model("small", 3).eval()
+    labels = views(shards)[0]
+    with torch.no_grad():
+        for (x, y_soft), (_, y_mixed), (_, onehot, _) in zip(plain, hard, labels, strict=True):
+            z = student(x)
+            torch.testing.assert_close(y_mixed, 0.7 * y_soft + 0.3 * onehot)
+            trainer_loss = F.cross_entropy(z, y_mixed)
+            hinton = distillation_loss(z, y_soft, onehot.argmax(1), 1.0, hard_weight=0.3)
+            torch.testing.assert_close(trainer_loss, hinton, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="temperature != 1"):
+        TeacherTargets(*views(shards), *teachers(), k=0.6, temperature=4.0, hard_weight=0.3)
+
+
+class _Constant(torch.nn.Module):
+    """A 'teacher' whose logits say which one it is: a large logit on class ``c``."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.c = c
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        out = torch.zeros(len(x), 3)
+        out[:, self.c] = 50.0
+        return out
+
+
+def test_cross_fitted_targets_come_from_the_teachers_of_the_samples_fold(shards):
+    from stexture.training.crossfit import assign_folds, training_keys
+
+    manifest = read_manifest(shards)
+    rows = [line.split(",") for line in (shards / "index.csv").read_text().splitlines()[1:]]
+    header = (shards / "index.csv").read_text().splitlines()[0].split(",")
+    key_at, split_at, cls_at = (header.index(n) for n in ("key", "split", "cls"))
+    strata = {r[key_at]: (r[split_at], r[cls_at]) for r in rows}
+    folds = assign_folds(strata, 2)
+    train = [r[key_at] for r in rows if r[split_at] == "train"]
+    # each fold's teachers train on the other fold only
+    for fold in (0, 1):
+        assert not set(training_keys(folds, fold, train)) & {k for k in train
+                                                            if folds[k] == fold}
+    # fold 0's pair says class 0 (structure) and 1 (texture), fold 1's class 2 and 1
+    targets = TeacherTargets(*views(shards), [_Constant(0), _Constant(2)],
+                             [_Constant(1), _Constant(1)], k=0.8, folds=folds)
+    seen = set()
+    labels = views(shards)[0]
+    for (_, y), (_, _, info) in zip(targets, labels, strict=True):
+        for key, row in zip(info["key"], y, strict=True):
+            c = 0 if folds[key] == 0 else 2
+            expected = torch.zeros(3)
+            expected[c] += 0.8
+            expected[1] += 0.2
+            torch.testing.assert_close(row, expected, rtol=0, atol=1e-6)
+            seen.add(folds[key])
+    assert seen == {0, 1} and manifest.num_classes == 3
+    with pytest.raises(KeyError, match="no fold"):
+        list(TeacherTargets(*views(shards), [_Constant(0)] * 2, [_Constant(1)] * 2, k=0.5,
+                            folds={train[0]: 0, train[1]: 1}))
+    with pytest.raises(ValueError, match="need folds"):
+        TeacherTargets(*views(shards), [_Constant(0)] * 2, [_Constant(1)] * 2, k=0.5)
+
 
 def test_sweep_trains_layer_teachers_then_students_from_them(shards, tmp_path):
     out = tmp_path / "runs"

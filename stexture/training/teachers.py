@@ -17,6 +17,23 @@ where ``S(x)`` is the structure layer and ``X(x)`` the texture layer of the same
 the same samples with the same crops (the loader's contract: crops depend on the seed, the
 epoch and the slot, never on the view); the keys are checked batch by batch.
 
+Distillation as Hinton et al. define it (:func:`distillation_loss`): the soft term is the
+cross-entropy between the teachers' softened targets and ``softmax(z / tau)`` of the
+student's logits ``z``, multiplied by ``tau^2`` (the soft term's gradients scale as
+``1 / tau^2``; the factor keeps its share fixed when ``tau`` changes), plus an optional hard
+term, the cross-entropy with the true labels at temperature 1, in a weighted average:
+``(1 - w) tau^2 CE(y_soft, softmax(z / tau)) + w CE(onehot, softmax(z))``. At ``tau = 1``
+this is the built-in trainer's soft-target cross-entropy against
+``(1 - w) y_soft + w onehot`` (cross-entropy is linear in the target), which is what
+:class:`TeacherTargets` yields with ``hard_weight``.
+
+Cross-fitting (``folds``): a teacher that trained on an image labels it with what it
+memorised (close to one-hot), not with what it predicts on new images. With a key -> fold
+assignment (:func:`stexture.training.crossfit.assign_folds`, the one rule shared with
+``stexture label``) and one teacher pair per fold, each trained on the keys outside its
+fold (:func:`stexture.training.crossfit.training_keys`), every image is labelled by the pair
+of its own fold, which never saw it.
+
 G. Hinton, O. Vinyals, J. Dean, "Distilling the knowledge in a neural network",
 arXiv:1503.02531, 2015.
 """
@@ -26,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -36,8 +53,8 @@ from torch import nn
 from .models import ResNet, build_model
 from .trainer import resolve_torch_device
 
-__all__ = ["TeacherTargets", "check_temperature", "dense_logits", "label_maps",
-           "load_teacher", "module_digest", "teacher_targets"]
+__all__ = ["TeacherTargets", "check_temperature", "dense_logits", "distillation_loss",
+           "label_maps", "load_teacher", "module_digest", "teacher_targets"]
 
 
 def teacher_targets(structure_logits: torch.Tensor, texture_logits: torch.Tensor, k: float,
@@ -50,6 +67,48 @@ def teacher_targets(structure_logits: torch.Tensor, texture_logits: torch.Tensor
     structure = torch.softmax(structure_logits.float() / temperature, dim=1)
     texture = torch.softmax(texture_logits.float() / temperature, dim=1)
     return k * structure + (1.0 - k) * texture
+
+
+def distillation_loss(student_logits: torch.Tensor, soft_targets: torch.Tensor,
+                      labels: torch.Tensor | None = None, temperature: float = 1.0,
+                      hard_weight: float = 0.0) -> torch.Tensor:
+    """Hinton et al.'s distillation loss, the batch mean of
+    ``(1 - w) * tau^2 * CE(soft_targets, softmax(z / tau)) + w * CE(onehot(labels), softmax(z))``.
+
+    Parameters
+    ----------
+    student_logits : tensor B x C
+        The student's logits ``z``.
+    soft_targets : tensor B x C
+        The teachers' targets at temperature ``tau`` (:func:`teacher_targets`), rows
+        summing to 1.
+    labels : int64 tensor B, optional
+        The true classes; needed when ``hard_weight > 0``.
+    temperature : float
+        ``tau`` > 0, the temperature the targets were softened with.
+    hard_weight : float
+        ``w`` in [0, 1], the weight of the hard-label term (Hinton et al. found a
+        considerably lower weight than the soft term's best).
+
+    Returns
+    -------
+    tensor
+        The scalar loss.
+    """
+    check_temperature(temperature)
+    if not 0.0 <= hard_weight <= 1.0:  # NaN fails too
+        raise ValueError(f"hard_weight must lie in [0, 1], got {hard_weight}")
+    if student_logits.shape != soft_targets.shape or student_logits.ndim != 2:
+        raise ValueError(f"logits and targets must both be B x C, got "
+                         f"{tuple(student_logits.shape)} and {tuple(soft_targets.shape)}")
+    logits = student_logits.float()
+    soft = -(soft_targets.float() * F.log_softmax(logits / temperature, dim=1)).sum(1).mean()
+    loss = (1.0 - hard_weight) * temperature ** 2 * soft
+    if hard_weight > 0:
+        if labels is None:
+            raise ValueError("hard_weight > 0 needs the true labels")
+        loss = loss + hard_weight * F.cross_entropy(logits, labels)
+    return loss
 
 
 def check_temperature(temperature: float) -> None:
@@ -76,27 +135,58 @@ class TeacherTargets:
         ``"texture"``, ``p_conflict=0``, ``with_info=True`` and otherwise the same
         arguments (seed, split, keys, batch size, ``samples_per_epoch``): they yield the
         same samples with the same crops.
-    structure_teacher, texture_teacher : nn.Module
-        Trained on the structure and the texture layer; used frozen, in eval mode.
+    structure_teacher, texture_teacher : nn.Module, or a sequence of them (one per fold)
+        Trained on the structure and the texture layer; used frozen, in eval mode. With
+        ``folds``, entry ``f`` is the teacher of fold ``f`` (trained on the keys outside it).
     k, temperature : float
         The structure teacher's weight in [0, 1] and the softmax temperature (> 0).
     device : where the teachers run (the student's device).
+    folds : mapping of key to fold, optional
+        Cross-fitting: each sample is labelled by the teachers of its fold
+        (:func:`stexture.training.crossfit.assign_folds`); a key it does not place is an
+        error. Without it, one teacher pair labels every sample.
+    hard_weight : float
+        ``w`` in [0, 1]: the targets become ``(1 - w) y_teachers + w onehot(class)``, Hinton
+        et al.'s hard-label term, exact for the built-in trainer's cross-entropy at
+        ``temperature=1`` (at another temperature the soft term needs the student's logits
+        divided by it and the factor ``tau^2``: :func:`distillation_loss`, so that is an
+        error here).
     """
 
     def __init__(self, images: Iterable, structures: Iterable, textures: Iterable,
-                 structure_teacher: nn.Module, texture_teacher: nn.Module, k: float,
-                 temperature: float = 1.0, device: str | torch.device = "cpu") -> None:
+                 structure_teacher: nn.Module | Sequence[nn.Module],
+                 texture_teacher: nn.Module | Sequence[nn.Module], k: float,
+                 temperature: float = 1.0, device: str | torch.device = "cpu", *,
+                 folds: Mapping[str, int] | None = None, hard_weight: float = 0.0) -> None:
         _check_k_and_temperature(k, temperature)
+        if not 0.0 <= hard_weight <= 1.0:
+            raise ValueError(f"hard_weight must lie in [0, 1], got {hard_weight}")
+        if hard_weight > 0 and temperature != 1.0:
+            raise ValueError("a hard-label term at temperature != 1 needs the student's "
+                             "logits (distillation_loss), not blended targets; use "
+                             "temperature=1 or hard_weight=0")
         self.loaders = (images, structures, textures)
         lengths = {len(loader) for loader in self.loaders}
         if len(lengths) != 1:
             raise ValueError(f"the image, structure and texture loaders differ in length "
                              f"({sorted(lengths)} batches): build them with the same arguments")
         self.device = resolve_torch_device(device) if isinstance(device, str) else device
-        self.teachers = tuple(t.to(self.device).eval().requires_grad_(False)
-                              for t in (structure_teacher, texture_teacher))
+        pairs = [_per_fold(structure_teacher), _per_fold(texture_teacher)]
+        if len(pairs[0]) != len(pairs[1]):
+            raise ValueError(f"{len(pairs[0])} structure teachers but {len(pairs[1])} texture "
+                             "teachers: give one of each per fold")
+        if folds is None and len(pairs[0]) != 1:
+            raise ValueError(f"{len(pairs[0])} teacher pairs need folds (key -> fold) to say "
+                             "which pair labels which sample")
+        if folds is not None and set(folds.values()) - set(range(len(pairs[0]))):
+            raise ValueError(f"the folds {sorted(set(folds.values()))} need a teacher pair "
+                             f"each; got {len(pairs[0])}")
+        self.teachers = [tuple(t.to(self.device).eval().requires_grad_(False) for t in pair)
+                         for pair in zip(*pairs, strict=True)]
+        self.folds = folds
         self.k = k
         self.temperature = temperature
+        self.hard_weight = hard_weight
 
     def __len__(self) -> int:
         return len(self.loaders[0])
@@ -106,22 +196,49 @@ class TeacherTargets:
             loader.set_epoch(epoch)
 
     @torch.no_grad()
-    def _targets(self, structure: torch.Tensor, texture: torch.Tensor) -> torch.Tensor:
+    def _targets(self, structure: torch.Tensor, texture: torch.Tensor, keys: Sequence[str]
+                 ) -> torch.Tensor:
+        fold_of = [0] * len(keys)
+        if self.folds is not None:
+            missing = [key for key in keys if key not in self.folds]
+            if missing:
+                raise KeyError(f"{len(missing)} sample(s) have no fold (e.g. {missing[0]!r}): "
+                               "the fold assignment must cover the training keys")
+            fold_of = [self.folds[key] for key in keys]
+        rows = torch.tensor(fold_of)
+        targets = None
         on_cuda = self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on_cuda):
-            logits = [teacher(view.to(self.device, non_blocking=True))
-                      for teacher, view in zip(self.teachers, (structure, texture), strict=True)]
-        return teacher_targets(*logits, self.k, self.temperature)
+        for fold in sorted(set(fold_of)):
+            pick = torch.nonzero(rows == fold).flatten()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on_cuda):
+                logits = [teacher(view[pick].to(self.device, non_blocking=True))
+                          for teacher, view in zip(self.teachers[fold], (structure, texture),
+                                                   strict=True)]
+            blend = teacher_targets(*logits, self.k, self.temperature)
+            if targets is None:
+                targets = blend.new_zeros(len(keys), blend.shape[1])
+            targets[pick.to(blend.device)] = blend
+        return targets
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for (x, _, info), (xs, _, info_s), (xt, _, info_t) in zip(*self.loaders, strict=True):
+        for (x, y, info), (xs, _, info_s), (xt, _, info_t) in zip(*self.loaders, strict=True):
             if not info["key"] == info_s["key"] == info_t["key"]:
                 raise RuntimeError("the image, structure and texture loaders drew different "
                                    "samples: build them with the same seed, keys and sizes")
-            yield x, self._targets(xs, xt)
+            targets = self._targets(xs, xt, info["key"])
+            if self.hard_weight > 0:  # Hinton's hard term; exact at temperature 1
+                targets = ((1 - self.hard_weight) * targets
+                           + self.hard_weight * y.to(targets.device, targets.dtype))
+            yield x, targets
 
     def __repr__(self) -> str:
-        return f"TeacherTargets(k={self.k}, temperature={self.temperature}, batches={len(self)})"
+        return (f"TeacherTargets(k={self.k}, temperature={self.temperature}, "
+                f"hard_weight={self.hard_weight}, folds={len(self.teachers)}, "
+                f"batches={len(self)})")
+
+
+def _per_fold(teacher: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    return [teacher] if isinstance(teacher, nn.Module) else list(teacher)
 
 
 
