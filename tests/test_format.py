@@ -98,9 +98,10 @@ def corruptions(encoded: bytes) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.parametrize("step", [1, 3])
 @pytest.mark.parametrize("kind", list(corruptions(b"0" * 200)))
-def test_corrupt_bytes_raise_value_error(kind):
-    encoded = encode_structure(smooth_layer())
+def test_corrupt_bytes_raise_value_error(kind, step):
+    encoded = encode_structure(smooth_layer(), step=step)
     with pytest.raises(ValueError):
         decode_structure(corruptions(encoded)[kind])
 
@@ -234,3 +235,39 @@ def test_damaged_tars_are_named_in_a_value_error(tmp_path):
         path.write_bytes(damaged)
         with pytest.raises(ValueError, match=r"s\.tar: damaged tar file"):
             list(iter_tar_samples(path))
+
+
+@pytest.mark.parametrize("step", [2, 3, 5])
+def test_a_quantised_layer_decodes_within_half_a_step(step):
+    rng = np.random.default_rng(step)
+    layer = np.concatenate([smooth_layer(37, 29).reshape(-1),  # and every value, 255 too
+                            np.arange(256, dtype=np.uint8), rng.integers(0, 256, 100,
+                                                                         dtype=np.uint8)])
+    layer = layer[: (layer.size // 3) * 3].reshape(-1, 3).astype(np.uint8)
+    encoded = encode_structure(layer, step=step)
+    decoded = decode_structure(encoded)
+    assert encoded[:4] == b"SXD2" and encoded[13] == step
+    assert decoded.dtype == np.uint8 and decoded.shape == layer.shape
+    expected = np.minimum((layer.astype(np.int64) + step // 2) // step * step, 255)
+    assert np.array_equal(decoded, expected)
+    assert np.abs(decoded.astype(np.int16) - layer).max() <= step // 2
+
+
+def test_step_1_writes_layout_1_bytes_and_a_smooth_layer_shrinks_with_the_step():
+    layer = smooth_layer()
+    assert encode_structure(layer, step=1) == encode_structure(layer)
+    assert len(encode_structure(layer, step=3)) < 0.9 * len(encode_structure(layer))
+
+
+@pytest.mark.parametrize("bad", [0, 256])
+def test_a_bad_step_is_refused(bad):
+    with pytest.raises(ValueError, match="quantisation step"):
+        encode_structure(smooth_layer(), step=bad)
+
+
+def test_a_quantised_layer_declaring_step_0_or_1_is_corrupt():
+    encoded = bytearray(encode_structure(smooth_layer(), step=3))
+    for step in (0, 1):
+        encoded[13] = step
+        with pytest.raises(ValueError, match="quantisation step"):
+            decode_structure(bytes(encoded))

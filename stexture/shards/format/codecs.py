@@ -36,6 +36,9 @@ _ZSTD_LEVEL = 6
 # "stexture delta-zstd, layout 1"; then height, width, channels (0: a 2-D array), little-endian
 _DZST_HEADER = struct.Struct("<4sIIB")
 _DZST_MAGIC = b"SXD1"
+# layout 2: layout 1's header and then the quantisation step (uint8, >= 2)
+_DZQ_HEADER = struct.Struct("<4sIIBB")
+_DZQ_MAGIC = b"SXD2"
 
 
 def _encode_png(pixels: np.ndarray) -> bytes:
@@ -50,8 +53,9 @@ def _encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def encode_structure(structure: np.ndarray, level: int = _ZSTD_LEVEL) -> bytes:
-    """Encode a uint8 ``HxW`` or ``HxWxC`` layer losslessly, as the ``structure.dzst`` field.
+def encode_structure(structure: np.ndarray, level: int = _ZSTD_LEVEL, step: int = 1) -> bytes:
+    """Encode a uint8 ``HxW`` or ``HxWxC`` layer as the ``structure.dzst`` field, losslessly
+    (``step`` 1) or quantised to multiples of ``step``.
 
     The bytes are a 13-byte header (``b"SXD1"``, then height, width and channels as
     little-endian uint32, uint32, uint8; channels 0 for a 2-D array) and one Zstandard frame
@@ -61,6 +65,11 @@ def encode_structure(structure: np.ndarray, level: int = _ZSTD_LEVEL) -> bytes:
     sum down each column that vectorises along the row, so decoding costs little more than
     Zstandard's own decompression. ``level`` is the Zstandard level (decoding does not
     depend on it).
+
+    With ``step`` > 1 (layout 2, magic ``b"SXD2"``, one more header byte: ``step``) the rows
+    hold ``q = floor((s + step // 2) / step)`` instead of ``s``; decoding gives
+    ``min(q * step, 255)``, within ``step // 2`` of ``s`` (a stated error bound, for fewer
+    bytes: figures in ``benchmarks/README.md``).
     """
     if structure.dtype != np.uint8 or structure.ndim not in (2, 3):
         raise ValueError(
@@ -69,15 +78,21 @@ def encode_structure(structure: np.ndarray, level: int = _ZSTD_LEVEL) -> bytes:
         )
     if 0 in structure.shape:
         raise ValueError(f"a structure layer must not be empty, got shape {structure.shape}")
+    if not 1 <= step <= 255:
+        raise ValueError(f"the quantisation step must be in 1..255, got {step}")
     height, width = structure.shape[:2]
     channels = structure.shape[2] if structure.ndim == 3 else 0
     rows = np.ascontiguousarray(structure).reshape(height, -1)
+    if step > 1:
+        rows = ((rows.astype(np.uint16) + step // 2) // step).astype(np.uint8)
     delta = rows.copy()
     np.subtract(rows[1:], rows[:-1], out=delta[1:])  # uint8 arithmetic wraps: mod 256
     # one compressor per call: zstandard's contexts must not be shared between threads
     frame = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(
         delta.tobytes())
-    return _DZST_HEADER.pack(_DZST_MAGIC, height, width, channels) + frame
+    if step == 1:
+        return _DZST_HEADER.pack(_DZST_MAGIC, height, width, channels) + frame
+    return _DZQ_HEADER.pack(_DZQ_MAGIC, height, width, channels, step) + frame
 
 
 # compiled at import (see _compose_normalized in stexture.loader), for the read-only rows of
@@ -93,6 +108,19 @@ def _undo_vertical_delta(delta: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit(types.uint8[:, ::1](types.Array(types.uint8, 2, "C", readonly=True), types.int64),
+      cache=True)
+def _undo_quantised_delta(delta: np.ndarray, step: int) -> np.ndarray:
+    """Running sum mod 256 down each column, each sum times ``step`` (capped at 255)."""
+    out = np.empty(delta.shape, np.uint8)
+    acc = np.empty(delta.shape[1], np.uint8)
+    for i in range(delta.shape[0]):
+        for j in range(delta.shape[1]):
+            acc[j] = delta[i, j] if i == 0 else acc[j] + delta[i, j]  # uint8: mod 256
+            out[i, j] = min(np.int64(acc[j]) * step, 255)
+    return out
+
+
 def check_layer_size(height: int, width: int, max_pixels: int) -> None:
     """``ValueError`` when a layer declares more than ``max_pixels`` pixels (or none): checked
     before anything of its size is allocated."""
@@ -102,21 +130,30 @@ def check_layer_size(height: int, width: int, max_pixels: int) -> None:
 
 
 def _decode_dzst(data: bytes, max_pixels: int) -> np.ndarray:
-    if len(data) < _DZST_HEADER.size or data[:4] != _DZST_MAGIC:
+    step = 1
+    if len(data) >= _DZQ_HEADER.size and data[:4] == _DZQ_MAGIC:
+        _, height, width, channels, step = _DZQ_HEADER.unpack_from(data)
+        if step < 2:
+            raise ValueError(f"the layer declares a quantisation step of {step}; at least 2")
+        header_size = _DZQ_HEADER.size
+    elif len(data) >= _DZST_HEADER.size and data[:4] == _DZST_MAGIC:
+        _, height, width, channels = _DZST_HEADER.unpack_from(data)
+        header_size = _DZST_HEADER.size
+    else:
         raise ValueError("not a delta-zstd structure layer (bad header)")
-    _, height, width, channels = _DZST_HEADER.unpack_from(data)
     check_layer_size(height, width, max_pixels)
     if channels > 4:
         raise ValueError(f"the layer declares {channels} channels; at most 4")
     row_bytes = width * max(channels, 1)
     try:
         raw = zstandard.ZstdDecompressor().decompress(
-            data[_DZST_HEADER.size:], max_output_size=height * row_bytes)
+            data[header_size:], max_output_size=height * row_bytes)
     except zstandard.ZstdError as exc:
         raise ValueError(f"corrupt Zstandard data ({exc})") from exc
     if len(raw) != height * row_bytes or height * row_bytes == 0:
         raise ValueError(f"{len(raw)} bytes of pixels for a {height}x{width}x{channels} layer")
-    pixels = _undo_vertical_delta(np.frombuffer(raw, np.uint8).reshape(height, row_bytes))
+    delta = np.frombuffer(raw, np.uint8).reshape(height, row_bytes)
+    pixels = _undo_vertical_delta(delta) if step == 1 else _undo_quantised_delta(delta, step)
     return pixels.reshape((height, width, channels) if channels else (height, width))
 
 
