@@ -29,7 +29,9 @@ def test_an_arm_subset_trains_its_runs_and_what_they_are_made_of():
     assert _names("teachers", teachers, {"structure", "texture"}) == [
         "structure-seed3", "texture-seed3"]  # the calibration: no students
     assert _names("teachers", teachers, {"teachers-k0.8"}) == [
-        "structure-seed3", "texture-seed3", "k0.8-seed3"]  # a student needs its teachers
+        "structure-fold0-seed3", "structure-fold1-seed3", "texture-fold0-seed3",
+        "texture-fold1-seed3", "k0.8-seed3"]  # a student needs its cross-fitted teachers
+    assert arms._arm_name("teachers", {"kind": "texture-fold1", "k": None}) is None
     assert _names("teachers", teachers, {"layers-ensemble"}) == [
         "structure-seed3", "texture-seed3"]
     add = SweepConfig(k_values=[0.0, 0.8, 1.0], seeds=[0], baseline=False,

@@ -239,38 +239,49 @@ def test_sweep_trains_layer_teachers_then_students_from_them(shards, tmp_path):
 
 def test_a_sweep_student_learns_the_blend_of_its_seeds_saved_teachers(shards, tmp_path):
     """The sweep's k run hands its k, the temperature and the checkpoints of its seed's
-    layer runs to the targets: its first batch equals the blend computed here from the
-    checkpoints on separately built layer loaders."""
+    cross-fitted layer runs to the targets: its first batch equals the blend computed here,
+    each sample from the checkpoints of its own fold's teachers, on separately built layer
+    loaders; each fold's teachers trained only on the keys outside that fold."""
     config = SweepConfig(k_values=(0.3,), seeds=1, epochs=1, image_size=24, batch_size=4,
                          student="teachers", temperature=2.0, baseline=False, ensemble=False)
     out = tmp_path / "runs"
     sweep(shards, config, out=out, device="cpu", log=None)
     state = SweepState(read_manifest(shards), None, config, out, "cpu", 0, None,
                        lambda line: None)
+    folds = state.teacher_folds()
+    assert sorted(folds) == sorted(k for c in state.shards.keys_by_class("train").values()
+                                   for k in c) and set(folds.values()) == {0, 1}
+    for fold in (0, 1):
+        trained_on = set(state._fold_keys(Run(f"structure-fold{fold}", None, 0)))
+        assert trained_on == {key for key, f in folds.items() if f != fold}
     targets = state.train_loader(Run("k", 0.3, 0))
     targets.set_epoch(0)
     x, y = next(iter(targets))
     loaded = {}
     for kind in ("structure", "texture"):
-        loaded[kind] = build_model("small", 3).eval()
-        loaded[kind].load_state_dict(torch.load(out / "runs" / f"{kind}-seed0" / "best.pt",
-                                                weights_only=True)["model"])
+        for fold in (0, 1):
+            model = loaded[kind, fold] = build_model("small", 3).eval()
+            model.load_state_dict(torch.load(out / "runs" / f"{kind}-fold{fold}-seed0" /
+                                             "best.pt", weights_only=True)["model"])
     layers = {view: next(iter(make_loader(shards, k=1.0, p_conflict=0.0, batch_size=4,
-                                          image_size=24, seed=0, view=view)))[0]
+                                          image_size=24, seed=0, view=view, with_info=True)))
               for view in ("image", "structure", "texture")}
     with torch.no_grad():
-        expected = 0.3 * torch.softmax(loaded["structure"](layers["structure"]) / 2, 1) \
-            + 0.7 * torch.softmax(loaded["texture"](layers["texture"]) / 2, 1)
-    torch.testing.assert_close(x, layers["image"], rtol=0, atol=0)
-    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
+        for i, key in enumerate(layers["image"][2]["key"]):
+            f = folds[key]
+            expected = 0.3 * torch.softmax(loaded["structure", f](
+                layers["structure"][0][i:i + 1]) / 2, 1) + 0.7 * torch.softmax(
+                loaded["texture", f](layers["texture"][0][i:i + 1]) / 2, 1)
+            torch.testing.assert_close(y[i:i + 1], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x, layers["image"][0], rtol=0, atol=0)
 
 
 def test_a_student_without_its_teacher_fails_with_the_teachers_name(shards, tmp_path):
     config = SweepConfig(k_values=[1.0], seeds=1, epochs=1, image_size=24, batch_size=4,
                          student="teachers", baseline=False, ensemble=False)
     sweep(shards, config, out=tmp_path / "runs", device="cpu", log=None)
-    (tmp_path / "runs" / "runs" / "texture-seed0" / "best.pt").unlink()
-    with pytest.raises(FileNotFoundError, match="texture teacher of seed 0"):
+    (tmp_path / "runs" / "runs" / "texture-fold1-seed0" / "best.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="texture teacher of fold 1, seed 0"):
         sweep(shards, replace(config, k_values=[0.5]), out=tmp_path / "runs", device="cpu",
               log=None)
 

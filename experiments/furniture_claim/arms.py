@@ -33,6 +33,7 @@ from stexture.training import (  # noqa: E402
 )
 from stexture.training.runner import _check_settings  # noqa: E402
 from stexture.training.runs import (  # noqa: E402
+    FOLD_KINDS,
     LAYER_KINDS,
     Run,
     SweepState,
@@ -288,8 +289,8 @@ def _needed(sweep: str, runs: list[Run], arms: set[str]) -> list[Run]:
             return True
         return _arm_name(sweep, {"kind": run.kind, "k": run.k}) in arms
     keep = [run for run in runs if wanted(run)]
-    if any(run.kind == "k" for run in keep) and sweep == "teachers":
-        keep += [run for run in runs if run.kind in LAYER_KINDS]
+    if any(run.kind == "k" for run in keep) and sweep.startswith("teachers"):
+        keep += [run for run in runs if run.kind in FOLD_KINDS]  # the students' teachers
     if any(run.kind == "ensemble" for run in keep):
         keep += [run for run in runs if run.kind == "k" and run.k in (0.0, 1.0)]
     return [run for run in runs if run in keep]  # plan order: teachers before students
@@ -346,6 +347,8 @@ def run_student_at_40(scale: Scale, dirs: dict[str, Path], out: Path, device: st
 def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
     """The arm of a run (None: a run another arm already counts, such as a linked teacher)."""
     kind = result["kind"]
+    if kind in FOLD_KINDS:  # a student's cross-fitted teacher: judged through its student
+        return None
     if sweep == "vanilla2":
         return "vanilla-second" if kind == "vanilla" else None
     if sweep == "40":
@@ -388,8 +391,9 @@ def probe(scale: Scale, dirs: dict[str, Path], device: str) -> None:
     # vanilla 1 + replace 1 + add 1.5 + matched 1.5 + oracle 1.5 + 40% vanilla 1 + add 1.5
     # + two layer models 2 + students (one training step and two teacher forward passes:
     # ~1.7) per teacher k + at 40% two layer models 2 + a student 1.7
-    # + the add-mode k=0 and k=1 runs 3
-    units = 9.0 + 2 + 1.7 * len(TEACHER_KS) + 2 + 1.7 + 3
+    # + the add-mode k=0 and k=1 runs 3 + the cross-fitted teachers (4 models on half the
+    # images each) 2, at 40% 2 + oracle-k1 and the one-hot oracle 3 + the second vanilla 1
+    units = 9.0 + 2 + 1.7 * len(TEACHER_KS) + 2 + 1.7 + 3 + 2 + 2 + 3 + 1
     _say(f"probe: one vanilla epoch {epoch:.1f} s; the plan is ~{units * scale.epochs} "
          f"epoch-equivalents per seed x {scale.seeds} seeds = "
          f"~{epoch * units * scale.epochs * scale.seeds / 60:.1f} min (+ evaluation)")
@@ -441,7 +445,7 @@ def run_student_at_posthoc_temperature(scale: Scale, dirs: dict[str, Path], out:
     finished runs are linked into the new sweep folder, which then trains only students)."""
     folder = out / "sweep-teachers-posthoc"
     for seed in seeds:
-        for kind in ("structure", "texture"):
+        for kind in (*LAYER_KINDS, *FOLD_KINDS):
             source = out / "sweep-teachers" / "runs" / f"{kind}-seed{seed}"
             target = folder / "runs" / source.name
             target.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,7 @@ from ..shards.folder import ShardFolder
 from ..shards.format import Manifest
 from .aux_bn import aux_bn as with_aux_bn
 from .config import SweepConfig
+from .crossfit import DEFAULT_FOLDS, assign_folds, training_keys
 from .models import build_model
 from .report import REQUIRED_METRIC
 from .teachers import TeacherTargets
@@ -62,7 +63,8 @@ from .trainer import (
     seed_everything,
 )
 
-__all__ = ["CHECKPOINT_NAME", "LAYER_KINDS", "RESULT_NAME", "Run", "SweepState", "TrainFn",
+__all__ = ["CHECKPOINT_NAME", "FOLD_KINDS", "LAYER_KINDS", "RESULT_NAME", "Run", "SweepState",
+           "TrainFn", "layer_of",
            "finished_or_run", "plan_runs", "run_all", "trial_phases",
            "write_json"]
 
@@ -74,6 +76,18 @@ CHECKPOINT_NAME = "best.pt"
 EVAL_SEED = 0
 # the teacher runs of student="teachers": each trains on one layer view of the images
 LAYER_KINDS = ("structure", "texture")
+# the students' teachers are cross-fitted (crossfit.py): per layer, one model per fold,
+# trained on the training keys outside its fold, labels the samples of its fold; the
+# whole-split layer models above stay the structure and texture arms
+TEACHER_FOLDS = DEFAULT_FOLDS
+FOLD_KINDS = tuple(f"{kind}-fold{fold}" for kind in LAYER_KINDS for fold in range(TEACHER_FOLDS))
+
+
+def layer_of(kind: str) -> str | None:
+    """The layer view a run of ``kind`` trains on (a layer model or a fold teacher), else
+    None."""
+    view = kind.split("-fold")[0]
+    return view if view in LAYER_KINDS and (kind == view or kind in FOLD_KINDS) else None
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,7 @@ def plan_runs(config: SweepConfig, *, builtin: bool) -> list[Run]:
         if config.matched_baseline:
             runs.append(Run("vanilla-matched", None, seed))
         if config.student == "teachers":
-            runs += [Run(kind, None, seed) for kind in LAYER_KINDS]
+            runs += [Run(kind, None, seed) for kind in (*LAYER_KINDS, *FOLD_KINDS)]
         runs += [Run("k", k, seed) for k in config.k_values]
         if ensemble:
             runs.append(Run("ensemble", None, seed))
@@ -192,9 +206,9 @@ class SweepState:
     def val_loaders_of(self, run: Run) -> dict[str, Iterable]:
         """A layer model is judged on the same layer of the validation images (it has no
         cue-conflict metrics); every other run on the images and the composites."""
-        if run.kind not in LAYER_KINDS:
+        if layer_of(run.kind) is None:
             return self.val_loaders
-        return {"clean": self._val_loader("clean", view=run.kind)}
+        return {"clean": self._val_loader("clean", view=layer_of(run.kind))}
 
     def run_dir(self, run: Run) -> Path:
         return self.out / "runs" / run.name
@@ -236,6 +250,21 @@ class SweepState:
             min_scale=c.min_scale, keys=self.keys, samples_per_epoch=self.samples_per_epoch(run),
             labels="soft", label_set=c.label_set)
 
+    def teacher_folds(self) -> dict[str, int]:
+        """The fold of every training key (of the subset, if any), stratified by class
+        (:func:`stexture.training.crossfit.assign_folds`)."""
+        kept = set(self.keys) if self.keys is not None else None
+        strata = {key: c for c, keys in self.shards.keys_by_class("train").items()
+                  for key in keys if kept is None or key in kept}
+        return assign_folds(strata, TEACHER_FOLDS)
+
+    def _fold_keys(self, run: Run) -> list[str] | None:
+        """A fold teacher's training keys (those outside its fold); the sweep's otherwise."""
+        if run.kind not in FOLD_KINDS:
+            return self.keys
+        folds = self.teacher_folds()
+        return training_keys(folds, int(run.kind.rsplit("fold", 1)[1]), folds)
+
     def _loader(self, run: Run, view: str = "image", *, mixes: bool, with_info: bool
                 ) -> Iterable:
         c = self.config
@@ -243,7 +272,7 @@ class SweepState:
             self.shards, k=run.k if mixes else 1.0, split="train",
             batch_size=c.batch_size, image_size=c.image_size, num_workers=self.workers,
             seed=run.seed, p_conflict=c.p_conflict if mixes else 0.0,
-            pairing=c.pairing, min_scale=c.min_scale, keys=self.keys,
+            pairing=c.pairing, min_scale=c.min_scale, keys=self._fold_keys(run),
             mode=c.mode, alpha=c.alpha, texture_layout=c.texture_layout,
             tile_size=c.tile_size, with_info=with_info,
             samples_per_epoch=self.samples_per_epoch(run), view=view)
@@ -253,8 +282,8 @@ class SweepState:
         the teachers' targets for a k run of the teachers' student, originals (one-hot) for
         vanilla, one layer (one-hot) for a layer model."""
         aux = self.config.aux_bn
-        if run.kind in LAYER_KINDS:
-            return self._loader(run, run.kind, mixes=False, with_info=aux)
+        if layer_of(run.kind) is not None:
+            return self._loader(run, layer_of(run.kind), mixes=False, with_info=aux)
         if run.kind != "k":
             return self._loader(run, mixes=False, with_info=aux)
         if self.config.labels == "soft":
@@ -264,17 +293,22 @@ class SweepState:
         views = [self._loader(run, view, mixes=False, with_info=True)
                  for view in ("image", *LAYER_KINDS)]
         return TeacherTargets(*views, *self._teachers(run.seed), k=run.k,
-                              temperature=self.config.temperature, device=self.device)
+                              temperature=self.config.temperature, device=self.device,
+                              folds=self.teacher_folds())
 
-    def _teachers(self, seed: int) -> list[torch.nn.Module]:
-        """The structure and texture models of ``seed``, from their best checkpoints."""
+    def _teachers(self, seed: int) -> list[list[torch.nn.Module]]:
+        """The cross-fitted structure and texture teachers of ``seed`` (one per fold each),
+        from their best checkpoints."""
         models = []
         for kind in LAYER_KINDS:
-            path = self.run_dir(Run(kind, None, seed)) / CHECKPOINT_NAME
-            if not path.is_file():
-                raise FileNotFoundError(f"the {kind} teacher of seed {seed} has no checkpoint "
-                                        f"({path}): its run failed or was removed")
-            models.append(self.load_model(path))
+            models.append([])
+            for fold in range(TEACHER_FOLDS):
+                path = self.run_dir(Run(f"{kind}-fold{fold}", None, seed)) / CHECKPOINT_NAME
+                if not path.is_file():
+                    raise FileNotFoundError(f"the {kind} teacher of fold {fold}, seed {seed} "
+                                            f"has no checkpoint ({path}): its run failed or "
+                                            "was removed")
+                models[-1].append(self.load_model(path))
         return models
 
     def load_model(self, path: Path) -> torch.nn.Module:
@@ -369,5 +403,5 @@ def trial_phases(state: SweepState, runs: list[Run]) -> list[list[Run]]:
     students that load them."""
     trained = [run for run in runs if run.kind != "ensemble"
                and not (state.run_dir(run) / RESULT_NAME).is_file()]
-    return [[run for run in trained if run.kind in LAYER_KINDS],
-            [run for run in trained if run.kind not in LAYER_KINDS]]
+    return [[run for run in trained if layer_of(run.kind) is not None],
+            [run for run in trained if layer_of(run.kind) is None]]
