@@ -93,36 +93,52 @@ def exact_structure(name: str, image: np.ndarray, cache: Path | None) -> np.ndar
     return exact
 
 
-def _cg_iterations(image: np.ndarray, tol: float) -> int:
-    """CG iterations summed over the outer iterations for one image."""
+def _cpu_solve(image: np.ndarray, tol: float | tuple[float, ...]) -> tuple[np.ndarray, int]:
+    """The CPU solver's structure at the defaults and ``tol`` (one per outer iteration when a
+    tuple), and its CG iterations summed over the outer iterations."""
     from stexture.smoothing._rtv_cpu import _rtv_image
 
     defaults = dict(METHODS["rtv"].defaults)
     counts: list[int] = []
-    _rtv_image(image, defaults["lam"], defaults["sigma"], defaults["sharpness"],
-               defaults["n_iter"], tol, defaults["max_cg_iter"], counts)
-    return sum(counts)
+    structure = _rtv_image(image, defaults["lam"], defaults["sigma"], defaults["sharpness"],
+                           defaults["n_iter"], tol, defaults["max_cg_iter"], counts)
+    return structure, sum(counts)
+
+
+def _tolerance(text: str) -> float | tuple[float, ...]:
+    """``0.03`` (every outer iteration) or ``0.1,0.06,0.03,0.03`` (one per outer iteration)."""
+    values = tuple(float(value) for value in text.split(","))
+    return values[0] if len(values) == 1 else values
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
-    parser.add_argument("--tols", type=float, nargs="+", default=[0.05, 0.04, 0.03, 0.02])
+    parser.add_argument("--tols", type=_tolerance, nargs="+", default=[0.05, 0.04, 0.03, 0.02],
+                        help="tolerances; a comma list gives one per outer iteration "
+                             "(looser early solves), solved by the CPU kernel directly")
+    parser.add_argument("--photos", nargs="+", default=list(PHOTOS),
+                        help="the photos of skimage.data to use (default: all)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="folder for the exact structures (reused across runs)")
     parser.add_argument("--detail", action="store_true", help="print every image's PSNR")
     args = parser.parse_args(argv)
     print(machine_line())
     rtv = METHODS["rtv"]
-    scores: dict[float, list[tuple[float, str, int]]] = {tol: [] for tol in args.tols}
+    scores: dict[object, list[tuple[float, str, int]]] = {tol: [] for tol in args.tols}
     seconds = dict.fromkeys(args.tols, 0.0)
-    for name, image in validation_set(tuple(args.sizes)):
+    for name, image in validation_set(tuple(args.sizes), tuple(args.photos)):
         exact = exact_structure(name, image, args.cache)
         for tol in args.tols:
             start = time.perf_counter()
-            ours = rtv(image[None], tol=tol)[0]
+            if isinstance(tol, tuple):
+                ours, count = _cpu_solve(image, tol)
+            else:
+                ours = rtv(image[None], tol=tol)[0]
             seconds[tol] += time.perf_counter() - start
-            scores[tol].append((psnr(ours, exact), name, _cg_iterations(image, tol)))
+            if not isinstance(tol, tuple):
+                count = _cpu_solve(image, tol)[1]
+            scores[tol].append((psnr(ours, exact), name, count))
         if args.detail:
             print(name, image.shape, " ".join(f"{tol}: {scores[tol][-1][0]:.1f}"
                                               for tol in args.tols), flush=True)

@@ -294,7 +294,14 @@ def _pcg(x, b, ex, ey, diag, n_stripes, pinv, ly, fw, bw, tol, max_iter, r, z, p
 
 
 def _rtv_image(image, lam, sigma, sharpness, n_iter, tol, max_cg_iter, iterations=None):
-    """RTV of one ``(H, W, C)`` float32 image; appends CG iteration counts to ``iterations``."""
+    """RTV of one ``(H, W, C)`` float32 image; appends CG iteration counts to ``iterations``.
+
+    ``tol`` may also be a sequence of ``n_iter`` tolerances, one per outer iteration: how
+    ``benchmarks/bench_rtv_tolerance.py`` measures looser solves in early outer iterations
+    (not adopted: figures in ``benchmarks/README.md``)."""
+    tols = [tol] * n_iter if np.isscalar(tol) else [float(t) for t in tol]
+    if len(tols) != n_iter:
+        raise ValueError(f"{len(tols)} tolerances for {n_iter} outer iterations")
     h, w, n_ch = image.shape
     b = np.zeros((n_ch, h + 2, w + 2), np.float32)
     b[:, 1:-1, 1:-1] = image.transpose(2, 0, 1)
@@ -304,7 +311,7 @@ def _rtv_image(image, lam, sigma, sharpness, n_iter, tol, max_cg_iter, iteration
     ex, ey, diag, pinv, ly, fw, bw = (np.zeros((h + 2, w + 2), np.float32) for _ in range(7))
     partial = np.empty(2 * h, np.float64)
     n_stripes = max(1, h // _STRIPE_ROWS)
-    for sigma_t in sigma_schedule(sigma, n_iter):
+    for sigma_t, tol_t in zip(sigma_schedule(sigma, n_iter), tols, strict=True):
         taps = gaussian_taps(sigma_t).astype(np.float32)
         _blur_rows(x, taps, rows)
         _blur_cols(rows, taps, blurred)
@@ -313,7 +320,7 @@ def _rtv_image(image, lam, sigma, sharpness, n_iter, tol, max_cg_iter, iteration
         _mic_factor(ex, ey, n_stripes, np.float32(_MIC_TAU), diag, pinv, ly, fw, bw)
         for array in (p, p_old, q):
             array.fill(0.0)
-        count = _pcg(x, b, ex, ey, diag, n_stripes, pinv, ly, fw, bw, tol, max_cg_iter,
+        count = _pcg(x, b, ex, ey, diag, n_stripes, pinv, ly, fw, bw, tol_t, max_cg_iter,
                      r, z, p, p_old, q, partial)
         if iterations is not None:
             iterations.append(count)
