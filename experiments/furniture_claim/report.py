@@ -153,9 +153,13 @@ def verdicts(records: list[dict], best_k: float | None) -> list[str]:
             continue
         side = ("above 0" if t["ci_low"] > 0 else "below 0" if t["ci_high"] < 0
                 else "includes 0")
+        sd = 100 * t["se"] * math.sqrt(t["n"])
+        power, achieved = result["seeds_for_80_power"], result["power_at_target"]
         lines.append(f"- {label}: {_ci(t)} points over {t['n']} paired seeds (p = "
                      f"{t['p_value']:.3f}); the interval {side}; bootstrap "
-                     f"{_ci(result['bootstrap'])}")
+                     f"{_ci(result['bootstrap'])}; sd of the paired differences {sd:.2f} "
+                     f"points: power at +1.2 points {100 * achieved:.0f}%, 80% needs "
+                     f"{'more than 10,000' if power is None else power} seeds")
     return lines
 
 
