@@ -119,11 +119,18 @@ def main(argv: list[str] | None = None) -> int:
                              "(looser early solves), solved by the CPU kernel directly")
     parser.add_argument("--photos", nargs="+", default=list(PHOTOS),
                         help="the photos of skimage.data to use (default: all)")
+    parser.add_argument("--mic-tau", type=float, default=None,
+                        help="the CPU preconditioner's fill-in weight for this run (a "
+                             "candidate; default: the shipped one)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="folder for the exact structures (reused across runs)")
     parser.add_argument("--detail", action="store_true", help="print every image's PSNR")
     args = parser.parse_args(argv)
     print(machine_line())
+    if args.mic_tau is not None:
+        from stexture.smoothing import _rtv_cpu
+
+        _rtv_cpu._MIC_TAU = args.mic_tau  # read by every call, so the run measures it
     rtv = METHODS["rtv"]
     scores: dict[object, list[tuple[float, str, int]]] = {tol: [] for tol in args.tols}
     seconds = dict.fromkeys(args.tols, 0.0)
