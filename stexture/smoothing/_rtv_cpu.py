@@ -224,6 +224,60 @@ def _backward_vertical(pinv, ly, z, i, last):
 
 
 @njit(inline="always")
+def _west_recurrence(z, fw, i):
+    """``z[c, i, j] += fw[i, j] z[c, i, j - 1]`` from west to east, the forward substitution's
+    serial part. The running value stays in a register (one per channel, the three of RGB
+    interleaved) instead of being stored and reloaded: that store-to-load round trip on
+    the critical path made this loop twice as slow (``benchmarks/README.md``)."""
+    n_ch = z.shape[0]
+    w = z.shape[2] - 2
+    if n_ch == 3:
+        c0 = z[0, i, 1]
+        c1 = z[1, i, 1]
+        c2 = z[2, i, 1]
+        for j in range(2, w + 1):
+            f = fw[i, j]
+            c0 = z[0, i, j] + f * c0
+            c1 = z[1, i, j] + f * c1
+            c2 = z[2, i, j] + f * c2
+            z[0, i, j] = c0
+            z[1, i, j] = c1
+            z[2, i, j] = c2
+    else:
+        for c in range(n_ch):
+            carry = z[c, i, 1]
+            for j in range(2, w + 1):
+                carry = z[c, i, j] + fw[i, j] * carry
+                z[c, i, j] = carry
+
+
+@njit(inline="always")
+def _east_recurrence(z, bw, i):
+    """``z[c, i, j] += bw[i, j] z[c, i, j + 1]`` from east to west (the backward
+    substitution's serial part), carried in registers like :func:`_west_recurrence`."""
+    n_ch = z.shape[0]
+    w = z.shape[2] - 2
+    if n_ch == 3:
+        c0 = z[0, i, w]
+        c1 = z[1, i, w]
+        c2 = z[2, i, w]
+        for j in range(w - 1, 0, -1):
+            f = bw[i, j]
+            c0 = z[0, i, j] + f * c0
+            c1 = z[1, i, j] + f * c1
+            c2 = z[2, i, j] + f * c2
+            z[0, i, j] = c0
+            z[1, i, j] = c1
+            z[2, i, j] = c2
+    else:
+        for c in range(n_ch):
+            carry = z[c, i, w]
+            for j in range(w - 1, 0, -1):
+                carry = z[c, i, j] + bw[i, j] * carry
+                z[c, i, j] = carry
+
+
+@njit(inline="always")
 def _row_dot(z, r, i):
     acc = 0.0
     for c in range(z.shape[0]):
@@ -255,14 +309,10 @@ def _step_and_precondition(x, r, p, q, alpha, pinv, ly, fw, bw, n_stripes, z, pa
                     acc += v * v
             partial[i - 1] = acc
             _forward_vertical(r, pinv, ly, z, i, i == r0)
-            for j in range(2, w + 1):
-                for c in range(n_ch):
-                    z[c, i, j] += fw[i, j] * z[c, i, j - 1]
+            _west_recurrence(z, fw, i)
         for i in range(r1 - 1, r0 - 1, -1):
             _backward_vertical(pinv, ly, z, i, i == r1 - 1)
-            for j in range(w - 1, 0, -1):
-                for c in range(n_ch):
-                    z[c, i, j] += bw[i, j] * z[c, i, j + 1]
+            _east_recurrence(z, bw, i)
             partial[h + i - 1] = _row_dot(z, r, i)
 
 
