@@ -18,7 +18,6 @@ import uuid
 import numpy as np
 import pytest
 
-from stexture.shards import cache as cache_module
 from stexture.shards.cache import (
     CacheFolderError,
     ShardCache,
@@ -27,6 +26,7 @@ from stexture.shards.cache import (
     ShardRef,
     StorageUnreachableError,
 )
+from stexture.shards.cache import fetch as cache_module  # its _CHUNK_BYTES is patched
 
 pytest.importorskip("s3fs")
 
