@@ -226,55 +226,83 @@ def _backward_vertical(pinv, ly, z, i, last):
 @njit(inline="always")
 def _west_recurrence(z, fw, i):
     """``z[c, i, j] += fw[i, j] z[c, i, j - 1]`` from west to east, the forward substitution's
-    serial part. The running value stays in a register (one per channel, the three of RGB
-    interleaved) instead of being stored and reloaded: that store-to-load round trip on
-    the critical path made this loop twice as slow (``benchmarks/README.md``)."""
-    n_ch = z.shape[0]
-    w = z.shape[2] - 2
-    if n_ch == 3:
-        c0 = z[0, i, 1]
-        c1 = z[1, i, 1]
-        c2 = z[2, i, 1]
-        for j in range(2, w + 1):
-            f = fw[i, j]
-            c0 = z[0, i, j] + f * c0
-            c1 = z[1, i, j] + f * c1
-            c2 = z[2, i, j] + f * c2
-            z[0, i, j] = c0
-            z[1, i, j] = c1
-            z[2, i, j] = c2
-    else:
-        for c in range(n_ch):
-            carry = z[c, i, 1]
-            for j in range(2, w + 1):
-                carry = z[c, i, j] + fw[i, j] * carry
-                z[c, i, j] = carry
+    serial part. The running value stays in a register instead of being stored and
+    reloaded: that store-to-load round trip on the critical path made it twice as slow."""
+    for c in range(z.shape[0]):
+        carry = z[c, i, 1]
+        for j in range(2, z.shape[2] - 1):
+            carry = z[c, i, j] + fw[i, j] * carry
+            z[c, i, j] = carry
 
 
 @njit(inline="always")
 def _east_recurrence(z, bw, i):
     """``z[c, i, j] += bw[i, j] z[c, i, j + 1]`` from east to west (the backward
-    substitution's serial part), carried in registers like :func:`_west_recurrence`."""
-    n_ch = z.shape[0]
+    substitution's serial part), carried in a register like :func:`_west_recurrence`."""
     w = z.shape[2] - 2
-    if n_ch == 3:
-        c0 = z[0, i, w]
-        c1 = z[1, i, w]
-        c2 = z[2, i, w]
+    for c in range(z.shape[0]):
+        carry = z[c, i, w]
         for j in range(w - 1, 0, -1):
+            carry = z[c, i, j] + bw[i, j] * carry
+            z[c, i, j] = carry
+
+
+@njit(inline="always")
+def _forward_rgb(r, pinv, ly, fw, z, i, first):
+    """Row ``i`` of the forward substitution for three channels in one pass: the vertical
+    term and the west recurrence, the three recurrences interleaved and carried in
+    registers so that their latencies overlap. The same operations in the same order as
+    :func:`_forward_vertical` then :func:`_west_recurrence` (bitwise the same results)."""
+    c0 = c1 = c2 = np.float32(0.0)
+    for j in range(1, z.shape[2] - 1):
+        pv = pinv[i, j]
+        if first:
+            v0 = pv * r[0, i, j]
+            v1 = pv * r[1, i, j]
+            v2 = pv * r[2, i, j]
+        else:
+            lv = ly[i - 1, j]
+            v0 = pv * (r[0, i, j] + lv * z[0, i - 1, j])
+            v1 = pv * (r[1, i, j] + lv * z[1, i - 1, j])
+            v2 = pv * (r[2, i, j] + lv * z[2, i - 1, j])
+        if j > 1:
+            f = fw[i, j]
+            v0 = v0 + f * c0
+            v1 = v1 + f * c1
+            v2 = v2 + f * c2
+        c0, c1, c2 = v0, v1, v2
+        z[0, i, j] = c0
+        z[1, i, j] = c1
+        z[2, i, j] = c2
+
+
+@njit(inline="always")
+def _backward_rgb(pinv, ly, bw, z, i, last):
+    """Row ``i`` of the backward substitution for three channels in one pass, like
+    :func:`_forward_rgb` (the same results as :func:`_backward_vertical` then
+    :func:`_east_recurrence`)."""
+    w = z.shape[2] - 2
+    c0 = c1 = c2 = np.float32(0.0)
+    for j in range(w, 0, -1):
+        pv = pinv[i, j]
+        if last:
+            v0 = pv * z[0, i, j]
+            v1 = pv * z[1, i, j]
+            v2 = pv * z[2, i, j]
+        else:
+            lv = ly[i, j]
+            v0 = pv * (z[0, i, j] + lv * z[0, i + 1, j])
+            v1 = pv * (z[1, i, j] + lv * z[1, i + 1, j])
+            v2 = pv * (z[2, i, j] + lv * z[2, i + 1, j])
+        if j < w:
             f = bw[i, j]
-            c0 = z[0, i, j] + f * c0
-            c1 = z[1, i, j] + f * c1
-            c2 = z[2, i, j] + f * c2
-            z[0, i, j] = c0
-            z[1, i, j] = c1
-            z[2, i, j] = c2
-    else:
-        for c in range(n_ch):
-            carry = z[c, i, w]
-            for j in range(w - 1, 0, -1):
-                carry = z[c, i, j] + bw[i, j] * carry
-                z[c, i, j] = carry
+            v0 = v0 + f * c0
+            v1 = v1 + f * c1
+            v2 = v2 + f * c2
+        c0, c1, c2 = v0, v1, v2
+        z[0, i, j] = c0
+        z[1, i, j] = c1
+        z[2, i, j] = c2
 
 
 @njit(inline="always")
@@ -308,11 +336,17 @@ def _step_and_precondition(x, r, p, q, alpha, pinv, ly, fw, bw, n_stripes, z, pa
                     r[c, i, j] = v
                     acc += v * v
             partial[i - 1] = acc
-            _forward_vertical(r, pinv, ly, z, i, i == r0)
-            _west_recurrence(z, fw, i)
+            if n_ch == 3:
+                _forward_rgb(r, pinv, ly, fw, z, i, i == r0)
+            else:
+                _forward_vertical(r, pinv, ly, z, i, i == r0)
+                _west_recurrence(z, fw, i)
         for i in range(r1 - 1, r0 - 1, -1):
-            _backward_vertical(pinv, ly, z, i, i == r1 - 1)
-            _east_recurrence(z, bw, i)
+            if n_ch == 3:
+                _backward_rgb(pinv, ly, bw, z, i, i == r1 - 1)
+            else:
+                _backward_vertical(pinv, ly, z, i, i == r1 - 1)
+                _east_recurrence(z, bw, i)
             partial[h + i - 1] = _row_dot(z, r, i)
 
 
