@@ -1,282 +1,42 @@
 """The loaders users get: :func:`make_loader` and :func:`make_eval_loader`, both
-``torch.utils.data.DataLoader`` (the training one a subclass with epochs and resume)."""
+``torch.utils.data.DataLoader`` (the training one a subclass with epochs and resume).
+The evaluation loader is in :mod:`.eval_loader`, the training loader's class in
+:mod:`.cue_conflict_loader`, both re-exported here."""
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
 import warnings
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from .._device import CudaUnavailableError
-from .._lifecycle import die_with_parent
 from ..mixing import CueConflictMix, MixConfig, mix_config
 from ..mixing.settings import check_unit_interval
 from ..shards.folder import ShardFolder
 from ..shards.format import Manifest
 from ..shards.labels import SoftLabelReader, read_label_set
 from .batch import (
-    CONFLICT_PAIRS,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    SAME_CLASS_PAIRS,
-    SKIPPED,
     Counters,
     Normalize,
     check_view,
 )
+from .checks import _check_seed, _check_sizes
 from .crops import check_min_scale
-from .evaluation import EVAL_KINDS, EvalCollate, EvalSet, conflict_donors
+from .cue_conflict_loader import CueConflictLoader
+from .eval_loader import make_eval_loader
 from .index import locate_split, manifest_of
-from .sampler import EpochSampler, GlobalBatchSampler, check_samples_per_epoch
-from .train import PlannedBatch, TrainCollate, TrainSet, compose_on_device
-from .wrappers import (
-    epoch_sampler_of,
-    held_ahead,
-    iterating_wrapper,
-    uses_reproducible_batches,
-)
+from .sampler import EpochSampler, check_samples_per_epoch
+from .train import TrainCollate, TrainSet
 
 __all__ = ["LABEL_KINDS", "CueConflictLoader", "make_eval_loader", "make_loader"]
 
 #: What ``make_loader``'s ``y`` is made of: the classes (one-hot) or stored soft labels.
 LABEL_KINDS = ("hard", "soft")
-
-
-class _WorkerInit:
-    """Runs in each worker before the user's ``worker_init_fn``.
-
-    The worker ends when the process that started it does (killed included), even while it
-    is blocked where torch's own watchdog cannot see it. A worker started fresh (spawn,
-    forkserver) gets one OpenCV thread: the workers are the parallelism. A forked worker
-    leaves OpenCV's pool alone: reconfiguring it there waits forever on the condition
-    variables of the parent's pool threads, which the child does not have (OpenCV's own fork
-    handling runs the child's work without them).
-    """
-
-    def __init__(self, user_fn: Callable[[int], None] | None, forked: bool) -> None:
-        self.user_fn = user_fn
-        self.forked = forked
-
-    def __call__(self, worker_id: int) -> None:
-        die_with_parent(os.getppid())
-        if not self.forked:
-            cv2.setNumThreads(1)
-        if self.user_fn is not None:
-            self.user_fn(worker_id)
-
-
-def _worker_init(options: dict[str, Any]) -> _WorkerInit:
-    """The worker init for DataLoader ``options`` (takes out the user's ``worker_init_fn``)."""
-    context = options.get("multiprocessing_context")
-    if isinstance(context, str):
-        context = multiprocessing.get_context(context)
-    forked = (context or multiprocessing.get_context()).get_start_method() == "fork"
-    user_fn = options.pop("worker_init_fn", None)
-    if isinstance(user_fn, _WorkerInit):  # a loader rebuilt from another's attributes
-        user_fn = user_fn.user_fn
-    return _WorkerInit(user_fn, forked)
-
-
-class CueConflictLoader(DataLoader):
-    """The training loader: a ``DataLoader`` over a map-style dataset of cropped samples, an
-    :class:`~stexture.loader.sampler.EpochSampler` and a collate that mixes each batch.
-
-    Each ``iter()`` runs one epoch: the one set by :meth:`set_epoch`, or the one after the
-    last. Batch ``j`` of an epoch holds the same samples and the same pixels whatever the
-    number of workers (crops and mixing are seeded by the epoch and the samples' places in
-    the epoch's order, not by the worker); batches arrive in order. :meth:`state_dict` /
-    :meth:`load_state_dict` resume at the next unseen sample of the epoch's global order, at
-    any world size. ``skipped_samples``, ``conflict_pairs`` and ``same_class_pairs`` count
-    over the loader's life, across its workers.
-
-    The loader draws this rank's batches; its public ``batch_sampler`` holds every rank's
-    (:class:`~stexture.loader.sampler.GlobalBatchSampler`), so a wrapper that splits the
-    batches across processes itself (``accelerate``'s ``prepare``) splits the epoch once.
-    Rebuilt with DataLoader keywords around a wrapper of that batch sampler (Ignite's
-    ``deterministic=True``), it draws the wrapper's batches, on one process.
-    """
-
-    def __init__(self, dataset: TrainSet, *, sampler: EpochSampler | None = None,
-                 collate: TrainCollate | None = None, batch_size: int | None = 1,
-                 drop_last: bool = False, mix_device: torch.device | None = None,
-                 counters: Counters | None = None, batch_sampler: Any = None,
-                 collate_fn: TrainCollate | None = None, **options: Any) -> None:
-        collate = collate if collate is not None else collate_fn
-        worker_init_fn = _worker_init(options)
-        if batch_sampler is None:  # from make_loader
-            if not isinstance(sampler, EpochSampler):
-                raise TypeError("CueConflictLoader needs an EpochSampler: build it with "
-                                "make_loader")
-            super().__init__(dataset, batch_size=batch_size, sampler=sampler,
-                             collate_fn=collate, drop_last=drop_last,
-                             worker_init_fn=worker_init_fn, **options)
-            self._rank_batches = self.batch_sampler  # this rank's share, what it draws
-            # DataLoader forbids setting batch_sampler once built; wrappers read it
-            object.__setattr__(self, "batch_sampler",
-                               GlobalBatchSampler(sampler, batch_size, drop_last))
-        else:  # rebuilt around a wrapper of its batch sampler
-            super().__init__(dataset, batch_sampler=batch_sampler, collate_fn=collate,
-                             worker_init_fn=worker_init_fn, **options)
-            sampler, self._rank_batches = epoch_sampler_of(batch_sampler), None
-        self._epochs: EpochSampler = sampler
-        self.mix_device = mix_device
-        self.counters = counters if counters is not None else collate.counters
-        # (epoch, start slot, world size, batches yielded, epoch finished) of the last run
-        self._position: tuple[int, int, int, int, bool] | None = None
-        self._wrapper = None  # a wrapper iterating this loader (Ray Train's), weakly
-
-    @property
-    def _index_sampler(self) -> Any:
-        # where DataLoader's iterators draw the batches: this rank's share
-        rank_batches = getattr(self, "_rank_batches", None)
-        return self.batch_sampler if rank_batches is None else rank_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration run epoch ``epoch`` (as ``DistributedSampler.set_epoch``)."""
-        self._epochs.set_epoch(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return self._epochs.epoch
-
-    def __iter__(self) -> Iterator[tuple]:
-        self._wrapper = iterating_wrapper(self, sys._getframe(1))
-        return self._batches()
-
-    def _batches(self) -> Iterator[tuple]:
-        if self._rank_batches is None and self._epochs.num_replicas > 1:
-            raise ValueError(
-                "this loader was rebuilt around a wrapper of its batch_sampler (Ignite's "
-                "deterministic=True), which does not split batches across the "
-                f"{self._epochs.num_replicas} processes; use Ignite's Engine with the "
-                "loader's epoch_started handler instead")
-        collate: TrainCollate = self.collate_fn
-        seen = 0
-        for batch in super().__iter__():
-            if isinstance(batch, PlannedBatch):
-                batch = compose_on_device(batch, collate, self.mix_device)
-            seen += 1
-            self._position = (*self._epochs.running, seen, False)
-            yield batch
-        if self._epochs.running is not None:
-            self._position = (*self._epochs.running, seen, True)
-
-    def state_dict(self, batches: int | None = None) -> dict[str, Any]:
-        """Where the loader stands, for :meth:`load_state_dict` at any world size.
-
-        Parameters
-        ----------
-        batches : int, optional
-            The batches each rank has consumed in the current run of the epoch, for a trainer
-            that iterates a rebuilt copy of this loader and counts its own steps
-            (``accelerate``'s ``prepare``). By default, the batches this loader handed out,
-            less one that Ray Train's ``prepare_data_loader`` wrapper holds fetched ahead.
-
-        Returns
-        -------
-        dict
-            ``epoch`` in progress and ``position``, the slot of its global order where the
-            next batch starts (the next epoch and 0 after a finished one); ``batches`` (this
-            rank's, in this run of the epoch) and ``world_size``; and what fixes the order:
-            ``batch_size``, ``seed``, ``samples``, ``samples_per_epoch``, ``shuffle``,
-            ``drop_last``.
-        """
-        epochs = self._epochs
-        if batches is not None:
-            epoch, start, world = epochs.running or (*epochs.upcoming(), epochs.num_replicas)
-            finished = False
-        elif self._position is not None:
-            epoch, start, world, batches, finished = self._position
-            batches -= held_ahead(self._wrapper)
-        else:
-            (epoch, start), world = epochs.upcoming(), epochs.num_replicas
-            batches, finished = 0, False
-        size = epochs.batch_size
-        position = start + batches * size * world
-        per_rank = epochs.per_rank(world, start)
-        run = per_rank // size if epochs.drop_last else -(-per_rank // size)
-        if finished or batches >= run or position >= epochs.order_length(world):
-            epoch, position, batches = epoch + 1, 0, 0
-        return {"epoch": epoch, "position": position, "batches": batches, "world_size": world,
-                **self._identity()}
-
-    def _identity(self) -> dict[str, Any]:
-        """What fixes the epochs' global orders: a state of another order cannot resume here."""
-        epochs = self._epochs
-        return {"batch_size": epochs.batch_size, "seed": epochs.seed, "samples": epochs.size,
-                "samples_per_epoch": epochs.samples_per_epoch, "shuffle": epochs.shuffle,
-                "drop_last": epochs.drop_last}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Make the next iteration continue ``state``'s epoch at its next unseen sample, at
-        this loader's world size (which may differ from the state's: the samples left in the
-        epoch's order are split across the ranks there are now)."""
-        if "position" not in state:
-            raise ValueError("the state has no 'position' (saved before the loader recorded "
-                             "its place in the global order); resume at the start of epoch "
-                             f"{state.get('epoch')} with set_epoch instead")
-        mine = self._identity()
-        differs = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
-        if differs:
-            raise ValueError(f"the state is of another loader (state vs this loader: {differs})")
-        self._epochs.resume_at(int(state["epoch"]), int(state["position"]))
-        self._position = None
-
-    def epoch_started(self, engine: Any) -> None:
-        """An Ignite ``Events.EPOCH_STARTED`` handler:
-        ``trainer.add_event_handler(Events.EPOCH_STARTED, loader.epoch_started)``.
-
-        Parameters
-        ----------
-        engine : ignite.engine.Engine
-            Its epoch runs next (Ignite counts from 1, the loader from 0). In a run an
-            ``Engine`` resumed mid-epoch from its checkpoint, the epoch continues at its next
-            unseen batch (a ``DeterministicEngine`` skips the batches itself).
-
-        Raises
-        ------
-        ValueError
-            The engine's ``epoch_length`` is not the loader's length.
-        """
-        state = engine.state
-        epoch = state.epoch - 1
-        self.set_epoch(epoch)
-        length = state.epoch_length
-        if length is None:
-            return
-        if length != len(self):
-            raise ValueError(f"the engine's epoch_length ({length}) is not the loader's length "
-                             f"({len(self)}): an epoch of the engine must be one of the loader")
-        done = state.iteration - epoch * length
-        if 0 < done < length and not uses_reproducible_batches(engine):
-            epochs = self._epochs
-            self._epochs.resume_at(epoch, done * epochs.batch_size * epochs.num_replicas)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_wrapper"] = None  # a weak reference does not pickle
-        return state
-
-    @property
-    def skipped_samples(self) -> int:
-        return self.counters.total(SKIPPED)
-
-    @property
-    def conflict_pairs(self) -> int:
-        return self.counters.total(CONFLICT_PAIRS)
-
-    @property
-    def same_class_pairs(self) -> int:
-        return self.counters.total(SAME_CLASS_PAIRS)
 
 
 def make_loader(
@@ -451,58 +211,7 @@ tile_size
                              num_workers=num_workers, **dataloader_options)
 
 
-def make_eval_loader(
-    source: str | Path | Manifest | ShardFolder,
-    *,
-    kind: str = "clean",
-    split: str = "val",
-    batch_size: int = 64,
-    image_size: int = 96,
-    num_workers: int = 0,
-    seed: int = 0,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    k: float = 1.0,
-    view: str = "image",
-    **dataloader_options: Any,
-) -> DataLoader:
-    """A deterministic evaluation loader over ``split``; yields ``(x, y, info)``.
 
-    Every image is resized so its shorter side is ``image_size`` and centre-cropped (no flip).
-    Samples come in manifest order (shard by shard, tar order within a shard), whatever
-    ``num_workers``.
-
-    ``kind="clean"``: the original images, one-hot ``y``; ``info`` has ``structure_cls`` =
-    ``texture_cls`` = the label and ``is_conflict`` False. ``kind="conflict"``: every sample's
-    structure with the texture of a sample of another class drawn once from ``seed`` (the same
-    set on every call), ``y = k * onehot(structure) + (1 - k) * onehot(texture)``,
-    ``is_conflict`` True; this is the set for the shape-bias metric. ``info`` also holds
-    ``key`` and ``texture_key``. Undecodable samples are dropped with a
-    :class:`CorruptSampleWarning`, so a batch may be smaller. ``view`` shows the image or
-    one of its layers, as in :func:`make_loader` (layer views: ``kind="clean"`` only).
-    ``dataloader_options`` go to ``torch.utils.data.DataLoader`` (``pin_memory``,
-    ``persistent_workers``, ...).
-    """
-    if kind not in EVAL_KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(EVAL_KINDS)}")
-    k = check_unit_interval("k", k)
-    check_view(view, mixes=kind == "conflict")
-    _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
-    _check_seed(seed)
-    normalize = Normalize(mean, std)
-    manifest = manifest_of(source)
-    samples = locate_split(manifest, split)
-    if kind == "clean":
-        donors = np.arange(len(samples))
-    else:
-        donors = conflict_donors(np.array([s.cls for s in samples]), seed)
-    dataset = EvalSet(samples, donors, image_size, Counters(num_workers),
-                      with_structure=kind == "conflict" or view != "image")
-    collate = EvalCollate(manifest.num_classes, k if kind == "conflict" else 1.0, normalize,
-                          kind == "conflict", image_size, view)
-    worker_init_fn = _worker_init(dataloader_options)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=collate, worker_init_fn=worker_init_fn, **dataloader_options)
 
 
 def _check_labels(labels: str, view: str) -> None:
@@ -532,15 +241,3 @@ def _mix_device(device: str | torch.device) -> torch.device:
             f"mix_device={str(device)!r} but torch sees no CUDA GPU; use mix_device=None to "
             "mix in the workers")
     return device
-
-
-def _check_seed(seed: int) -> None:
-    if int(seed) != seed or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed}")
-
-
-def _check_sizes(*, least: int | None = None, **sizes: int) -> None:
-    for name, value in sizes.items():
-        low = least if least is not None else (0 if name == "num_workers" else 1)
-        if int(value) != value or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value}")
