@@ -85,3 +85,21 @@ def test_a_missing_or_undocumented_public_name_is_reported(monkeypatch):
 ])
 def test_a_reference_resolves_only_to_a_name_that_exists(target, modules, exists):
     assert stexture_api.resolve_name(target, modules)[0] is exists
+
+
+def test_the_readme_figure_is_drawn_small_and_the_readme_shows_it(tmp_path):
+    """docs/readme_figure.py draws the README's picture (2 rows x image, structure, texture,
+    composite) under the 200 kB that lets it be committed; the README links the committed
+    file."""
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "docs"))
+    import readme_figure
+
+    path = readme_figure.draw(tmp_path / "figure.png")
+    assert path.stat().st_size < 200 * 1024
+    with Image.open(path) as picture:
+        assert picture.size == (640, 344)
+    committed = readme_figure.OUT.relative_to(ROOT).as_posix()
+    assert (ROOT / committed).is_file()
+    assert f"]({committed})" in (ROOT / "README.md").read_text(encoding="utf-8")
