@@ -27,50 +27,44 @@ manifest name (and nothing else).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import platform
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .. import __version__
-from ..loader import make_eval_loader, make_loader
-from ..loader.batch import IMAGENET_MEAN, IMAGENET_STD, layer_view
+from ..loader.batch import IMAGENET_MEAN, IMAGENET_STD
 from ..shards import storage
 from ..shards.format import (
     MANIFEST_NAME,
     Manifest,
-    check_member_file_name,
-    decode_sample,
-    iter_tar_samples,
-    read_index,
     read_manifest,
-    write_tar,
 )
 from ..shards.labels import (
     LABELS_FORMAT,
     LABELS_VERSION,
     METHOD,
-    PROGRESS_NAME,
     LabelSet,
-    encode_label_sample,
     label_folder,
     read_label_set,
     register_label_set,
 )
-from ..shards.storage import sha256_of
-from .crossfit import DEFAULT_FOLDS, FOLD_RULE, assign_folds, check_folds, training_keys
-from .models import MODELS, build_model
-from .teachers import check_temperature, label_maps, load_teacher, module_digest
-from .trainer import Log, TrainConfig, fit, resolve_torch_device
+from ._soft_labels_apply import _label_all
+from ._soft_labels_progress import _Progress
+from ._soft_labels_teachers import (
+    _KINDS,
+    _fold_assignment,
+    _fold_teachers,
+    _teachers_of,
+)
+from .crossfit import DEFAULT_FOLDS, FOLD_RULE, check_folds
+from .models import MODELS
+from .teachers import check_temperature, load_teacher, module_digest
+from .trainer import Log, TrainConfig, resolve_torch_device
 
 __all__ = ["DEFAULT_GRID", "DEFAULT_TOPK_FROM", "default_input_size", "label_shards"]
 
@@ -78,9 +72,6 @@ DEFAULT_GRID = 10
 #: With this many classes or more, only the top ``DEFAULT_TOPK`` of each cell are stored.
 DEFAULT_TOPK_FROM = 64
 DEFAULT_TOPK = 5
-_KINDS = ("structure", "texture")
-_MODELS_FOLDER = "models"
-_BATCH = 32
 
 
 def default_input_size(image_size: int = 64, min_scale: float = 0.35) -> int:
@@ -215,242 +206,6 @@ def label_shards(
     return read_label_set(manifest.root, name)
 
 
-# ---------------------------------------------------------------- progress
-
-
-class _Progress:
-    """``progress.json`` of a sidecar: the settings, the trained models and the written
-    shards with their SHA-256."""
-
-    def __init__(self, folder: Path, settings: dict[str, Any], overwrite: bool) -> None:
-        self.folder = folder
-        self.path = folder / PROGRESS_NAME
-        self.settings = json.loads(json.dumps(settings))  # as it reads back from JSON
-        self.done: dict[str, str] = {}
-        self.models: dict[str, str] = {}
-        saved = self._saved()
-        if saved is not None and (overwrite or saved.get("settings") != self.settings):
-            if not overwrite:
-                differ = sorted(k for k in set(self.settings) | set(saved.get("settings", {}))
-                                if self.settings.get(k) != saved.get("settings", {}).get(k))
-                raise ValueError(f"{folder} holds labels made with other settings "
-                                 f"({', '.join(differ)} differ): use overwrite (--overwrite) "
-                                 "to replace them, or another name")
-            self._remove(saved)
-            saved = None
-        elif saved is None and (folder / MANIFEST_NAME).is_file():
-            if not overwrite:
-                raise ValueError(f"{folder} holds a label set without its progress file: "
-                                 "use overwrite (--overwrite) to replace it")
-            self._remove({"done": _manifest_shards(folder)})
-        if saved is not None:
-            self.done, self.models = dict(saved.get("done", {})), dict(saved.get("models", {}))
-        folder.mkdir(parents=True, exist_ok=True)
-        self.save()
-
-    def _saved(self) -> dict[str, Any] | None:
-        if not self.path.is_file():
-            return None
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{self.path} is damaged ({exc}); remove it to start over") from exc
-
-    def _remove(self, saved: dict[str, Any]) -> None:
-        """Remove what this sidecar wrote (as its progress names it), nothing else."""
-        names = list(saved.get("done", {})) + [MANIFEST_NAME]
-        for file in names:
-            (self.folder / check_member_file_name(file, str(self.path))).unlink(missing_ok=True)
-        for file in saved.get("models", {}):
-            path = self.folder / _MODELS_FOLDER / check_member_file_name(file, str(self.path))
-            path.unlink(missing_ok=True)
-        self.path.unlink(missing_ok=True)
-        self.done, self.models = {}, {}
-
-    def save(self) -> None:
-        payload = {"format": LABELS_FORMAT, "settings": self.settings, "done": self.done,
-                   "models": self.models}
-        storage.write_atomically(self.path, (json.dumps(payload, indent=2) + "\n").encode())
-
-    def finished(self, shard: str) -> bool:
-        path = self.folder / shard
-        return shard in self.done and path.is_file() and sha256_of(path) == self.done[shard]
-
-
-def _manifest_shards(folder: Path) -> dict[str, str]:
-    try:
-        sidecar = read_manifest(folder)
-    except (ValueError, FileNotFoundError):
-        return {}
-    return {info.name: info.sha256 for infos in sidecar.splits.values() for info in infos}
-
-
-# ---------------------------------------------------------------- teachers
-
-
-def _fold_assignment(manifest: Manifest, folds: int | None) -> dict[str, int] | None:
-    if folds is None:
-        return None
-    return assign_folds({row["key"]: (row["split"], int(row["cls"]))
-                         for row in read_index(manifest.root)}, folds)
-
-
-def _fold_teachers(manifest: Manifest, state: _Progress, fold_of: dict[str, int], fold: int,
-                   model: str, train: TrainConfig, image_size: int, batch_size: int,
-                   min_scale: float, device: torch.device, workers: int, log: Log
-                   ) -> tuple[nn.Module, nn.Module]:
-    """The structure and texture models of ``fold``: loaded when ``progress.json`` records
-    them as trained, else trained on the training samples outside the fold."""
-    train_keys = [row["key"] for row in read_index(manifest.root) if row["split"] == "train"]
-    keys = training_keys(fold_of, fold, train_keys)
-    has_val = bool(manifest.splits.get("val"))
-    pair = []
-    for kind in _KINDS:
-        file = f"{kind}-fold{fold}.pt"
-        path = state.folder / _MODELS_FOLDER / file
-        teacher = build_model(model, manifest.num_classes)
-        if file in state.models and path.is_file():
-            teacher.load_state_dict(torch.load(path, map_location="cpu",
-                                               weights_only=True)["model"])
-            if module_digest(teacher) == state.models[file]:
-                log(f"{kind} model of fold {fold}: trained earlier, loaded")
-                pair.append(teacher.to(device).eval())
-                continue
-        path.unlink(missing_ok=True)  # an unfinished or changed model of ours
-        log(f"{kind} model of fold {fold}: training on {len(keys)} samples")
-        loader = make_loader(str(manifest.root), k=1.0, p_conflict=0.0, view=kind, keys=keys,
-                             batch_size=batch_size, image_size=image_size, seed=train.seed,
-                             min_scale=min_scale, num_workers=workers)
-        val = (make_eval_loader(str(manifest.root), split="val", view=kind,
-                                batch_size=batch_size, image_size=image_size,
-                                num_workers=workers) if has_val else None)
-        fit(teacher, loader, val, train, device=device, checkpoint_path=path)
-        if not path.is_file():  # no validation split: fit keeps the last epoch in memory
-            _save_state(teacher, path)
-        teacher.load_state_dict(torch.load(path, map_location="cpu",
-                                           weights_only=True)["model"])
-        state.models[file] = module_digest(teacher)
-        state.save()
-        pair.append(teacher.to(device).eval())
-    return pair[0], pair[1]
-
-
-def _teachers_of(manifest: Manifest, name: str, device: torch.device
-                 ) -> tuple[list[tuple[nn.Module, nn.Module]], int]:
-    """The cross-fitted models of label set ``name`` (checked against the digests its
-    manifest records) and its number of folds."""
-    source = read_label_set(manifest, name)
-    info = source.info
-    made_by = info.get("made_by") or {}
-    if made_by.get("from"):  # that set borrowed its models too: they are in the lender's
-        return _teachers_of(manifest, made_by["from"], device)
-    crossfit = made_by.get("crossfit")
-    if not info.get("folds") or crossfit is None:
-        raise ValueError(f"label set {name!r} was not made by models trained with "
-                         "cross-fitting here: give its models instead")
-    pairs = []
-    for fold in range(int(info["folds"])):
-        pair = []
-        for kind in _KINDS:
-            teacher = build_model(crossfit["model"], manifest.num_classes)
-            path = source.folder / _MODELS_FOLDER / f"{kind}-fold{fold}.pt"
-            if not path.is_file():
-                raise FileNotFoundError(f"label set {name!r} lacks its model {path}")
-            teacher.load_state_dict(torch.load(path, map_location="cpu",
-                                               weights_only=True)["model"])
-            if module_digest(teacher) != info["teachers"][kind][fold]:
-                raise ValueError(f"{path} is not the model label set {name!r} was made with "
-                                 "(its digest differs)")
-            pair.append(teacher.to(device).eval())
-        pairs.append((pair[0], pair[1]))
-    return pairs, int(info["folds"])
-
-
-def _save_state(model: nn.Module, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save({"model": model.state_dict()}, partial)
-    partial.replace(path)
-
-
-# ---------------------------------------------------------------- labelling
-
-
-def _views(image: np.ndarray, structure: np.ndarray, input_size: int
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """The structure layer and the texture view of one image, resized so that the shorter
-    side is ``input_size`` (pixel-area averaging when shrinking)."""
-    height, width = image.shape[:2]
-    scale = input_size / min(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    texture = layer_view(image[None], structure[None], "texture")[0]
-    return tuple(cv2.resize(layer, size, interpolation=interpolation)
-                 for layer in (structure, texture))
-
-
-def _to_input(layers: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    """uint8 ``H x W x 3`` layers -> the normalised ``B x 3 x H x W`` float batch the
-    loader would give."""
-    x = torch.from_numpy(np.stack(layers)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).to(device)
-
-
-def _label_all(manifest: Manifest, state: _Progress,
-               teachers: list[tuple[nn.Module, nn.Module]], fold_of: dict[str, int] | None,
-               device: torch.device, progress: bool, log: Log) -> None:
-    infos = [info for infos in manifest.splits.values() for info in infos]
-    done = [info for info in infos if state.finished(info.name)]
-    total = sum(info.count for info in infos)
-    if done:
-        log(f"{len(done)} of {len(infos)} label shards written earlier, kept")
-    settings = state.settings
-    with tqdm(total=total, initial=sum(i.count for i in done), unit="sample", desc="label",
-              disable=not progress, dynamic_ncols=True) as bar:
-        for info in infos:
-            if state.finished(info.name):
-                continue
-            samples = _label_shard(manifest, manifest.root / info.name, teachers, fold_of,
-                                   settings, device, bar.update)
-            path = state.folder / info.name
-            buffer = io.BytesIO()
-            write_tar(buffer, samples)
-            storage.write_atomically(path, buffer.getvalue())
-            state.done[info.name] = sha256_of(path)
-            state.save()
-
-
-def _label_shard(manifest: Manifest, path: Path, teachers: list[tuple[nn.Module, nn.Module]],
-                 fold_of: dict[str, int] | None, settings: dict[str, Any],
-                 device: torch.device, advance: Callable[[int], Any]) -> list[dict[str, Any]]:
-    """The sidecar samples of one shard, in its order, batched by fold and input shape."""
-    keys, groups = [], {}
-    for raw in iter_tar_samples(path):
-        try:
-            decoded = decode_sample(raw, manifest.max_pixels)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}; a sample without labels would stop the soft-"
-                             "label loader (check the shards with `stexture inspect`)") from exc
-        key = decoded.key
-        fold = 0 if fold_of is None else fold_of.get(key)
-        if fold is None:
-            raise ValueError(f"sample {key!r} of {path} is not in index.csv: it has no fold")
-        structure, texture = _views(decoded.image, decoded.structure, settings["input_size"])
-        keys.append(key)
-        groups.setdefault((fold, structure.shape), []).append((key, structure, texture))
-    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for (fold, _), members in groups.items():
-        for start in range(0, len(members), _BATCH):
-            chunk = members[start:start + _BATCH]
-            s, t = (label_maps(teacher, _to_input([m[i] for m in chunk], device),
-                               settings["grid"], settings["temperature"]).cpu().numpy()
-                    for i, teacher in ((1, teachers[fold][0]), (2, teachers[fold][1])))
-            for j, member in enumerate(chunk):
-                maps[member[0]] = (s[j], t[j])
-            advance(len(chunk))
-    return [encode_label_sample(key, *maps[key], settings["topk"]) for key in keys]
 
 
 def _write_manifest(manifest: Manifest, state: _Progress, name: str,
