@@ -105,9 +105,10 @@ def test_the_calibration_checks_against_hand_computed_numbers():
                + _records("texture", [0.76, 0.77, 0.78], [0.22, 0.23, 0.24]))  # -5, 23% shifted
     lines = report.calibration(records, num_classes=8)
     assert len(lines) == 4
-    assert lines[0].startswith("- structure model vs vanilla, clean test: -2.3 [")
+    assert lines[0].startswith("- structure model vs vanilla, clean test: -2.3 points, "
+                               "paired t 95% CI -2.3 [")
     assert lines[0].endswith("PASS")  # 2.33 <= 3 points below
-    assert lines[1].startswith("- texture model vs vanilla, clean test: -5.0 [")
+    assert lines[1].startswith("- texture model vs vanilla, clean test: -5.0 points")
     assert lines[1].endswith("FAIL")
     assert "8.3 points, vanilla's 20.0 (ratio 0.42" in lines[2] and lines[2].endswith("PASS")
     assert "23.0%, +10.5 points from chance (12.5%" in lines[3] and lines[3].endswith("FAIL")

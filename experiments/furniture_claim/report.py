@@ -191,8 +191,10 @@ def calibration(records: list[dict], num_classes: int,
     lines = []
     for arm in ("structure", "texture"):
         t = comparison(records, arm, "vanilla", "test")["paired_t"]
-        ok = t["diff"] * 100 >= -thresholds["layer_margin"]
-        lines.append(f"- {arm} model vs vanilla, clean test: {_ci(t)} points "
+        diff = mean[arm]["test"] - mean["vanilla"]["test"]  # the paired mean, same seeds
+        ok = diff >= -thresholds["layer_margin"]
+        lines.append(f"- {arm} model vs vanilla, clean test: {diff:+.1f} points, paired t "
+                     f"95% CI {_ci(t)} "
                      f"(threshold: no more than {thresholds['layer_margin']:g} below): "
                      f"{'PASS' if ok else 'FAIL'}")
     ratio = loss["structure"] / loss["vanilla"] if loss["vanilla"] > 0 else math.inf
