@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -40,3 +41,15 @@ def s3_server(tmp_path_factory):
     from s3server import s3_server_fixture
 
     yield from s3_server_fixture(tmp_path_factory)
+
+
+@pytest.fixture
+def deadline():
+    """``deadline(seconds)``: a case that hangs past it fails (TimeoutError) instead."""
+    def expire(signum, frame):
+        raise TimeoutError("the case hung")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    yield signal.alarm
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

@@ -23,6 +23,14 @@ def fast_settings(**changes) -> ShardSettings:
     return ShardSettings(**{**values, **changes})
 
 
+def write_quietly(src, out, settings: ShardSettings | None = None, **kwargs):
+    """``write_dataset`` with the fast settings, no progress bar and no log lines."""
+    from stexture.shards.local import write_dataset
+
+    return write_dataset(src, out, settings or fast_settings(), show_progress=False,
+                         log=lambda line: None, **kwargs)
+
+
 def texture_crop(name: str, index: int, shape: tuple[int, int] = (40, 48)) -> np.ndarray:
     """A distinct crop of skimage's ``name`` texture, as RGB."""
     image = getattr(data, name)()

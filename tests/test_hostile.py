@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pipeline_data import FAST_ARGS, fast_settings, make_image_folder, texture_crop
+from pipeline_data import write_quietly as run
 from shardfactory import make_shard_dir
 
 from stexture.cli import main
@@ -55,27 +56,6 @@ from stexture.shards.write import PROGRESS_NAME
 from stexture.smoothing import get_method
 
 psutil = pytest.importorskip("psutil")
-
-
-def run(src, out, settings=None, **kwargs):
-    return write_dataset(src, out, settings or fast_settings(), show_progress=False,
-                         log=lambda line: None, **kwargs)
-
-
-@pytest.fixture
-def deadline():
-    """Fail (TimeoutError) instead of hanging past ``seconds``."""
-    def expire(signum, frame):
-        raise TimeoutError("the case hung")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-
-    def arm(seconds: int) -> None:
-        signal.alarm(seconds)
-
-    yield arm
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
