@@ -46,10 +46,19 @@ def _redeliver_interrupt(unraisable: Any, _previous: Any = sys.unraisablehook) -
     _previous(unraisable)
 
 
+def _exit_interrupted(signum: int, frame: Any) -> None:
+    """SIGINT while the command starts (imports, its parser): end at once, quietly. Raised as
+    KeyboardInterrupt there it could come back as another error (numpy turns one during its
+    import into an ImportError); ``cli`` restores Python's handler before the command runs."""
+    _quiet_interrupt(KeyboardInterrupt, KeyboardInterrupt(), None)
+
+
 # the console script, or `python -m stexture` (argv[0] is "-m" while its package imports)
 if sys.argv and os.path.basename(sys.argv[0]) in ("stexture", "-m"):
     sys.excepthook = _quiet_interrupt
     sys.unraisablehook = _redeliver_interrupt
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _exit_interrupted)
 
 from ._device import CudaUnavailableError, cuda_available, resolve_device  # noqa: E402
 from .decompose import decompose  # noqa: E402

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Collection
 
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         # building the parser imports the command's module (torch, for some): seconds in
         # which a Ctrl-C must end the command as quietly as one during its work
         args = build_parser(_named_command(argv)).parse_args(argv)
+        # the command cleans up after a Ctrl-C (partial files, locks): Python's handler again
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         return _run(args)
     except KeyboardInterrupt:
         print("stexture: interrupted", file=sys.stderr)

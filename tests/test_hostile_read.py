@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 import zstandard
 from pipeline_data import fast_settings, make_image_folder
+from pipeline_data import write_quietly as run
 from shardfactory import make_shard_dir
-from test_hostile import deadline, run  # noqa: F401 (a fixture)
 
 from stexture.cli import main
 from stexture.loader import make_eval_loader, make_loader
