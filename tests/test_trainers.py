@@ -11,7 +11,6 @@ import csv
 import multiprocessing
 import os
 import re
-import socket
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 from shardfactory import make_shard_dir
+from test_loader_clients import free_port
 
 from stexture.loader import make_loader
 
@@ -40,12 +40,6 @@ def split_keys(root: Path) -> list[str]:
     """The train keys as index.csv lists them (the reference for 'every sample once')."""
     with open(root / "index.csv", newline="") as f:
         return sorted(row["key"] for row in csv.DictReader(f) if row["split"] == "train")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def batches(loader, limit: int | None = None) -> list[tuple[list[str], torch.Tensor]]:

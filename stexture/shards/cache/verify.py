@@ -9,7 +9,6 @@ import os
 import stat
 import threading
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import storage
@@ -21,11 +20,6 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .core import ShardCache
-
-
-def _sha256_file(path: Path) -> str:
-    return storage.sha256_of(path)
-
 
 
 def _record(self: ShardCache, ref: ShardRef, info: os.stat_result) -> dict[str, Any]:
@@ -68,7 +62,7 @@ def _is_valid(self: ShardCache, ref: ShardRef, may_remove: bool) -> bool:
         if (not self.verify_every_use
                 and self._read_record(ref.name) == self._record(ref, info)):
             return True
-        if _sha256_file(path) == ref.sha256:
+        if storage.sha256_of(path) == ref.sha256:
             self._write_record(ref, info)
             return True
     if may_remove:
