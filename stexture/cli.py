@@ -18,7 +18,7 @@ from collections.abc import Collection
 # with other jobs, spinning made training 5-8x slower here. Set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import __version__
+from . import __version__, _exit_interrupted
 
 # Every subcommand module with its help, in the order `stexture --help` lists them.
 COMMANDS = {
@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         # building the parser imports the command's module (torch, for some): seconds in
         # which a Ctrl-C must end the command as quietly as one during its work
         args = build_parser(_named_command(argv)).parse_args(argv)
-        # the command cleans up after a Ctrl-C (partial files, locks): Python's handler again
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        # the command cleans up after a Ctrl-C (partial files, locks): Python's handler again,
+        # in place of the start-up one only (a program calling main() keeps its own)
+        if signal.getsignal(signal.SIGINT) is _exit_interrupted:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         return _run(args)
     except KeyboardInterrupt:
