@@ -36,6 +36,23 @@ def _folder_name(url: str) -> str:
 
 
 
+def describe_endpoint(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    """The storage endpoint ``url`` is read from, for messages: the one in
+    ``storage_options``, else (for S3) the environment's, saying which variable, else the
+    URL's host."""
+    options = storage_options or {}
+    client = options.get("client_kwargs") or {}
+    for value in (client.get("endpoint_url"), options.get("endpoint_url")):
+        if value:
+            return str(value)
+    if url.startswith(("s3://", "s3a://")):
+        for variable in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "FSSPEC_S3_ENDPOINT_URL"):
+            if os.environ.get(variable):
+                return f"{os.environ[variable]} from {variable}"
+        return "the default AWS endpoint: set AWS_ENDPOINT_URL or storage_options="
+    return url.split("/")[2] if "://" in url else "?"
+
+
 def _with_defaults(url: str, options: dict[str, Any]) -> dict[str, Any]:
     """For S3: botocore's own retries off (this cache retries, with its own backoff, and
     fails fast on an endpoint it never reached) and a connect timeout of 5 s, unless the

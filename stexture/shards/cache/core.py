@@ -20,7 +20,7 @@ from . import fetch as _fetching
 from . import lock as _locking
 from . import prefetch as _prefetching
 from . import verify as _verifying
-from .client import _folder_name, default_cache_dir, open_filesystem
+from .client import _folder_name, default_cache_dir, describe_endpoint, open_filesystem
 from .errors import (
     CacheFolderError,
     ShardRef,
@@ -185,16 +185,7 @@ class ShardCache:
         return ShardRef(name, sha256.lower(), size)
 
     def _endpoint(self) -> str:
-        client = self.storage_options.get("client_kwargs") or {}
-        for value in (client.get("endpoint_url"), self.storage_options.get("endpoint_url")):
-            if value:
-                return str(value)
-        if self.remote_root.startswith(("s3://", "s3a://")):
-            for variable in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "FSSPEC_S3_ENDPOINT_URL"):
-                if os.environ.get(variable):
-                    return f"{os.environ[variable]} from {variable}"
-            return "the default AWS endpoint: set AWS_ENDPOINT_URL or storage_options="
-        return self.remote_root.split("/")[2] if "://" in self.remote_root else "?"
+        return describe_endpoint(self.remote_root, self.storage_options)
 
     def _filesystem(self) -> tuple[Any, str]:
         # never a parent's client in a forked child: their pooled connections are shared,

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
-from dataclasses import dataclass
+import socket
+import time
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...smoothing import METHODS
+from .. import storage
 from .codecs import DEFAULT_MAX_PIXELS
 
 MANIFEST_NAME = "manifest.json"
@@ -28,15 +33,15 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
 
 
-def read_index(root: str | Path) -> list[dict[str, str]]:
-    """The rows of ``root/index.csv`` (``key``, ``split``, ``shard``, ``cls``);
-    ``FileNotFoundError`` when it is missing, ``ValueError`` for a row lacking a column."""
-    path = Path(root) / INDEX_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no {INDEX_NAME} in {root}: is it a directory written by "
-                                "`stexture decompose`?")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+def read_index(root: str | Path, *, storage_options: dict[str, Any] | None = None
+               ) -> list[dict[str, str]]:
+    """The rows of ``root/index.csv`` (``key``, ``split``, ``shard``, ``cls``), ``root`` a
+    folder or an fsspec URL (see :func:`read_manifest`); ``FileNotFoundError`` when it is
+    missing, ``ValueError`` for a row lacking a column."""
+    root = folder_location(root)
+    path = storage.join(root, INDEX_NAME)
+    text = read_beside(root, INDEX_NAME, storage_options, _MAX_INDEX_BYTES).decode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     for number, row in enumerate(rows, start=2):
         if any(row.get(column) is None for column in _INDEX_COLUMNS):
             raise ValueError(f"{path}, line {number}: a row needs {', '.join(_INDEX_COLUMNS)}")
@@ -52,9 +57,13 @@ class ShardInfo:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What ``manifest.json`` says about a shard directory."""
+    """What ``manifest.json`` says about a shard directory.
 
-    root: Path
+    ``root`` is the folder: a :class:`~pathlib.Path`, or an fsspec URL (a ``str``, as
+    :func:`~stexture.shards.storage.location` keeps it) read with ``storage_options``.
+    """
+
+    root: storage.Location
     classes: list[str]
     splits: dict[str, list[ShardInfo]]
     method: str
@@ -63,6 +72,14 @@ class Manifest:
     #: The most pixels a layer of these shards may declare: the reader's limit (what
     #: :func:`read_manifest` was given), never a number the manifest itself records.
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: fsspec options (endpoint, credentials) for a URL ``root``; the loaders and the shard
+    #: cache read its shards with them. Never printed (it may hold a secret).
+    storage_options: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the shards are at a URL (read through the shard cache)."""
+        return isinstance(self.root, str)
 
     @property
     def num_classes(self) -> int:
@@ -71,13 +88,13 @@ class Manifest:
     def shards(self, split: str) -> list[ShardInfo]:
         if split not in self.splits:
             raise ValueError(
-                f"split {split!r} is not in {self.root / MANIFEST_NAME}; "
+                f"split {split!r} is not in {storage.join(self.root, MANIFEST_NAME)}; "
                 f"it has {', '.join(self.splits) or 'no splits'}"
             )
         return self.splits[split]
 
     def shard_paths(self, split: str) -> list[str]:
-        return [str(self.root / s.name) for s in self.shards(split)]
+        return [str(storage.join(self.root, s.name)) for s in self.shards(split)]
 
     def count(self, split: str) -> int:
         return sum(s.count for s in self.shards(split))
@@ -122,7 +139,7 @@ def _readable_formats() -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
             labels.LABELS_FORMAT: ((labels.LABELS_VERSION,), (labels.METHOD,))}
 
 
-def _check_format(raw: Any, path: Path) -> None:
+def _check_format(raw: Any, path: storage.Location) -> None:
     """``ValueError`` naming what a reader of this version cannot read: another format, a
     format version it does not know (a newer stexture's, say), or a method it does not know
     (its layers could not be checked, nor its recorded settings reproduced)."""
@@ -148,8 +165,17 @@ def _check_format(raw: Any, path: Path) -> None:
         raise ValueError(f"{path}: params must be an object, got {raw.get('params')!r}")
 
 
-def read_manifest(root: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Manifest:
+def read_manifest(root: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, *,
+                  storage_options: dict[str, Any] | None = None) -> Manifest:
     """Read ``root/manifest.json``; ``FileNotFoundError``/``ValueError`` that say what is wrong.
+
+    ``root`` is a folder or an fsspec URL (``s3://bucket/shards``, ``gs://...``,
+    ``https://...``; ``file://`` URLs are read as the local folder), read with
+    ``storage_options`` (endpoint, credentials; the environment applies as well, e.g.
+    ``AWS_ENDPOINT_URL``). For a URL, a missing object or bucket gives
+    ``FileNotFoundError``, refused credentials ``PermissionError``, and an endpoint that
+    cannot be reached a one-line
+    :class:`~stexture.shards.cache.StorageUnreachableError`; each names the URL.
 
     The format must be ``stexture-shards`` of a version in :data:`READABLE_VERSIONS`, made by
     a method this stexture knows (:func:`_check_format`). Every shard it names must be a plain
@@ -158,14 +184,11 @@ def read_manifest(root: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Man
     make it read a shard twice. ``max_pixels`` is the most pixels a layer may declare when the
     shards are read (:attr:`Manifest.max_pixels`); nothing in the file changes it.
     """
-    root = Path(root)
-    path = root / MANIFEST_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no {MANIFEST_NAME} in {root}: is it a directory written by `stexture decompose`?"
-        )
+    root = folder_location(root)
+    path = storage.join(root, MANIFEST_NAME)
+    data = read_beside(root, MANIFEST_NAME, storage_options, _MAX_MANIFEST_BYTES)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(data.decode("utf-8"))
         _check_format(raw, path)
         seen: set[str] = set()
         splits = {split: _shard_infos(entry, str(path), seen)
@@ -174,7 +197,123 @@ def read_manifest(root: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Man
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
             raise ValueError(f"{path}: classes must be a list of names")
         return Manifest(root, list(classes), splits, raw["method"], raw["params"], raw,
-                        max_pixels)
+                        max_pixels, dict(storage_options or {}) if isinstance(root, str)
+                        else None)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError
             ) as exc:
         raise ValueError(f"{path} is not a valid stexture manifest: {exc!r}") from exc
+
+
+# -- the folder's own files, local or at a URL ----------------------------------------------
+
+_MAX_MANIFEST_BYTES = 256 << 20  # a manifest of a million shards is ~150 MB
+_MAX_INDEX_BYTES = 1 << 30  # ~40 bytes a sample: tens of millions of samples
+_REMOTE_TRIES = 3  # for a transient error (a reset connection, a 5xx)
+_REMOTE_BACKOFF = 0.25
+
+
+def folder_location(root: str | Path) -> storage.Location:
+    """A shard folder's location: a ``Path``, or a URL kept as a ``str`` (never through
+    ``Path``, which turns ``s3://b/x`` into ``s3:/b/x``). A ``file://`` URL is its local
+    path, read in place like any folder."""
+    loc = storage.location(root if isinstance(root, Path) else str(root))
+    if isinstance(loc, str) and loc.startswith("file://"):
+        return Path(loc[len("file://"):] or "/")
+    return loc
+
+
+def read_beside(root: storage.Location, name: str, storage_options: dict[str, Any] | None,
+                max_bytes: int) -> bytes:
+    """The bytes of file ``name`` of the shard folder ``root`` (at most ``max_bytes``):
+    ``FileNotFoundError`` saying it is not a folder ``stexture decompose`` wrote when it is
+    missing; for a URL, the storage's errors turned into messages naming the URL (see
+    :func:`read_manifest`), transient ones tried :data:`_REMOTE_TRIES` times first."""
+    loc = storage.join(root, name)
+    if isinstance(loc, Path):
+        if not loc.is_file():
+            raise FileNotFoundError(f"no {name} in {root}: is it a directory written by "
+                                    "`stexture decompose`?")
+        with open(loc, "rb") as f:  # a regular file (is_file): no FIFO that blocks
+            size = os.fstat(f.fileno()).st_size
+            # read(n) allocates n bytes at once: n is the declared size, not the limit
+            data = f.read(size + 1) if size <= max_bytes else b""
+        if size > max_bytes or len(data) > max_bytes:
+            raise OSError(f"{loc}: over the limit of {max_bytes} bytes for this file")
+        return data
+    from ..cache.client import open_filesystem
+
+    fs, path = open_filesystem(loc, storage_options)
+    for attempt in range(_REMOTE_TRIES):
+        try:
+            size = int(fs.info(path).get("size") or 0)
+            if size > max_bytes:
+                raise OSError(f"{loc}: {size} bytes, over the limit of {max_bytes}")
+            return fs.cat_file(path)
+        except Exception as exc:  # noqa: BLE001 - every storage error gets a clear message
+            error = _remote_error(exc, root, loc, name, fs, storage_options,
+                                  may_retry=attempt + 1 < _REMOTE_TRIES)
+            if error is not None:
+                raise error from None
+            time.sleep(_REMOTE_BACKOFF * 2 ** attempt)
+    raise AssertionError("unreachable")  # the last try returns or raises
+
+
+def _remote_error(exc: Exception, root: str, loc: str, name: str, fs: Any,
+                  storage_options: dict[str, Any] | None, may_retry: bool
+                  ) -> Exception | None:
+    """The error to raise for ``exc``, reading ``loc``; None for a transient one while
+    another try is allowed."""
+    from ..cache.client import describe_endpoint
+    from ..cache.errors import StorageUnreachableError, _cannot_connect, _is_transient, _one_line
+
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if isinstance(exc, FileNotFoundError) and _cannot_reach_host(loc):
+        # fsspec's HTTP file system reports a refused connection as a missing file
+        return StorageUnreachableError(f"cannot reach the storage of {root} (endpoint "
+                                       f"{describe_endpoint(root, storage_options)})")
+    if isinstance(exc, FileNotFoundError):
+        where = _missing_bucket(fs, loc)
+        return FileNotFoundError(
+            f"no {name} at {loc}" + (f": bucket {where!r} does not exist" if where else
+                                     f"; is {root} a folder written by `stexture decompose`?"))
+    if "NoCredentialsError" in names:
+        return PermissionError(f"no credentials to read {loc}: pass storage_options "
+                               "(key/secret, or anon=True for a public bucket), or set "
+                               "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3")
+    if isinstance(exc, PermissionError):
+        return PermissionError(f"the storage refused to read {loc} (check the credentials: "
+                               "storage_options key/secret, or AWS_ACCESS_KEY_ID / "
+                               f"AWS_SECRET_ACCESS_KEY for S3): {_one_line(exc)}")
+    if _cannot_connect(exc):
+        return StorageUnreachableError(
+            f"cannot reach the storage of {root} (endpoint "
+            f"{describe_endpoint(root, storage_options)}): {_one_line(exc)}")
+    if _is_transient(exc) and may_retry:
+        return None
+    return OSError(f"cannot read {loc}: {_one_line(exc)}")
+
+
+def _cannot_reach_host(loc: str) -> bool:
+    """For an ``http(s)://`` URL: whether its host refuses a TCP connection (or none comes
+    within 3 s)."""
+    if not loc.startswith(("http://", "https://")):
+        return False
+    parts = urllib.parse.urlsplit(loc)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname or "", port), timeout=3).close()
+    except (OSError, ValueError):
+        return True
+    return False
+
+
+def _missing_bucket(fs: Any, loc: str) -> str | None:
+    """The bucket of ``loc`` when the object store says it does not exist (one more
+    request, made only when a read found nothing)."""
+    if not loc.startswith(("s3://", "s3a://", "gs://", "gcs://")):
+        return None
+    bucket = loc.split("://", 1)[1].split("/", 1)[0]
+    try:
+        return None if fs.exists(bucket) else bucket
+    except Exception:  # noqa: BLE001 - the message without the bucket is still right
+        return None
