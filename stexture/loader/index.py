@@ -3,11 +3,16 @@ in its shard (tar headers only), read back by offset, and decoded into layers.
 
 Random access by (shard, offset) is what lets the training loader draw one global
 permutation per epoch and split it exactly across ranks and workers, as wids and mosaicml
-streaming do; a shard's headers are read once, when the loader is built.
+streaming do. The offsets come from the split's offsets file (written by ``stexture
+decompose`` beside the manifest: no shard is read to build the index, and each is checked
+when a process first opens it), or for a folder without one from every shard's tar headers,
+read once when the loader is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import warnings
 from collections.abc import Collection
@@ -17,16 +22,25 @@ from typing import Any
 
 import numpy as np
 
+from ..shards import storage
 from ..shards.folder import ShardFolder
 from ..shards.format import (
     IMAGE_FIELDS,
+    MANIFEST_NAME,
     Manifest,
     ShardInfo,
     decode_rgb,
     decode_structure,
-    group_samples,
     structure_field,
     tar_member_offsets,
+)
+from ..shards.format.offsets import (
+    SampleEntry,
+    ShardCheck,
+    decode_offsets,
+    entries_of,
+    offsets_bound,
+    offsets_record,
 )
 
 __all__ = ["CorruptSampleWarning", "Located", "SampleReader", "locate_split", "manifest_of"]
@@ -38,12 +52,15 @@ class CorruptSampleWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Located:
-    """One sample: its shard file, key, class (-1: undecodable) and field -> (offset, size)."""
+    """One sample: its shard file, key, class (-1: undecodable) and field -> (offset, size);
+    ``check``: what a reader verifies when it first opens the shard (located from an offsets
+    file), or None (located from the shard's own headers)."""
 
     path: str
     key: str
     cls: int
     fields: dict[str, tuple[int, int]]
+    check: ShardCheck | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def manifest_of(source: str | Path | Manifest | ShardFolder) -> Manifest:
@@ -52,29 +69,86 @@ def manifest_of(source: str | Path | Manifest | ShardFolder) -> Manifest:
     return ShardFolder.open(source).manifest
 
 
-def _read_class(f: Any, offset: int, size: int) -> int:
-    try:
-        return int(os.pread(f.fileno(), min(size, 32), offset))
-    except ValueError:
-        return -1  # undecodable: skipped with a warning when the sample is read
+def _read_class(f: Any, offset: int, size: int) -> bytes:
+    """The bytes of a ``cls`` member (its first 32: a class is a short number)."""
+    return os.pread(f.fileno(), min(size, 32), offset)
 
 
-def _locate_shard(root: Path, info: ShardInfo, num_classes: int) -> list[Located]:
-    path = str(root / info.name)
-    # grouped as every reader groups: a key's members contiguous, no field twice
-    grouped = dict(group_samples(
-        ((name, (offset, size)) for name, offset, size in tar_member_offsets(path)), path))
-    if len(grouped) != info.count:
-        raise ValueError(
-            f"shard {path} holds {len(grouped)} samples but the manifest says {info.count}")
+def _located(path: str, entries: list[SampleEntry] | tuple[SampleEntry, ...],
+             info: ShardInfo, num_classes: int, check: ShardCheck | None = None,
+             source: str | None = None) -> list[Located]:
+    """The shard's samples as :class:`Located`, after the checks both ways of indexing make:
+    the count against the manifest and every class in range."""
+    if len(entries) != info.count:
+        raise ValueError(f"shard {path} holds {len(entries)} samples "
+                         f"{f'according to {source} ' if source else ''}but the manifest "
+                         f"says {info.count}")
     located = []
+    for entry in entries:
+        if entry.cls >= num_classes or entry.cls < -1:
+            raise ValueError(f"sample {entry.key!r} in {path} has class {entry.cls}, outside "
+                             f"the manifest's {num_classes} classes")
+        located.append(Located(path, entry.key, entry.cls, entry.fields, check))
+    return located
+
+
+def _locate_shard(root: storage.Location, info: ShardInfo, num_classes: int) -> list[Located]:
+    """The fallback for a folder without an offsets file: the shard's tar headers read."""
+    path = str(storage.join(root, info.name))
     with open(path, "rb") as f:
-        for key, fields in grouped.items():
-            cls = _read_class(f, *fields["cls"]) if "cls" in fields else -1
-            if cls >= num_classes or cls < -1:
-                raise ValueError(f"sample {key!r} in {path} has class {cls}, outside the "
-                                 f"manifest's {num_classes} classes")
-            located.append(Located(path, key, cls, fields))
+        # grouped as every reader groups: a key's members contiguous, no field twice
+        entries = entries_of(tar_member_offsets(path),
+                             lambda offset, size: _read_class(f, offset, size), path)
+    return _located(path, entries, info, num_classes)
+
+
+def _read_offsets_file(manifest: Manifest, name: str, count: int) -> bytes | None:
+    """The bytes of the offsets file ``name`` beside the manifest; None when it is absent."""
+    root = manifest.root
+    try:
+        if isinstance(root, str):  # a URL: read as the manifest was, with its options
+            from ..shards.format.manifest import read_beside
+
+            return read_beside(root, name, getattr(manifest, "storage_options", None),
+                               offsets_bound(count))
+        return storage.read_bytes(storage.join(root, name), offsets_bound(count))
+    except FileNotFoundError:
+        return None
+
+
+def _locate_by_offsets(manifest: Manifest, split: str, infos: list[ShardInfo]
+                       ) -> list[Located] | None:
+    """The samples of ``split`` from its offsets file (no shard read), or None when the
+    manifest names none or it is absent (then the headers are read). ``ValueError`` naming
+    the file when it is not the one the manifest records, or does not describe the
+    manifest's shards; each sample carries the :class:`ShardCheck` a reader makes when it
+    first opens the shard."""
+    where = str(storage.join(manifest.root, MANIFEST_NAME))
+    record = offsets_record(manifest.raw, split, where)
+    if record is None:
+        return None
+    name, sha256 = record
+    source = str(storage.join(manifest.root, name))
+    data = _read_offsets_file(manifest, name, sum(info.count for info in infos))
+    if data is None:
+        warnings.warn(f"{source}, which the manifest names, is missing: reading the headers "
+                      f"of every shard of split {split!r} instead (slower)", stacklevel=3)
+        return None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{source} is not the sample offsets file the manifest records (its "
+                         "SHA-256 differs): it was changed or replaced after `stexture "
+                         "decompose` wrote it; write the folder again, or remove the file "
+                         "and its entry in manifest.json to read the shards' headers instead")
+    shards = decode_offsets(data, split, source)
+    if [(s.name, s.sha256) for s in shards] != [(i.name, i.sha256) for i in infos]:
+        raise ValueError(f"{source} describes other shards than the manifest lists for split "
+                         f"{split!r} (names or SHA-256 differ): it belongs to another "
+                         "version of the folder")
+    located = []
+    for shard, info in zip(shards, infos, strict=True):
+        path = str(storage.join(manifest.root, info.name))
+        located += _located(path, shard.samples, info, manifest.num_classes,
+                            ShardCheck.of(shard, source), source)
     return located
 
 
@@ -103,8 +177,10 @@ def locate_split(manifest: Manifest, split: str,
         raise FileNotFoundError(
             f"{len(missing)} shard(s) listed in the manifest of {manifest.root} are missing: "
             f"{', '.join(missing[:5])}")
-    samples = [loc for info in infos
-               for loc in _locate_shard(manifest.root, info, manifest.num_classes)]
+    samples = _locate_by_offsets(manifest, split, infos)
+    if samples is None:  # a folder without an offsets file (written before they existed)
+        samples = [loc for info in infos
+                   for loc in _locate_shard(manifest.root, info, manifest.num_classes)]
     _check_unique_keys(samples, split)
     if keys is None:
         return samples
@@ -135,7 +211,14 @@ class SampleReader:
             self._files, self._pid = {}, os.getpid()
         file = self._files.get(sample.path)
         if file is None:
-            file = self._files[sample.path] = open(sample.path, "rb")  # noqa: SIM115
+            file = open(sample.path, "rb")  # noqa: SIM115
+            if sample.check is not None:  # once per shard and process: offsets still true?
+                try:
+                    sample.check.verify(file.fileno(), sample.path)
+                except BaseException:
+                    file.close()
+                    raise
+            self._files[sample.path] = file
         raw: dict[str, Any] = {"__key__": sample.key}
         for field, (offset, size) in sample.fields.items():
             raw[field] = os.pread(file.fileno(), size, offset)

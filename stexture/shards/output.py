@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -17,6 +18,13 @@ import numpy as np
 
 from . import storage
 from .format import FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, MANIFEST_NAME, REJECTED_NAME
+from .format.offsets import (
+    OFFSETS_MANIFEST_KEY,
+    ShardEntries,
+    encode_offsets,
+    offsets_name,
+    scan_tar_bytes,
+)
 from .interop import write_wids_indexes
 from .plan import SPLITS, Plan, ShardSettings
 from .write import PROGRESS_NAME, ShardResult, _write_json
@@ -27,6 +35,7 @@ __all__ = [
     "assemble_manifest",
     "finish_dataset",
     "shard_warnings",
+    "write_sample_offsets",
 ]
 
 # a split with fewer shards than this starves a DataLoader with several workers
@@ -128,13 +137,62 @@ def shard_warnings(plan: Plan) -> list[str]:
     return warnings
 
 
+def _entries_of(out: storage.Location, result: ShardResult) -> ShardEntries:
+    """Where the samples of a written shard lie: from the writer, or (a shard a resumed run
+    found complete) read back from ``out`` and checked against the SHA-256 recorded."""
+    if result.entries is not None:
+        return result.entries
+    path = storage.join(out, result.name)
+    entries = scan_tar_bytes(result.name, storage.read_bytes(path), str(path))
+    if entries.sha256 != result.sha256:
+        raise ValueError(f"{path} changed since it was written (its SHA-256 differs from the "
+                         "progress record); run the same command again to write it anew")
+    return entries
+
+
+def write_sample_offsets(out: str | Path, manifest: dict[str, Any],
+                         entries: dict[str, ShardEntries]) -> dict[str, dict[str, str]]:
+    """Write the offsets file of each split with shards (``{split}.offsets.json``, see
+    :mod:`stexture.shards.format.offsets`) from the ``entries`` of every shard the
+    ``manifest`` content lists, and return what the manifest records of them under
+    ``sample_offsets``: split -> ``name``, ``sha256``.
+
+    Parameters
+    ----------
+    out : str or Path
+        The shard folder (a path or an fsspec URL).
+    manifest : dict
+        The manifest content (as :func:`assemble_manifest` makes it).
+    entries : dict of str to ShardEntries
+        Each shard's entries, by shard name.
+
+    Returns
+    -------
+    dict
+        The ``sample_offsets`` entry of the manifest.
+    """
+    out = storage.location(out)
+    recorded = {}
+    for split, entry in manifest["splits"].items():
+        if not entry["shards"]:
+            continue
+        shards = [entries[shard["name"]] for shard in entry["shards"]]
+        payload = encode_offsets(split, shards)
+        name = offsets_name(split)
+        storage.write_atomically(storage.join(out, name), payload)
+        recorded[split] = {"name": name, "sha256": hashlib.sha256(payload).hexdigest()}
+    return recorded
+
+
 def finish_dataset(out: str | Path, plan: Plan, settings: ShardSettings,
                    results: dict[str, ShardResult], written: int = 0) -> WriteSummary:
-    """Write ``index.csv``, ``rejected.jsonl``, the wids indexes (``{split}.wids.json``) and
-    ``manifest.json`` (last: its presence means the folder is complete), remove the progress
-    file, and summarise."""
+    """Write ``index.csv``, ``rejected.jsonl``, the wids indexes (``{split}.wids.json``), the
+    sample offsets (``{split}.offsets.json``) and ``manifest.json`` (last: its presence
+    means the folder is complete), remove the progress file, and summarise."""
     out = storage.location(out)
     manifest = assemble_manifest(plan, settings, results)
+    manifest[OFFSETS_MANIFEST_KEY] = write_sample_offsets(
+        out, manifest, {name: _entries_of(out, result) for name, result in results.items()})
     index = io.StringIO()
     rows = csv.writer(index, lineterminator="\n")
     rows.writerow(["key", "split", "shard", "cls"])

@@ -3,7 +3,6 @@ that a killed or repeated run resumes (see :mod:`.plan` for the two phases)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -32,6 +31,7 @@ from .format import (
     encode_sample,
     write_tar,
 )
+from .format.offsets import ShardEntries, offsets_names, scan_tar_bytes
 from .interop import wids_index_names
 from .plan import (
     SPLITS,
@@ -61,12 +61,14 @@ PROGRESS_NAME = ".stexture-progress.json"
 # the files of a shard folder besides its shards; its own record (progress file or manifest)
 # names the shards
 _FIXED_NAMES = (MANIFEST_NAME, INDEX_NAME, REJECTED_NAME, PROGRESS_NAME,
-                *sorted(wids_index_names(SPLITS)))
+                *sorted(wids_index_names(SPLITS)), *sorted(offsets_names(SPLITS)))
 
 
 @dataclass(frozen=True)
 class ShardResult:
-    """A written shard: name, sample count, SHA-256, and what it cost."""
+    """A written shard: name, sample count, SHA-256, what it cost, and where each sample's
+    members lie in it (``entries``, for the offsets file; None for a shard a resumed run
+    found complete, whose entries are read back from it at the end)."""
 
     name: str
     count: int
@@ -75,7 +77,7 @@ class ShardResult:
     structure_bytes: int = 0
     decompose_seconds: float = 0.0
     seconds: float = 0.0
-
+    entries: ShardEntries | None = None
 
 
 def resize_shorter_side(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -151,21 +153,25 @@ def write_shard(job: ShardJob, settings: ShardSettings, out: str | Path,
     structures = _structures(decoded, settings, progress)
     decompose_seconds = time.perf_counter() - decompose_start
     samples = [
-        encode_sample(item.key, image, settings.image_format, structure, cls, record)
+        encode_sample(item.key, image, settings.image_format, structure, cls, record,
+                      step=settings.structure_step)
         for (item, cls), image, structure, record in zip(
             job.entries, stored, structures, records, strict=True)
     ]
     buffer = io.BytesIO()
     write_tar(buffer, samples)
     storage.write_atomically(storage.join(out, job.name), buffer.getvalue())
+    # the members' offsets from the bytes just written: the offsets file needs no re-read
+    entries = scan_tar_bytes(job.name, buffer.getvalue())
     return ShardResult(
         name=job.name,
         count=len(samples),
-        sha256=hashlib.sha256(buffer.getvalue()).hexdigest(),
+        sha256=entries.sha256,
         image_bytes=sum(len(s[settings.image_format]) for s in samples),
         structure_bytes=sum(len(s[STRUCTURE_FIELD]) for s in samples),
         decompose_seconds=decompose_seconds,
         seconds=time.perf_counter() - start,
+        entries=entries,
     )
 
 

@@ -29,11 +29,13 @@ The texture is defined on the decoded layers: ``texture = image - structure`` (i
 Beside the shards, ``manifest.json`` lists classes, splits, counts, every shard with its
 sample count and SHA-256, the method and its parameters, and the versions that wrote them;
 ``index.csv`` has one row per sample (``key,split,shard,cls``); ``rejected.jsonl`` one line
-per rejected input with its reason.
+per rejected input with its reason; ``{split}.offsets.json`` where each sample's members
+lie in its shard, so that a loader starts without reading the shards (:mod:`.offsets`).
 
-It is three modules: :mod:`.codecs` (the sample fields and their encodings), :mod:`.tar`
-(writing a shard, reading its members, grouping them into samples) and :mod:`.manifest`
-(``manifest.json`` and ``index.csv``). Every name is re-exported here.
+It is four modules: :mod:`.codecs` (the sample fields and their encodings), :mod:`.tar`
+(writing a shard, reading its members, grouping them into samples), :mod:`.manifest`
+(``manifest.json`` and ``index.csv``) and :mod:`.offsets` (the offsets file). The names of
+the first three are re-exported here, and those of :mod:`.offsets` a reader needs.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ from .manifest import (
     read_manifest,
     shard_name,
 )
+from .offsets import (
+    OFFSETS_MANIFEST_KEY,
+    SampleOffsetsError,
+    offsets_name,
+)
 from .tar import (
     MAX_MEMBER_BYTES,
     group_samples,
@@ -89,12 +96,14 @@ __all__ = [
     "LEGACY_STRUCTURE_FIELD",
     "MANIFEST_NAME",
     "MAX_MEMBER_BYTES",
+    "OFFSETS_MANIFEST_KEY",
     "READABLE_VERSIONS",
     "REJECTED_NAME",
     "STRUCTURE_FIELD",
     "STRUCTURE_FIELDS",
     "DecodedSample",
     "Manifest",
+    "SampleOffsetsError",
     "ShardInfo",
     "check_layer_size",
     "check_member_file_name",
@@ -107,6 +116,7 @@ __all__ = [
     "encode_structure",
     "group_samples",
     "iter_tar_samples",
+    "offsets_name",
     "read_index",
     "read_manifest",
     "read_tar_members",
