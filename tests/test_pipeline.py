@@ -149,17 +149,19 @@ def test_other_settings_on_an_existing_output_are_refused(tmp_path):
     assert read_manifest(out).raw["settings"]["quality"] == 80
 
 
-def test_a_folder_of_another_format_version_is_not_resumed(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])  # WebP structure; lossless delta-zstd structure
+def test_a_folder_of_another_format_version_is_not_resumed(tmp_path, version):
     make_image_folder(tmp_path / "src", per_class=2)
     out = tmp_path / "out"
     run(tmp_path / "src", out)
     manifest = json.loads((out / "manifest.json").read_text())
-    manifest["format_version"] = 1  # as the WebP-structure version wrote it
+    manifest["format_version"] = version
     (out / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="format version 1; this stexture writes version 2"):
+    with pytest.raises(ValueError,
+                       match=f"format version {version}; this stexture writes version 3"):
         run(tmp_path / "src", out)
     run(tmp_path / "src", out, overwrite=True)
-    assert read_manifest(out).raw["format_version"] == 2
+    assert read_manifest(out).raw["format_version"] == 3
 
 
 def test_a_damaged_shard_is_written_again_on_resume(tmp_path):

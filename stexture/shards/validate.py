@@ -4,7 +4,7 @@
 missing or changed files (SHA-256), sample counts, samples that do not decode, class
 indices out of range or disagreeing with the record and ``index.csv``, duplicate keys, and,
 on a few samples, whether the stored structure is what the recorded method gives for the
-stored image (within one 8-bit level).
+stored image (within one 8-bit level, plus the quantisation's bound for a quantised layer).
 """
 
 from __future__ import annotations
@@ -34,8 +34,16 @@ from .plan import ShardSettings, plan_dataset
 
 __all__ = ["Validation", "contact_sheet", "stale_shards", "validate_dataset"]
 
-# stored structure vs. a fresh decomposition: rounding may differ by one level
+# stored structure vs. a fresh decomposition: rounding may differ by one level (and a
+# quantised layer, format version 3, by half its step more: _recompute_tolerance)
 _RECOMPUTE_TOLERANCE = 1
+
+
+def _recompute_tolerance(manifest: Manifest) -> int:
+    """Levels a stored structure may differ from a fresh one: the rounding, plus the error
+    bound ``structure_step // 2`` of the writer's quantisation (versions 1 and 2: lossless)."""
+    step = (manifest.raw.get("settings") or {}).get("structure_step", 1)
+    return _RECOMPUTE_TOLERANCE + int(step) // 2
 
 
 @dataclass
@@ -192,7 +200,7 @@ def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: i
                         recompute_left -= 1
                         result.recomputed += 1
                         levels = _recompute_matches(sample, manifest.method, manifest.params)
-                        if levels > _RECOMPUTE_TOLERANCE:
+                        if levels > _recompute_tolerance(manifest):
                             result.problems.append(
                                 f"{where}: the stored structure differs by {levels} levels "
                                 f"from {manifest.method} on the stored image")

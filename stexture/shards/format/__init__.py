@@ -11,9 +11,12 @@ A shard is a WebDataset tar file ``{split}-{index:06d}.tar``. Each sample holds:
     the stored image, 8-bit RGB, exactly as written (its decoded pixels are the image).
 ``structure.dzst``
     the structure layer, 8-bit RGB: the method's float output rounded to 8 bits (so within
-    0.5/255 of it), stored losslessly as a vertical delta compressed with Zstandard (see
-    :func:`encode_structure` for the byte layout). Chosen by measurement for the loader,
-    which decodes a structure layer for every cue-conflict sample: it decodes faster than
+    0.5/255 of it), stored as a vertical delta compressed with Zstandard (see
+    :func:`encode_structure` for the byte layout). Format version 3 stores it quantised to
+    multiples of the writer's ``structure_step`` (in the manifest's settings; default 4):
+    every decoded level is within ``structure_step // 2`` of the 8-bit layer; version 2
+    stored it losslessly (step 1), and one reader takes both. Chosen by measurement for the
+    loader, which decodes a structure layer for every cue-conflict sample: it decodes faster than
     lossless WebP and encodes faster, for somewhat more bytes (the figures are in
     ``benchmarks/README.md``, from ``benchmarks/bench_structure_codec.py``). Shards of
     format version 1 hold the structure as ``structure.webp`` (WebP lossless) instead; every

@@ -232,8 +232,14 @@ def encode_sample(
     structure: np.ndarray,
     cls: int,
     record: dict[str, Any],
+    step: int = 1,
 ) -> dict[str, Any]:
-    """A WebDataset sample dict from an already encoded stored image and a uint8 structure."""
+    """A WebDataset sample dict from an already encoded stored image and a uint8 structure.
+
+    ``step`` is the structure layer's quantisation step (:func:`encode_structure`: 1 stores
+    it losslessly, ``k`` within ``k // 2`` levels); the writer passes its
+    ``ShardSettings.structure_step``.
+    """
     if "." in key:
         raise ValueError(f"sample key {key!r} contains a dot")
     if image_format not in IMAGE_FIELDS:
@@ -243,7 +249,7 @@ def encode_sample(
     return {
         "__key__": key,
         image_format: image,
-        STRUCTURE_FIELD: encode_structure(structure),
+        STRUCTURE_FIELD: encode_structure(structure, step=step),
         "cls": str(int(cls)).encode("ascii"),
         "json": json.dumps(record, sort_keys=True).encode("utf-8"),
     }

@@ -22,9 +22,12 @@ MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.csv"
 REJECTED_NAME = "rejected.jsonl"
 FORMAT_NAME = "stexture-shards"
-FORMAT_VERSION = 2
-#: The format versions this stexture reads: 1 (structure as WebP) and 2 (delta-zstd).
-READABLE_VERSIONS = (1, FORMAT_VERSION)
+#: The version this stexture writes: 3, the structure layer quantised by the writer's
+#: ``structure_step`` (recorded in the manifest's settings; same field and reader as 2).
+FORMAT_VERSION = 3
+#: The format versions this stexture reads: 1 (structure as WebP), 2 (delta-zstd, lossless)
+#: and 3 (delta-zstd, quantised).
+READABLE_VERSIONS = (1, 2, FORMAT_VERSION)
 _INDEX_COLUMNS = ("key", "split", "shard", "cls")
 
 
