@@ -29,7 +29,8 @@ from .checks import _check_seed, _check_sizes
 from .crops import check_min_scale
 from .cue_conflict_loader import CueConflictLoader
 from .eval_loader import make_eval_loader
-from .index import locate_split, manifest_of
+from .index import locate_split
+from .remote import CachedTrainSet, open_source
 from .sampler import EpochSampler, check_samples_per_epoch
 from .train import TrainCollate, TrainSet
 
@@ -72,16 +73,23 @@ def make_loader(
     labels: str = "hard",
     label_set: str | None = None,
     mix: MixConfig | None = None,
+    storage_options: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    cache_limit: int | None = None,
     **dataloader_options: Any,
 ) -> CueConflictLoader:
     """A training loader of cue-conflict batches over the shards in ``source``.
 
     Parameters
     ----------
-    source : path, ShardFolder or Manifest
-        A shard directory with ``manifest.json``, or the
-        :class:`~stexture.shards.ShardFolder` (or :class:`Manifest`) it was opened as: then
-        the manifest is not read again.
+    source : path, URL, ShardFolder or Manifest
+        A shard directory with ``manifest.json``, or an fsspec URL of one
+        (``s3://bucket/shards``, ``gs://...``, ``https://...``; ``file://`` is the local
+        folder), or the :class:`~stexture.shards.ShardFolder` (or :class:`Manifest`) it was
+        opened as: then the manifest is not read again. A local folder is read in place;
+        the shards at a URL through a local cache (``cache_dir``), which downloads each
+        once per node, checks it against the manifest's SHA-256 before it is read and
+        prefetches the next ones in this epoch's order, each worker its own batches'.
     k : float in [0, 1]
         Weight of the structure class in a cue-conflict target, as in
         :class:`~stexture.mixing.CueConflictMix`; the batch is the mixing unit.
@@ -153,6 +161,19 @@ tile_size
         the shard folder's only one.
     mix : MixConfig, optional
         How batches are mixed; given, the mixing keywords above must keep their defaults.
+    storage_options : dict, optional
+        fsspec options for a URL ``source``: for S3 ``{"client_kwargs": {"endpoint_url":
+        ...}, "key": ..., "secret": ...}``. The environment applies as well
+        (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+    cache_dir : str or Path, optional
+        Where the shards of a URL ``source`` are cached (on a local file system); by
+        default :func:`~stexture.shards.cache.default_cache_dir` (``$STEXTURE_CACHE_DIR``,
+        else ``~/.cache/stexture/shards`` on Linux).
+    cache_limit : int, optional
+        The most bytes the cached shards of a URL ``source`` may take on this node (shards
+        no process reads soon are evicted); no limit by default. It must hold the shards
+        the workers read at once and their prefetch: with the global shuffle a smaller
+        cache than the split fetches shards again and again (correct, but slow).
     **dataloader_options
         Passed to ``torch.utils.data.DataLoader``: ``pin_memory``, ``persistent_workers``,
         ``prefetch_factor``, ``multiprocessing_context`` (default: the platform's),
@@ -173,6 +194,10 @@ tile_size
         a :class:`CorruptSampleWarning`, and its batch is smaller.)
     FileNotFoundError
         No manifest, or a shard it lists is missing.
+    StorageUnreachableError, ShardFetchError, CacheFolderError
+        For a URL ``source`` (:mod:`stexture.shards.cache`): the storage cannot be
+        reached; a shard could not be fetched after the retries (the error names it); the
+        cache folder cannot be written or is full.
     CudaUnavailableError
         ``mix_device`` is a CUDA device and torch sees no GPU.
     """
@@ -190,19 +215,29 @@ tile_size
     check_samples_per_epoch(samples_per_epoch)  # its passes over the data: once located
     normalize = Normalize(mean, std)
     device = None if mix_device is None else _mix_device(mix_device)
-    manifest = manifest_of(source)
+    manifest, remote = open_source(source, storage_options, cache_dir, cache_limit)
     counters = Counters(num_workers)
-    samples = locate_split(manifest, split, keys)
+    samples = locate_split(manifest, split, keys, remote=remote)
     sampler = EpochSampler(len(samples), batch_size=batch_size, seed=seed, shuffle=shuffle,
                            drop_last=drop_last, samples_per_epoch=samples_per_epoch,
                            rank=rank, world_size=world_size)
     if len(sampler) == 0:
         raise ValueError(f"samples_per_epoch={samples_per_epoch} is less than one batch of "
                          f"{batch_size} per rank ({sampler.num_replicas} rank(s))")
+    if labels == "soft" and remote is not None:
+        raise ValueError(f"labels='soft' reads a label set beside a local shard folder; "
+                         f"{manifest.root} is a URL (copy the folder with its labels-* "
+                         "sidecar to local disk to train on stored labels)")
     soft = (SoftLabelReader(read_label_set(manifest, label_set), split,
                             [sample.key for sample in samples]) if labels == "soft" else None)
-    dataset = TrainSet(samples, image_size=image_size, min_scale=min_scale, seed=seed,
-                       counters=counters, soft=soft)
+    if remote is None:
+        dataset = TrainSet(samples, image_size=image_size, min_scale=min_scale, seed=seed,
+                           counters=counters, soft=soft)
+    else:  # read through the shard cache, prefetched in each process's order
+        remote.learn_sizes(samples)
+        dataset = CachedTrainSet(samples, remote=remote, sampler=sampler,
+                                 image_size=image_size, min_scale=min_scale, seed=seed,
+                                 counters=counters, soft=soft)
     collate = TrainCollate(CueConflictMix(manifest.num_classes, k, mix), normalize, seed=seed,
                            image_size=image_size, with_info=with_info,
                            mix_in_worker=device is None, counters=counters, view=view)

@@ -21,7 +21,8 @@ from .batch import (
 )
 from .checks import _check_seed, _check_sizes
 from .evaluation import EVAL_KINDS, EvalCollate, EvalSet, conflict_donors
-from .index import locate_split, manifest_of
+from .index import SampleReader, locate_split
+from .remote import open_source
 from .workers import _worker_init
 
 
@@ -38,6 +39,9 @@ def make_eval_loader(
     std: Sequence[float] = IMAGENET_STD,
     k: float = 1.0,
     view: str = "image",
+    storage_options: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    cache_limit: int | None = None,
     **dataloader_options: Any,
 ) -> DataLoader:
     """A deterministic evaluation loader over ``split``; yields ``(x, y, info)``.
@@ -56,6 +60,10 @@ def make_eval_loader(
     one of its layers, as in :func:`make_loader` (layer views: ``kind="clean"`` only).
     ``dataloader_options`` go to ``torch.utils.data.DataLoader`` (``pin_memory``,
     ``persistent_workers``, ...).
+
+    ``source`` may be an fsspec URL (``s3://bucket/shards``, ...): its shards are then read
+    through the shard cache, as in :func:`make_loader`, with ``storage_options``,
+    ``cache_dir`` and ``cache_limit`` (prefetched in the split's order).
     """
     if kind not in EVAL_KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(EVAL_KINDS)}")
@@ -64,14 +72,17 @@ def make_eval_loader(
     _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
     _check_seed(seed)
     normalize = Normalize(mean, std)
-    manifest = manifest_of(source)
-    samples = locate_split(manifest, split)
+    manifest, remote = open_source(source, storage_options, cache_dir, cache_limit)
+    samples = locate_split(manifest, split, remote=remote)
     if kind == "clean":
         donors = np.arange(len(samples))
     else:
         donors = conflict_donors(np.array([s.cls for s in samples]), seed)
     dataset = EvalSet(samples, donors, image_size, Counters(num_workers),
                       with_structure=kind == "conflict" or view != "image")
+    if remote is not None:  # through the shard cache, prefetched in the split's order
+        remote.learn_sizes(samples)
+        dataset.reader = SampleReader(remote, plan=[sample.path for sample in samples])
     collate = EvalCollate(manifest.num_classes, k if kind == "conflict" else 1.0, normalize,
                           kind == "conflict", image_size, view)
     worker_init_fn = _worker_init(dataloader_options)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import posixpath
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +43,9 @@ from ..shards.format.offsets import (
     offsets_bound,
     offsets_record,
 )
+
+if TYPE_CHECKING:
+    from .remote import RemoteShards
 
 __all__ = ["CorruptSampleWarning", "Located", "SampleReader", "locate_split", "manifest_of"]
 
@@ -152,6 +156,46 @@ def _locate_by_offsets(manifest: Manifest, split: str, infos: list[ShardInfo]
     return located
 
 
+def _missing_shards(manifest: Manifest, infos: list[ShardInfo]) -> list[str]:
+    """The shards of ``infos`` not in the folder: a local folder's checked one by one, a
+    URL folder's against one listing (none listed, as over HTTP: each is reported when it
+    is fetched)."""
+    if not isinstance(manifest.root, str):
+        return [s.name for s in infos if not (manifest.root / s.name).is_file()]
+    from ..shards.cache import open_filesystem
+
+    fs, path = open_filesystem(manifest.root, manifest.storage_options)
+    try:
+        fs.invalidate_cache(path)  # a listing cached before the shards were written
+        present = {posixpath.basename(str(found).rstrip("/"))
+                   for found in fs.ls(path, detail=False)}
+    except Exception:  # noqa: BLE001 - no listing: the fetch of a missing shard names it
+        return []
+    return [s.name for s in infos if s.name not in present] if present else []
+
+
+def _scan_shards(manifest: Manifest, infos: list[ShardInfo],
+                 remote: RemoteShards | None) -> list[Located]:
+    """The samples of ``infos`` from their tar headers: read in place, or for a folder at a
+    URL from each shard's cached copy (fetched one by one into the cache; the samples keep
+    the shard's URL as their path)."""
+    if not isinstance(manifest.root, str):
+        return [loc for info in infos
+                for loc in _locate_shard(manifest.root, info, manifest.num_classes)]
+    if remote is None:
+        from .remote import RemoteShards
+
+        remote = RemoteShards(manifest)
+    located = []
+    for info in infos:
+        url = str(storage.join(manifest.root, info.name))
+        ref = remote.ref(url)
+        with remote.cache.pinned(ref.name, ref.sha256, ref.size) as path:
+            located += [dataclasses.replace(loc, path=url) for loc in
+                        _locate_shard(path.parent, info, manifest.num_classes)]
+    return located
+
+
 def _check_unique_keys(samples: list[Located], split: str) -> None:
     """``ValueError`` naming both shards when a key is in two of them: one sample read twice
     (and possibly with two labels)."""
@@ -164,23 +208,25 @@ def _check_unique_keys(samples: list[Located], split: str) -> None:
 
 
 def locate_split(manifest: Manifest, split: str,
-                 keys: Collection[str] | None = None) -> list[Located]:
+                 keys: Collection[str] | None = None, *,
+                 remote: RemoteShards | None = None) -> list[Located]:
     """Every sample of ``split`` in manifest order (shard by shard, tar order within one), or
     only those in ``keys``; clear errors for a missing shard, a count that disagrees with the
     manifest, a class out of range, a key in two shards or whose members are not contiguous,
-    or keys not in the split."""
+    or keys not in the split. For a folder at a URL, ``remote`` holds the shard cache that a
+    folder without an offsets file fetches its shards into to read their headers (a
+    default one when None)."""
     infos = manifest.shards(split)
     if not infos:
         raise ValueError(f"split {split!r} of {manifest.root} has no shards")
-    missing = [s.name for s in infos if not (manifest.root / s.name).is_file()]
+    missing = _missing_shards(manifest, infos)
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} shard(s) listed in the manifest of {manifest.root} are missing: "
             f"{', '.join(missing[:5])}")
     samples = _locate_by_offsets(manifest, split, infos)
     if samples is None:  # a folder without an offsets file (written before they existed)
-        samples = [loc for info in infos
-                   for loc in _locate_shard(manifest.root, info, manifest.num_classes)]
+        samples = _scan_shards(manifest, infos, remote)
     _check_unique_keys(samples, split)
     if keys is None:
         return samples
@@ -197,21 +243,48 @@ def locate_split(manifest: Manifest, split: str,
 
 
 class SampleReader:
-    """Reads a located sample's fields by offset; each process opens its own files."""
+    """Reads a located sample's fields by offset; each process opens its own files.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    remote : RemoteShards, optional
+        For a folder at a URL (the samples' ``path`` a shard's URL): the shard cache the
+        local copies come from. One shard is held open (and pinned in the cache) at a time.
+    plan : sequence of str, optional
+        With ``remote``: the shard URLs in the order this reader will need them, prefetched
+        from its first read in each process (the training set sets its order per epoch
+        instead).
+    """
+
+    def __init__(self, remote: RemoteShards | None = None,
+                 plan: Sequence[str] | None = None) -> None:
         self._files: dict[str, Any] = {}
         self._pid = -1
+        self.remote = remote
+        self.plan = plan
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_files": {}, "_pid": -1}  # open files stay in the process that opened them
+        # open files stay in the process that opened them
+        return {"_files": {}, "_pid": -1, "remote": self.remote, "plan": self.plan}
+
+    def _local_path(self, sample: Located) -> str | Path:
+        """Where to open the sample's shard: its path, or its cached copy (pinned until
+        this process's next shard: the one before is closed first)."""
+        if self.remote is None:
+            return sample.path
+        if self.plan is not None and not self.remote.planned("split"):
+            self.remote.plan(self.plan, "split")
+        for file in self._files.values():
+            file.close()
+        self._files = {}
+        return self.remote.local_path(sample.path)
 
     def raw(self, sample: Located) -> dict[str, Any]:
         if self._pid != os.getpid():  # a forked worker opens its own files
             self._files, self._pid = {}, os.getpid()
         file = self._files.get(sample.path)
         if file is None:
-            file = open(sample.path, "rb")  # noqa: SIM115
+            file = open(self._local_path(sample), "rb")  # noqa: SIM115
             if sample.check is not None:  # once per shard and process: offsets still true?
                 try:
                     sample.check.verify(file.fileno(), sample.path)
