@@ -237,7 +237,7 @@ def test_damaged_tars_are_named_in_a_value_error(tmp_path):
             list(iter_tar_samples(path))
 
 
-@pytest.mark.parametrize("step", [2, 3, 5])
+@pytest.mark.parametrize("step", [2, 3, 4, 5, 255])  # 4: the writer's default
 def test_a_quantised_layer_decodes_within_half_a_step(step):
     rng = np.random.default_rng(step)
     layer = np.concatenate([smooth_layer(37, 29).reshape(-1),  # and every value, 255 too
@@ -259,10 +259,30 @@ def test_step_1_writes_layout_1_bytes_and_a_smooth_layer_shrinks_with_the_step()
     assert len(encode_structure(layer, step=3)) < 0.9 * len(encode_structure(layer))
 
 
-@pytest.mark.parametrize("bad", [0, 256])
+@pytest.mark.parametrize("bad", [0, 256, -3, 2.5, True])
 def test_a_bad_step_is_refused(bad):
-    with pytest.raises(ValueError, match="quantisation step"):
+    with pytest.raises(ValueError, match=r"quantisation step must be an integer in 1\.\.255"):
         encode_structure(smooth_layer(), step=bad)
+
+
+@pytest.mark.parametrize("step", [2, 3, 4, 7, 255])
+def test_the_stated_bound_is_reached_by_some_level(step):
+    # step // 2 is the bound the docs state: tight, not just an upper bound
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    error = decode_structure(encode_structure(levels, step=step)).astype(np.int16) - levels
+    assert np.abs(error).max() == step // 2
+
+
+def test_a_sample_stores_its_structure_at_the_step_given():
+    layer = smooth_layer()
+    image = encode_image(layer, "png")
+    exact = encode_sample("k", image, "png", layer, 0, {})
+    quantised = encode_sample("k", image, "png", layer, 0, {}, step=4)
+    assert exact[STRUCTURE_FIELD] == encode_structure(layer)
+    assert quantised[STRUCTURE_FIELD] == encode_structure(layer, step=4)
+    assert {k: v for k, v in quantised.items() if k != STRUCTURE_FIELD} == {
+        k: v for k, v in exact.items() if k != STRUCTURE_FIELD}
+    assert np.abs(decode_sample(quantised).texture - decode_sample(exact).texture).max() == 2
 
 
 def test_a_quantised_layer_declaring_step_0_or_1_is_corrupt():

@@ -127,6 +127,12 @@ def test_the_command_line_sets_the_step_and_refuses_a_bad_one(tmp_path, capsys):
     for bad in ("0", "256"):
         assert main(["decompose", str(tmp_path / "src"), str(tmp_path / "bad"), *FAST_ARGS,
                      "--structure-step", bad]) == 2
-        assert f"structure step must be in 1..255 (1: lossless), got {bad}" in (
+        assert f"structure step must be an integer in 1..255 (1: lossless), got {bad}" in (
             capsys.readouterr().err)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("bad", [0, 256, 2.5, True, "4"])
+def test_settings_refuse_a_step_that_is_not_an_integer_in_range(bad):
+    with pytest.raises(ValueError, match=r"structure step must be an integer in 1\.\.255"):
+        ShardSettings(structure_step=bad)

@@ -122,8 +122,10 @@ class ShardSettings:
              " or max pixels be raised"),
             (self.min_side >= 2, f"min side must be >= 2, got {self.min_side}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
-            (1 <= self.structure_step <= 255,
-             f"structure step must be in 1..255 (1: lossless), got {self.structure_step}"),
+            (isinstance(self.structure_step, int) and not isinstance(self.structure_step, bool)
+             and 1 <= self.structure_step <= 255,
+             f"structure step must be an integer in 1..255 (1: lossless), got "
+             f"{self.structure_step!r}"),
         ]
         for ok, message in checks:
             if not ok:

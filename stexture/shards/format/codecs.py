@@ -78,8 +78,8 @@ def encode_structure(structure: np.ndarray, level: int = _ZSTD_LEVEL, step: int 
         )
     if 0 in structure.shape:
         raise ValueError(f"a structure layer must not be empty, got shape {structure.shape}")
-    if not 1 <= step <= 255:
-        raise ValueError(f"the quantisation step must be in 1..255, got {step}")
+    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or not 1 <= step <= 255:
+        raise ValueError(f"the quantisation step must be an integer in 1..255, got {step!r}")
     height, width = structure.shape[:2]
     channels = structure.shape[2] if structure.ndim == 3 else 0
     rows = np.ascontiguousarray(structure).reshape(height, -1)
