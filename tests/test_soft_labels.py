@@ -511,6 +511,40 @@ def test_crossfit_labels_each_sample_with_the_models_that_did_not_train_on_it(sh
     assert main(["inspect", str(root), "--per-class", "0", "--recompute", "0", "-q"]) == 0
 
 
+def test_given_teachers_one_pair_per_fold_label_the_samples_of_their_fold(shards, tmp_path):
+    """Teachers cross-fitted elsewhere (a sweep's ``structure-fold<f>`` runs): pair ``f``
+    labels exactly the samples the (split, class) fold rule puts in fold ``f``, computed here
+    from index.csv's own text."""
+    root = tmp_path / "shards"
+    shutil.copytree(shards, root, ignore=shutil.ignore_patterns("labels-*"))
+    pairs = [(teacher(1), teacher(2)), (teacher(3), teacher(4))]
+    labels = label_shards(root, structure_model=[p[0] for p in pairs],
+                          texture_model=[p[1] for p in pairs], grid=1, input_size=32)
+    assert labels.info["folds"] == 2 and labels.info["fold_rule"]
+    rows = [line.split(",") for line in (root / INDEX_NAME).read_text().splitlines()[1:]]
+    folds = assign_folds({key: (split, int(cls)) for key, split, _, cls in rows}, 2)
+    seen = set()
+    for info in labels.manifest.shards("train") + labels.manifest.shards("val"):
+        stored = {raw["__key__"]: decode_label_sample(raw, 3, 1)
+                  for raw in iter_tar_samples(labels.folder / info.name)}
+        for raw in iter_tar_samples(root / info.name):
+            sample = decode_sample(raw)
+            fold = folds[sample.key]
+            for i, kind in enumerate(("structure", "texture")):
+                with torch.no_grad():
+                    want, other = (torch.softmax(pairs[f][i](view_input(
+                        sample.image, sample.structure, kind, 32)), 1)[0].numpy()
+                        for f in (fold, 1 - fold))
+                np.testing.assert_allclose(stored[sample.key][i][0, 0], want, rtol=FP16,
+                                           atol=1e-6)
+                assert np.abs(stored[sample.key][i][0, 0] - other).max() > 1e-3
+            seen.add(fold)
+    assert seen == {0, 1}
+    with pytest.raises(ValueError, match="2 structure model.*1 texture model"):
+        label_shards(root, name="bad", structure_model=[teacher(1), teacher(3)],
+                     texture_model=[teacher(2)])
+
+
 def test_sweep_with_soft_labels(labelled, tmp_path):
     assert main(["sweep", str(labelled), "--labels", "soft", "--k", "0.5", "--seeds", "1",
                  "--epochs", "1", "--image-size", "16", "--batch-size", "6", "--no-baseline",

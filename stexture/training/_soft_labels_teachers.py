@@ -9,10 +9,8 @@ import torch
 from torch import nn
 
 from ..loader import make_eval_loader, make_loader
-from ..shards.format import (
-    Manifest,
-    read_index,
-)
+from ..shards.folder import ShardFolder
+from ..shards.format import Manifest
 from ..shards.labels import read_label_set
 from ._soft_labels_progress import _MODELS_FOLDER, _Progress
 from .crossfit import assign_folds, training_keys
@@ -23,20 +21,22 @@ from .trainer import Log, TrainConfig, fit
 _KINDS = ("structure", "texture")
 
 
-def _fold_assignment(manifest: Manifest, folds: int | None) -> dict[str, int] | None:
+def _fold_assignment(folder: ShardFolder, folds: int | None) -> dict[str, int] | None:
+    """Every key's fold (stratified by split and class), from the folder's one index."""
     if folds is None:
         return None
-    return assign_folds({row["key"]: (row["split"], int(row["cls"]))
-                         for row in read_index(manifest.root)}, folds)
+    return assign_folds({row["key"]: (row["split"], int(row["cls"])) for row in folder.index},
+                        folds)
 
 
-def _fold_teachers(manifest: Manifest, state: _Progress, fold_of: dict[str, int], fold: int,
+def _fold_teachers(folder: ShardFolder, state: _Progress, fold_of: dict[str, int], fold: int,
                    model: str, train: TrainConfig, image_size: int, batch_size: int,
                    min_scale: float, device: torch.device, workers: int, log: Log
                    ) -> tuple[nn.Module, nn.Module]:
     """The structure and texture models of ``fold``: loaded when ``progress.json`` records
     them as trained, else trained on the training samples outside the fold."""
-    train_keys = [row["key"] for row in read_index(manifest.root) if row["split"] == "train"]
+    manifest = folder.manifest
+    train_keys = [row["key"] for row in folder.index if row["split"] == "train"]
     keys = training_keys(fold_of, fold, train_keys)
     has_val = bool(manifest.splits.get("val"))
     pair = []
@@ -53,10 +53,10 @@ def _fold_teachers(manifest: Manifest, state: _Progress, fold_of: dict[str, int]
                 continue
         path.unlink(missing_ok=True)  # an unfinished or changed model of ours
         log(f"{kind} model of fold {fold}: training on {len(keys)} samples")
-        loader = make_loader(str(manifest.root), k=1.0, p_conflict=0.0, view=kind, keys=keys,
+        loader = make_loader(folder, k=1.0, p_conflict=0.0, view=kind, keys=keys,
                              batch_size=batch_size, image_size=image_size, seed=train.seed,
                              min_scale=min_scale, num_workers=workers)
-        val = (make_eval_loader(str(manifest.root), split="val", view=kind,
+        val = (make_eval_loader(folder, split="val", view=kind,
                                 batch_size=batch_size, image_size=image_size,
                                 num_workers=workers) if has_val else None)
         fit(teacher, loader, val, train, device=device, checkpoint_path=path)

@@ -7,7 +7,8 @@ loader's ``view="texture"`` shows it), each applied fully convolutionally to the
 image (:func:`~stexture.training.teachers.label_maps`).
 
 The two models are either given (checkpoints of the built-in models, or any module through
-the loading hook of :func:`~stexture.training.teachers.load_teacher`), or trained here with
+the loading hook of :func:`~stexture.training.teachers.load_teacher`; one pair, or one pair
+per fold when they were cross-fitted elsewhere, as a sweep's teachers are), or trained here with
 cross-fitting: ``folds`` structure models and ``folds`` texture models, the pair of fold
 ``f`` trained on the training samples outside fold ``f``
 (:mod:`stexture.training.crossfit`) and labelling the samples inside it, so that no
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +41,8 @@ from torch import nn
 from .. import __version__
 from ..loader.batch import IMAGENET_MEAN, IMAGENET_STD
 from ..shards import storage
-from ..shards.format import (
-    MANIFEST_NAME,
-    Manifest,
-    read_manifest,
-)
+from ..shards.folder import ShardFolder
+from ..shards.format import MANIFEST_NAME, Manifest
 from ..shards.labels import (
     LABELS_FORMAT,
     LABELS_VERSION,
@@ -91,12 +90,15 @@ def _check_settings(grid: int, input_size: int, topk: int | None, temperature: f
     check_temperature(temperature)
 
 
+TeacherSpec = str | Path | nn.Module
+
+
 def label_shards(
-    root: str | Path,
+    root: str | Path | ShardFolder,
     *,
     name: str = "default",
-    structure_model: str | Path | nn.Module | None = None,
-    texture_model: str | Path | nn.Module | None = None,
+    structure_model: TeacherSpec | Sequence[TeacherSpec] | None = None,
+    texture_model: TeacherSpec | Sequence[TeacherSpec] | None = None,
     model: str = "small",
     folds: int = DEFAULT_FOLDS,
     temperature: float = 1.0,
@@ -118,12 +120,17 @@ def label_shards(
 
     Parameters
     ----------
-    root : the shard folder (with ``manifest.json`` and ``index.csv``).
+    root : the shard folder (with ``manifest.json`` and ``index.csv``), or the
+        :class:`~stexture.shards.ShardFolder` it was opened as.
     name : the label set's name: it goes to ``root/labels-NAME``.
     structure_model, texture_model : the two teachers (both or neither): an ``nn.Module``, a
         checkpoint of the built-in ``model``, or ``"package.module:function"``
-        (:func:`~stexture.training.teachers.load_teacher`). Neither: train them here with
-        cross-fitting.
+        (:func:`~stexture.training.teachers.load_teacher`). Or a sequence of them, one per
+        fold, for teachers cross-fitted elsewhere: the pair of fold ``f`` labels the samples
+        that :func:`~stexture.training.crossfit.assign_folds` places in fold ``f`` by split
+        and class (the rule :data:`~stexture.training.crossfit.FOLD_RULE`; on a sweep's
+        training subset it gives the sweep's ``structure-fold<f>`` teachers their folds).
+        Neither: train them here with cross-fitting.
     model : the built-in architecture of checkpoints and of the models trained here.
     folds : cross-fitting folds (>= 2) when the teachers are trained here.
     temperature : softmax temperature of the label maps (> 0).
@@ -154,7 +161,8 @@ def label_shards(
         No manifest, index or teacher checkpoint.
     """
     log = log or (lambda message: None)
-    manifest = read_manifest(root)
+    shards = ShardFolder.open(root)  # manifest.json read once, index.csv at most once
+    manifest = shards.manifest
     num_classes = manifest.num_classes
     if topk == 0:
         topk = DEFAULT_TOPK if num_classes >= DEFAULT_TOPK_FROM else None
@@ -172,19 +180,24 @@ def label_shards(
     given = structure_model is not None
     teachers: list[tuple[nn.Module, nn.Module]] = []
     if given:
-        teachers = [(load_teacher(structure_model, num_classes, model).to(torch_device),
-                     load_teacher(texture_model, num_classes, model).to(torch_device))]
+        teachers = _given_teachers(structure_model, texture_model, num_classes, model,
+                                   torch_device)
     if teachers_from is not None:
         if given:
             raise ValueError("give the teachers either as models or as teachers_from, not both")
         teachers, folds = _teachers_of(manifest, teachers_from, torch_device)
+    # given: one pair labels every sample, or one pair per fold
+    label_folds = (len(teachers) if len(teachers) > 1 else None) if given else folds
     settings = {
         "grid": int(grid), "input_size": int(input_size), "topk": topk,
         "temperature": float(temperature), "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "source": {info.name: info.sha256 for infos in manifest.splits.values()
                    for info in infos},
-        "teachers": ({"given": [module_digest(m) for m in teachers[0]]} if given else
+        "teachers": ({"given": [module_digest(m) for m in teachers[0]]}
+                     if given and label_folds is None else
+                     {"given": [[module_digest(m) for m in pair] for pair in teachers]}
+                     if given else
                      {"from": teachers_from, "digests": [[module_digest(m) for m in pair]
                                                          for pair in teachers]}
                      if teachers_from is not None else
@@ -193,33 +206,51 @@ def label_shards(
                                    "min_scale": min_scale, "train": vars(train)}}),
     }
     state = _Progress(folder, settings, overwrite)
-    fold_of = _fold_assignment(manifest, folds if not given else None)
+    fold_of = _fold_assignment(shards, label_folds)
     if not teachers:
-        teachers = [_fold_teachers(manifest, state, fold_of, fold, model, train, image_size,
+        teachers = [_fold_teachers(shards, state, fold_of, fold, model, train, image_size,
                                    batch_size, min_scale, torch_device, workers, log)
                     for fold in range(folds)]
     _label_all(manifest, state, teachers, fold_of, torch_device, progress, log)
-    _write_manifest(manifest, state, name, teachers, given, folds, teachers_from)
+    _write_manifest(manifest, state, name, teachers, given, label_folds, teachers_from)
     register_label_set(manifest.root, name)
     log(f"label set {name!r}: {sum(manifest.count(s) for s in manifest.splits)} samples "
         f"-> {folder}")
     return read_label_set(manifest.root, name)
 
 
+def _given_teachers(structure_model: TeacherSpec | Sequence[TeacherSpec],
+                    texture_model: TeacherSpec | Sequence[TeacherSpec], num_classes: int,
+                    model: str, device: torch.device) -> list[tuple[nn.Module, nn.Module]]:
+    """The given teachers as pairs: one, or one per fold (two sequences of one length)."""
+    specs = [list(spec) if isinstance(spec, (list, tuple)) else [spec]
+             for spec in (structure_model, texture_model)]
+    if len(specs[0]) != len(specs[1]):
+        raise ValueError(f"{len(specs[0])} structure model(s) but {len(specs[1])} texture "
+                         "model(s): give one of each (or one of each per fold)")
+    if len(specs[0]) > 1:
+        check_folds(len(specs[0]))
+    elif not specs[0]:
+        raise ValueError("an empty list of teachers: give one model of each kind, or one per "
+                         "fold")
+    return [(load_teacher(s, num_classes, model).to(device),
+             load_teacher(t, num_classes, model).to(device)) for s, t in zip(*specs, strict=True)]
 
 
 def _write_manifest(manifest: Manifest, state: _Progress, name: str,
                     teachers: list[tuple[nn.Module, nn.Module]], given: bool,
-                    folds: int, teachers_from: str | None) -> None:
+                    folds: int | None, teachers_from: str | None) -> None:
     """``labels-NAME/manifest.json``: a shard manifest of the sidecar shards plus the
-    ``labels`` record (see :mod:`stexture.shards.labels`)."""
+    ``labels`` record (see :mod:`stexture.shards.labels`); ``folds`` None: one teacher pair
+    labelled every sample."""
     settings = state.settings
     splits = {split: {"count": sum(i.count for i in infos),
                       "shards": [{"name": i.name, "count": i.count,
                                   "sha256": state.done[i.name]} for i in infos]}
               for split, infos in manifest.splits.items()}
     if given:
-        made_by = {"given": "the models given to `stexture label`"}
+        made_by = {"given": "the models given to `stexture label`"
+                   + ("" if folds is None else ", one pair per fold")}
     elif teachers_from is not None:
         made_by = {**read_label_set(manifest, teachers_from).info["made_by"],
                    "from": teachers_from}
@@ -235,8 +266,8 @@ def _write_manifest(manifest: Manifest, state: _Progress, name: str,
         "teachers": {kind: [module_digest(pair[i]) for pair in teachers]
                      for i, kind in enumerate(_KINDS)},
         "made_by": made_by,
-        "folds": None if given else folds,
-        "fold_rule": None if given else FOLD_RULE,
+        "folds": folds,
+        "fold_rule": None if folds is None else FOLD_RULE,
         "source": settings["source"],
     }
     record = {"format": LABELS_FORMAT, "format_version": LABELS_VERSION,
