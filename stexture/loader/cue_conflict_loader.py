@@ -128,7 +128,8 @@ class CueConflictLoader(DataLoader):
             next batch starts (the next epoch and 0 after a finished one); ``batches`` (this
             rank's, in this run of the epoch) and ``world_size``; and what fixes the order:
             ``batch_size``, ``seed``, ``samples``, ``samples_per_epoch``, ``shuffle``,
-            ``drop_last``.
+            ``drop_last``, ``shuffle_window``; with ``shuffle="blocks"``,
+            ``order_world_size``, the world size the epoch's order was laid out for.
         """
         epochs = self._epochs
         if batches is not None:
@@ -147,14 +148,14 @@ class CueConflictLoader(DataLoader):
         if finished or batches >= run or position >= epochs.order_length(world):
             epoch, position, batches = epoch + 1, 0, 0
         return {"epoch": epoch, "position": position, "batches": batches, "world_size": world,
-                **self._identity()}
+                **self._identity(), **epochs.order_state(epoch, position)}
 
     def _identity(self) -> dict[str, Any]:
         """What fixes the epochs' global orders: a state of another order cannot resume here."""
         epochs = self._epochs
         return {"batch_size": epochs.batch_size, "seed": epochs.seed, "samples": epochs.size,
                 "samples_per_epoch": epochs.samples_per_epoch, "shuffle": epochs.shuffle,
-                "drop_last": epochs.drop_last}
+                "drop_last": epochs.drop_last, "shuffle_window": epochs.shuffle_window}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next iteration continue ``state``'s epoch at its next unseen sample, at
@@ -168,7 +169,8 @@ class CueConflictLoader(DataLoader):
         differs = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
         if differs:
             raise ValueError(f"the state is of another loader (state vs this loader: {differs})")
-        self._epochs.resume_at(int(state["epoch"]), int(state["position"]))
+        self._epochs.resume_at(int(state["epoch"]), int(state["position"]),
+                               state.get("order_world_size"))
         self._position = None
 
     def epoch_started(self, engine: Any) -> None:

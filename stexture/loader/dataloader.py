@@ -31,7 +31,7 @@ from .cue_conflict_loader import CueConflictLoader
 from .eval_loader import make_eval_loader
 from .index import locate_split
 from .remote import CachedTrainSet, open_source
-from .sampler import EpochSampler, check_samples_per_epoch
+from .sampler import EpochSampler, check_samples_per_epoch, check_shuffle
 from .train import TrainCollate, TrainSet
 
 __all__ = ["LABEL_KINDS", "CueConflictLoader", "make_eval_loader", "make_loader"]
@@ -61,7 +61,8 @@ def make_loader(
     std: Sequence[float] = IMAGENET_STD,
     keys: Collection[str] | None = None,
     with_info: bool = False,
-    shuffle: bool = True,
+    shuffle: bool | str = True,
+    shuffle_window: int | None = None,
     shuffle_buffer: int | None = None,
     drop_last: bool = False,
     mix_device: str | torch.device | None = None,
@@ -116,8 +117,21 @@ tile_size
     with_info : bool
         Yield ``(x, y, info)``: ``structure_cls``, ``texture_cls``, ``is_conflict``,
         ``structure_index``, ``texture_index`` (tensors), ``key`` and ``texture_key`` (lists).
-    shuffle : bool
-        Draw a new global permutation every epoch (else the manifest's order).
+    shuffle : {"global", "blocks"} or bool
+        The epoch's order (:class:`~stexture.loader.sampler.EpochSampler`); both change every
+        epoch, keep exact epochs across ranks and workers and resume from :meth:`state_dict`.
+        ``"global"`` (or ``True``): one permutation of all samples; every rank reads from
+        every shard all the time. Use it when the shards are local or the cache holds them
+        all: the best shuffle. ``"blocks"``: the shards permuted, each rank given ``~1/W`` of
+        them and reading ``shuffle_window`` shards at a time, their samples shuffled
+        together. Use it when the shards come from a URL through a cache smaller than the
+        data (``cache_limit``): a rank needs only its current and next block (the cache
+        prefetches them, :meth:`~stexture.loader.sampler.EpochSampler.upcoming_shards`); the
+        price is a coarser shuffle (samples of one shard stay within a block of the epoch,
+        and a batch mixes ``shuffle_window`` shards). ``False``: the manifest's order.
+    shuffle_window : int, optional
+        ``shuffle="blocks"`` only: shards per block (default 8). Larger mixes better and
+        needs about ``2 * shuffle_window`` shards per rank in the cache.
     shuffle_buffer : int, optional
         Deprecated (the loader now permutes globally): 0 means ``shuffle=False``.
     drop_last : bool
@@ -210,6 +224,7 @@ tile_size
     _check_labels(labels, view)
     _check_sizes(batch_size=batch_size, image_size=image_size, num_workers=num_workers)
     _check_seed(seed)
+    shuffle, shuffle_window = check_shuffle(shuffle, shuffle_window)
     shuffle = _shuffle_from(shuffle, shuffle_buffer)
     check_min_scale(min_scale)
     check_samples_per_epoch(samples_per_epoch)  # its passes over the data: once located
@@ -219,6 +234,7 @@ tile_size
     counters = Counters(num_workers)
     samples = locate_split(manifest, split, keys, remote=remote)
     sampler = EpochSampler(len(samples), batch_size=batch_size, seed=seed, shuffle=shuffle,
+                           shuffle_window=shuffle_window, shards=[s.path for s in samples],
                            drop_last=drop_last, samples_per_epoch=samples_per_epoch,
                            rank=rank, world_size=world_size)
     if len(sampler) == 0:
@@ -259,14 +275,14 @@ def _check_labels(labels: str, view: str) -> None:
                          "layer (use labels='hard')")
 
 
-def _shuffle_from(shuffle: bool, shuffle_buffer: int | None) -> bool:
+def _shuffle_from(shuffle: bool | str, shuffle_buffer: int | None) -> bool | str:
     if shuffle_buffer is None:
-        return bool(shuffle)
+        return shuffle
     _check_sizes(shuffle_buffer=shuffle_buffer, least=0)
     warnings.warn("shuffle_buffer is deprecated: the loader draws a global permutation every "
                   "epoch; shuffle_buffer=0 is shuffle=False, other values are ignored",
                   DeprecationWarning, stacklevel=3)
-    return bool(shuffle) and shuffle_buffer > 0
+    return shuffle if shuffle_buffer > 0 else False
 
 
 def _mix_device(device: str | torch.device) -> torch.device:

@@ -1,11 +1,14 @@
-"""The epoch order of the training loader: one global permutation per epoch, split exactly
-across ranks (workers then take whole batches of it, as in any map-style DataLoader)."""
+"""The epoch order of the training loader, split exactly across ranks (workers then take whole
+batches of it, as in any map-style DataLoader): one global permutation per epoch
+(``shuffle="global"``), or shard blocks (``shuffle="blocks"``): the shards permuted, each rank
+given a contiguous run of them, its samples shuffled within blocks of ``shuffle_window``
+shards, so that a rank reads a few shards at a time (a cache smaller than the data)."""
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -13,7 +16,13 @@ import torch
 from torch.utils.data import BatchSampler
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["EpochSampler", "GlobalBatchSampler", "Ticket", "resolve_ranks"]
+__all__ = ["SHUFFLE_MODES", "EpochSampler", "GlobalBatchSampler", "Ticket", "check_shuffle",
+           "resolve_ranks"]
+
+#: What ``shuffle`` may be: ``True`` is ``"global"``, ``False`` keeps the manifest's order.
+SHUFFLE_MODES = ("global", "blocks")
+#: The default ``shuffle_window``: shards whose samples ``shuffle="blocks"`` mixes together.
+DEFAULT_SHUFFLE_WINDOW = 8
 
 
 class Ticket(NamedTuple):
@@ -77,17 +86,54 @@ def check_samples_per_epoch(samples_per_epoch: int | None, size: int | None = No
                          f"passes over the {size} samples: at most {MAX_PASSES * size}")
 
 
+def check_shuffle(shuffle: bool | str, window: int | None = None) -> tuple[bool | str, int | None]:
+    """``(shuffle, shuffle_window)`` as the sampler keeps them: ``True`` for ``"global"`` (and
+    ``True``), ``False``, or ``"blocks"`` with its window (default
+    :data:`DEFAULT_SHUFFLE_WINDOW`); ``ValueError`` for any other value, or a window given to
+    another mode or not a positive integer."""
+    if isinstance(shuffle, str) and shuffle in SHUFFLE_MODES:
+        mode: bool | str = True if shuffle == "global" else shuffle
+    elif isinstance(shuffle, bool | np.bool_):
+        mode = bool(shuffle)
+    else:
+        raise ValueError(f"shuffle must be 'global' (or True), 'blocks' or False, got {shuffle!r}")
+    if mode != "blocks":
+        if window is not None:
+            raise ValueError(f"shuffle_window={window!r} applies to shuffle='blocks' only "
+                             f"(shuffle={shuffle!r})")
+        return mode, None
+    if window is None:
+        return mode, DEFAULT_SHUFFLE_WINDOW
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        raise ValueError(f"shuffle_window must be a positive number of shards, got {window!r}")
+    return mode, int(window)
+
+
 class EpochSampler(DistributedSampler):
     """Tickets of one epoch for this rank.
 
-    The epoch's order is a permutation of the ``size`` samples drawn from ``(seed, epoch)``
-    (or ``0..size-1`` without ``shuffle``). Split across ``W`` ranks as
-    :class:`~torch.utils.data.DistributedSampler` does: without ``drop_last`` the order is
-    padded with its first ``(-size) mod W`` samples (at most ``W - 1`` repeats), with it the
-    last ``size mod W`` are left out, and rank ``r`` takes positions ``r, r + W, ...``: every
-    sample once per epoch across ranks, the same count on every rank. With
+    The epoch's global order holds ``size`` samples (or ``samples_per_epoch``), split across
+    ``W`` ranks as :class:`~torch.utils.data.DistributedSampler` splits: without ``drop_last``
+    it is padded with at most ``W - 1`` repeated samples, with it the last ``size mod W`` are
+    left out; every sample once per epoch across ranks, the same count on every rank. With
     ``samples_per_epoch`` the order is instead that many samples rounded down to whole
-    batches on every rank, pass after pass over the data, each pass a fresh permutation.
+    batches on every rank, pass after pass over the data, each pass freshly shuffled.
+
+    ``shuffle=True`` (``"global"``): the order is a permutation of the samples drawn from
+    ``(seed, epoch)`` (``0..size-1`` with ``False``); rank ``r`` takes slots ``r, r + W, ...``
+    of it, the padding being its first ``(-size) mod W`` samples.
+
+    ``shuffle="blocks"`` (needs ``shards``, each sample's shard): the shards are permuted
+    from ``(seed, epoch)`` and laid end to end; rank ``r`` takes the ``r``-th of ``W`` equal
+    contiguous runs of that sequence (a shard at a cut is shared by two ranks) and reads it
+    block by block, a block being ``shuffle_window`` consecutive shards whose samples are
+    shuffled together (a rank pads with its own last samples). The global order interleaves
+    the ranks' runs batch by batch: slots ``[jB, (j+1)B)`` are batch ``j // W`` of rank
+    ``j mod W`` (then each rank's short last batch). So a rank, and a process of a wrapper that
+    deals the loader's batches round-robin (``accelerate``), reads one block of at most
+    ``shuffle_window`` shards at a time and ``~1/W`` of the shards per epoch. The order depends
+    on the world size the epoch started with; the resume state records it
+    (:meth:`order_state`).
 
     Rank and world size are resolved when an epoch starts (:func:`resolve_ranks`), so a loader
     built before the process group still splits correctly. A subclass of
@@ -95,27 +141,54 @@ class EpochSampler(DistributedSampler):
     leave it alone and call :meth:`set_epoch`. Iterating again without :meth:`set_epoch` runs
     the next epoch. :meth:`resume_at` starts an epoch at a slot of its global order, the
     samples left split across the ranks there are then, whatever their number before.
+    :meth:`upcoming_shards` tells which shards this rank reads next, in order (for a cache's
+    prefetch).
     """
 
-    def __init__(self, size: int, *, batch_size: int, seed: int, shuffle: bool = True,
+    def __init__(self, size: int, *, batch_size: int, seed: int, shuffle: bool | str = True,
                  drop_last: bool = False, samples_per_epoch: int | None = None,
-                 rank: int | None = None, world_size: int | None = None) -> None:
+                 rank: int | None = None, world_size: int | None = None,
+                 shards: Sequence[str] | None = None,
+                 shuffle_window: int | None = None) -> None:
         # DistributedSampler.__init__ is not called: it fixes the ranks now and needs a
         # process group; this resolves them per epoch instead
         check_ranks(rank, world_size)
         check_samples_per_epoch(samples_per_epoch, size)
+        self.shuffle, self.shuffle_window = check_shuffle(shuffle, shuffle_window)
         self.size = size
         self.batch_size = batch_size
         self.seed = seed
-        self.shuffle = shuffle
         self.drop_last = drop_last
         self.samples_per_epoch = samples_per_epoch
         self._rank, self._world_size = rank, world_size
+        self._shards_of(shards)
         self.epoch = 0
         self._started = False  # an iteration ran the current epoch
-        self._resume: tuple[int, int] | None = None  # (epoch, slot it starts at)
+        self._in_progress = False  # an iteration started and has not run out
+        # (epoch, slot it starts at, world size its order was laid out for: blocks)
+        self._resume: tuple[int, int, int | None] | None = None
         self.running: tuple[int, int, int] | None = None  # (epoch, start, world size)
+        self.order_world: int | None = None  # the running order's layout (blocks)
+        self._layout: tuple[tuple[int, int], np.ndarray] | None = None  # the last one built
         self.dataset = range(size)  # what DistributedSampler users read
+
+    def _shards_of(self, shards: Sequence[str] | None) -> None:
+        """Shard codes per sample, the shards' names, and each shard's samples in order."""
+        self.shard_names: list[str] = []
+        self._codes: np.ndarray | None = None
+        if shards is None:
+            if self.shuffle == "blocks":
+                raise ValueError("shuffle='blocks' needs each sample's shard (shards=)")
+            return
+        if len(shards) != self.size:
+            raise ValueError(f"shards names {len(shards)} samples' shards for {self.size} "
+                             "samples")
+        code_of: dict[str, int] = {}
+        codes = [code_of.setdefault(name, len(code_of)) for name in shards]
+        self.shard_names = list(code_of)
+        self._codes = np.asarray(codes, dtype=np.int64)
+        by_code = np.argsort(self._codes, kind="stable")
+        self._members = np.split(by_code, np.cumsum(np.bincount(self._codes))[:-1])
 
     # DistributedSampler's attributes, resolved when read
     @property
@@ -143,7 +216,7 @@ class EpochSampler(DistributedSampler):
                           f"{self._resume[0]} at slot {self._resume[1]} of its order; set the "
                           "state's epoch to resume it", UserWarning, stacklevel=3)
             self._resume = None
-        self.epoch, self._started = epoch, False
+        self.epoch, self._started, self._in_progress = epoch, False, False
 
     def order_length(self, world_size: int) -> int:
         """Slots of an epoch's global order that hold samples for ``world_size`` ranks: the
@@ -169,16 +242,79 @@ class EpochSampler(DistributedSampler):
             return np.arange(self.size)
         return np.random.default_rng([self.seed, epoch, part]).permutation(self.size)
 
-    def epoch_order(self, epoch: int, end: int) -> np.ndarray:
-        """Slots ``0..end-1`` of ``epoch``'s global order (sample indices): the permutation,
-        repeated from its start where the ranks need padding; with ``samples_per_epoch`` a
-        fresh permutation for each pass over the data."""
+    def epoch_order(self, epoch: int, end: int, order_world: int | None = None) -> np.ndarray:
+        """Slots ``0..end-1`` of ``epoch``'s global order (sample indices). Global: the
+        permutation, repeated from its start where the ranks need padding; with
+        ``samples_per_epoch`` a fresh permutation for each pass over the data. Blocks: laid
+        out for ``order_world`` ranks (default: the ranks there are now), repeated from its
+        start past its end (a resume at more ranks pads more)."""
+        if self.shuffle == "blocks":
+            layout = self._blocks_layout(epoch, order_world or self.num_replicas)
+            return np.resize(layout, end) if end > len(layout) else layout[:end]
         parts, covered = [], 0
         while covered < end:  # one part without samples_per_epoch, unless padding
             part = self._permutation(epoch, len(parts) if self.samples_per_epoch else 0)
             parts.append(part)
             covered += len(part)
         return np.concatenate(parts)[:end] if parts else np.empty(0, np.int64)
+
+    def _shard_sequence(self, epoch: int, length: int) -> np.ndarray:
+        """``length`` sample indices: the shards in a permutation drawn from ``(seed, epoch)``,
+        each shard's samples in its order, a fresh permutation for each further pass."""
+        passes, covered = [], 0
+        while covered < length:
+            order = np.random.default_rng([self.seed, epoch, 1, len(passes)]).permutation(
+                len(self._members))
+            passes.append(np.concatenate([self._members[code] for code in order]))
+            covered += len(passes[-1])
+        return np.concatenate(passes)[:length]
+
+    def _mix_blocks(self, run: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """``run`` (a rank's share, shard after shard) with its samples shuffled within each
+        block of ``shuffle_window`` consecutive shards, and the size of its last block."""
+        codes = self._codes[run]
+        starts = np.ones(len(run), dtype=bool)
+        starts[1:] = codes[1:] != codes[:-1]
+        block = (np.cumsum(starts) - 1) // self.shuffle_window
+        last = int(np.count_nonzero(block == block[-1])) if len(run) else 0
+        return run[np.lexsort((rng.random(len(run)), block))], last
+
+    def _blocks_layout(self, epoch: int, world: int) -> np.ndarray:
+        """``epoch``'s global order in blocks mode, laid out for ``world`` ranks: every rank's
+        padded share at its slots (:meth:`rank_slots`), then what the split leaves out."""
+        if self._layout is not None and self._layout[0] == (epoch, world):
+            return self._layout[1]
+        real = self.samples_per_epoch or self.size
+        sequence = self._shard_sequence(epoch, real)
+        per = self.per_rank(world)
+        laid = per * world
+        layout = np.empty(max(laid, real), dtype=np.int64)
+        cut = 0
+        for rank in range(world):
+            slots = self.rank_slots(0, laid, rank, world)
+            own = int(np.count_nonzero(slots < real))  # a prefix; the rest is padding
+            rng = np.random.default_rng([self.seed, epoch, 2, world, rank])
+            share, last = self._mix_blocks(sequence[cut:cut + own], rng)
+            cut += own
+            # the padding repeats its own last block, so that no further shard is opened
+            padding = np.resize(share[len(share) - last:] if last else sequence, per - own)
+            layout[slots] = np.concatenate([share, padding])
+        layout[laid:] = sequence[laid:]  # left out of the split (drop_last, samples_per_epoch)
+        self._layout = ((epoch, world), layout)
+        return layout
+
+    def rank_slots(self, start: int, end: int, rank: int, world_size: int) -> np.ndarray:
+        """The slots of ``[start, end)`` rank ``rank`` of ``world_size`` takes, in order
+        (``end - start`` a multiple of ``world_size``). Global: every ``world_size``-th slot.
+        Blocks: every ``world_size``-th run of ``batch_size`` slots, then its equal part of the
+        short last round."""
+        if self.shuffle != "blocks":
+            return np.arange(start + rank, end, world_size)
+        size = self.batch_size
+        full, rest = divmod((end - start) // world_size, size)
+        batches = start + (np.arange(full)[:, None] * world_size + rank) * size + np.arange(size)
+        tail = start + full * size * world_size + rank * rest + np.arange(rest)
+        return np.concatenate([batches.ravel(), tail]).astype(np.int64)
 
     def upcoming(self) -> tuple[int, int]:
         """(epoch, start) of the next iteration: the epoch :meth:`__iter__` will run and the
@@ -187,36 +323,113 @@ class EpochSampler(DistributedSampler):
         start = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
         return epoch, start
 
-    def resume_at(self, epoch: int, position: int) -> None:
+    def resume_at(self, epoch: int, position: int, order_world_size: int | None = None) -> None:
         """Start the next run of ``epoch`` at slot ``position`` of its global order (the
-        samples before it were seen, by any number of ranks)."""
-        self.epoch, self._started = int(epoch), False
-        self._resume = (int(epoch), int(position))
+        samples before it were seen, by any number of ranks). ``order_world_size``: the world
+        size that order was laid out for (blocks; default: the one when the run starts)."""
+        if order_world_size is not None and (isinstance(order_world_size, bool)
+                                             or int(order_world_size) < 1):
+            raise ValueError(f"order_world_size must be a positive integer, got "
+                             f"{order_world_size!r}")
+        self.epoch, self._started, self._in_progress = int(epoch), False, False
+        world = None if order_world_size is None else int(order_world_size)
+        self._resume = (int(epoch), int(position), world)
+
+    def order_state(self, epoch: int, position: int) -> dict[str, int | None]:
+        """What a resume state of ``epoch`` at ``position`` needs besides them: in blocks mode
+        ``order_world_size``, the world size its order was laid out for (``None`` at slot 0,
+        where the next run lays it out afresh); nothing in the global mode."""
+        if self.shuffle != "blocks":
+            return {}
+        world = None
+        if position > 0:
+            if self._resume is not None and self._resume[0] == epoch:
+                world = self._resume[2] or self.num_replicas
+            elif self.running is not None and self.running[0] == epoch:
+                world = self.order_world
+        return {"order_world_size": world}
+
+    def _next_run(self, world: int) -> tuple[int, int, int | None]:
+        """(epoch, start, order world) of the next iteration with ``world`` ranks."""
+        epoch, start = self.upcoming()
+        order_world = None
+        if self.shuffle == "blocks":
+            resumed = self._resume if self._resume is not None and start else None
+            order_world = resumed[2] if resumed is not None and resumed[2] else world
+        return epoch, start, order_world
 
     def begin(self) -> tuple[int, int, int, int]:
         """Start the upcoming epoch: ``(epoch, start, rank, world_size)``, the ranks resolved
         now; :attr:`running` keeps ``(epoch, start, world_size)`` for the resume state."""
-        epoch, start = self.upcoming()
-        self.epoch, self._started, self._resume = epoch, True, None
         rank, world_size = resolve_ranks(self._rank, self._world_size)
+        epoch, start, self.order_world = self._next_run(world_size)
+        self.epoch, self._started, self._resume, self._in_progress = epoch, True, None, True
         self.running = (epoch, start, world_size)
         return epoch, start, rank, world_size
 
     def __iter__(self) -> Iterator[Ticket]:
         epoch, start, rank, world_size = self.begin()
         end = start + self.per_rank(world_size, start) * world_size
-        order = self.epoch_order(epoch, end)
-        for slot in range(start + rank, end, world_size):
+        order = self.epoch_order(epoch, end, self.order_world)
+        for slot in self.rank_slots(start, end, rank, world_size).tolist():
             yield Ticket(int(order[slot]), epoch, slot)
+        self._in_progress = False
 
     def global_tickets(self) -> Iterator[Ticket]:
         """Every rank's tickets of the upcoming epoch, in its global order from its start
         slot: what a wrapper that splits the batches across processes itself divides."""
         epoch, start, _, world_size = self.begin()
         end = self.order_length(world_size)
-        order = self.epoch_order(epoch, end)
+        order = self.epoch_order(epoch, end, self.order_world)
         for slot in range(start, end):
             yield Ticket(int(order[slot]), epoch, slot)
+        self._in_progress = False
+
+    def rank_order(self, *, rank: int | None = None, world_size: int | None = None
+                   ) -> np.ndarray:
+        """The sample indices this rank reads, in order, in the epoch in progress (an
+        iteration started and not run out), else in the one the next iteration runs, from
+        where that run starts. ``rank`` / ``world_size``: another rank's (default: this
+        process's, resolved now)."""
+        check_ranks(rank, world_size)
+        explicit = rank is not None
+        if not explicit:
+            rank, world_size = self._rank, self._world_size
+        found_rank, found_world = resolve_ranks(rank, world_size)
+        if self._in_progress and self.running is not None:
+            epoch, start, world = self.running
+            order_world = self.order_world
+            found_world = found_world if explicit else world
+        else:
+            epoch, start, order_world = self._next_run(found_world)
+        end = start + self.per_rank(found_world, start) * found_world
+        order = self.epoch_order(epoch, end, order_world)
+        return order[self.rank_slots(start, end, found_rank, found_world)]
+
+    def upcoming_shards(self, done: int = 0, *, rank: int | None = None,
+                        world_size: int | None = None) -> list[str]:
+        """The shards this rank reads from its ``done``-th sample of the run on (the epoch in
+        progress, else the next; :meth:`rank_order`), each once, in order of first use: what a
+        shard cache should prefetch next, and keep. In blocks mode about ``1/W`` of the shards,
+        in blocks of ``shuffle_window``.
+
+        Raises
+        ------
+        ValueError
+            The sampler was built without ``shards``.
+        """
+        if self._codes is None:
+            raise ValueError("this sampler was built without each sample's shard (shards=)")
+        return self.shards_in_order(self.rank_order(rank=rank, world_size=world_size)[done:])
+
+    def shards_in_order(self, indices: Sequence[int] | np.ndarray) -> list[str]:
+        """The shards of the samples ``indices`` (e.g. tickets' ``index``), each once, in order
+        of first use."""
+        if self._codes is None:
+            raise ValueError("this sampler was built without each sample's shard (shards=)")
+        codes = self._codes[np.asarray(indices, dtype=np.int64)]
+        _, first = np.unique(codes, return_index=True)
+        return [self.shard_names[code] for code in codes[np.sort(first)]]
 
 
 class GlobalBatchSampler(BatchSampler):
