@@ -119,7 +119,8 @@ tile_size
         ``structure_index``, ``texture_index`` (tensors), ``key`` and ``texture_key`` (lists).
     shuffle : {"global", "blocks"} or bool
         The epoch's order (:class:`~stexture.loader.sampler.EpochSampler`); both change every
-        epoch, keep exact epochs across ranks and workers and resume from :meth:`state_dict`.
+        epoch, keep exact epochs across ranks and workers and resume from
+        :meth:`CueConflictLoader.state_dict`.
         ``"global"`` (or ``True``): one permutation of all samples; every rank reads from
         every shard all the time. Use it when the shards are local or the cache holds them
         all: the best shuffle. ``"blocks"``: the shards permuted, each rank given ``~1/W`` of
