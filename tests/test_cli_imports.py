@@ -45,7 +45,9 @@ def test_inspect_does_not_import_torch(tmp_path: Path):
     assert result["code"] == 0
     assert (tmp_path / "sheet.png").is_file()  # the whole command ran
     assert "torch" not in result["loaded"]
-    assert result["commands"] == ["stexture.commands._output", "stexture.commands.inspect"]
+    assert result["commands"] == ["stexture.commands._output",
+                                  "stexture.commands._storage_args",
+                                  "stexture.commands.inspect"]
 
 
 def test_a_command_s_help_imports_only_that_command():

@@ -14,6 +14,7 @@ from ..shards.plan import ShardSettings
 from ..shards.ray_engine import write_dataset_ray
 from ._output import print_line, print_text
 from ._params import add_method_arguments, add_ray_address_argument, parse_params
+from ._storage_args import add_storage_arguments, storage_session
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "as failed")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete what an earlier run wrote in OUT and start over")
+    add_storage_arguments(parser)
 
 
 def _silent(line: str) -> None:
@@ -89,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
                              cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
                              max_retries=args.max_retries)
     try:
-        summary = run_engine(args.src, args.out, settings, overwrite=args.overwrite,
-                             show_progress=not args.quiet,
-                             log=_silent if args.quiet else partial(print_line, file=sys.stderr))
+        with storage_session(args, (args.src, args.out)):
+            summary = run_engine(
+                args.src, args.out, settings, overwrite=args.overwrite,
+                show_progress=not args.quiet,
+                log=_silent if args.quiet else partial(print_line, file=sys.stderr))
     except DecomposeInterrupted as exc:
         print_text(f"stexture decompose: {exc}", sys.stderr)
         return 130

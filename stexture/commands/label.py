@@ -4,8 +4,8 @@ shards (a sidecar ``SHARDS/labels-NAME``), for ``make_loader(..., labels="soft",
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from ..shards import storage
 from ..training.crossfit import DEFAULT_FOLDS
 from ..training.models import MODELS
 from ..training.soft_labels import DEFAULT_GRID, label_shards
@@ -14,7 +14,9 @@ from ._output import print_line, print_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("shards", type=Path, help="shard folder written by `stexture decompose`")
+    parser.add_argument("shards", type=storage.location,
+                        help="shard folder written by `stexture decompose` (a local one: the "
+                        "label set is written beside the shards)")
     parser.add_argument("--name", default="default",
                         help="the label set's name: written to SHARDS/labels-NAME (NAME "
                         "'default' unless given)")
@@ -62,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if storage.is_url(str(args.shards)):
+        raise ValueError(f"{args.shards} is a URL: stexture label writes its label set beside "
+                         "the shards and reads them from a local folder only; copy the folder "
+                         "to a local one (and the label set back, if the training reads from "
+                         "the bucket)")
     log = (lambda line: None) if args.quiet else print_line
     train = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
     labels = label_shards(

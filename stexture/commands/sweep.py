@@ -12,10 +12,12 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
+from ..shards import storage
 from ..training.config import SweepConfig
 from ..training.runner import sweep
 from ._output import print_line
 from ._params import add_ray_address_argument
+from ._storage_args import add_storage_arguments, storage_session
 
 
 def _flag(setting: Field) -> str:
@@ -54,7 +56,10 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("shards", type=Path, help="shard folder written by `stexture decompose`")
+    parser.add_argument("shards", type=storage.location,
+                        help="shard folder written by `stexture decompose`: a local path or "
+                        "an fsspec URL (s3://bucket/shards, read through the shard cache in "
+                        "STEXTURE_CACHE_DIR, else the user's cache folder)")
     add_config_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("runs"),
                         help="output folder; rerun with the same settings to resume")
@@ -72,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(0.25: four runs share a GPU)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also print a line per epoch of every run")
+    add_storage_arguments(parser)
 
 
 def _load_check(path: Path) -> None:
@@ -100,6 +106,11 @@ def check_paths(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_paths(args)
+    with storage_session(args, [args.shards]):
+        return _sweep(args)
+
+
+def _sweep(args: argparse.Namespace) -> int:
     summary = sweep(
         args.shards, config_from_args(args), out=args.out, device=args.device,
         workers=args.workers, engine=args.engine, address=args.address,

@@ -3,7 +3,7 @@
 A location is a :class:`~pathlib.Path` for the local file system, or a ``str`` URL with a
 protocol (``s3://bucket/prefix``, ``gs://...``, ``file:///data/x``, ``memory://x``) handled by
 `fsspec <https://filesystem-spec.readthedocs.io>`_, which is imported only when a URL is
-used (it comes with ``pip install stexture[ray]``).
+used (``pip install 'stexture[storage]'``).
 
 Writes are atomic either way, so a reader or a resumed run sees a file whole or not at all:
 locally a ``.partial`` file is written, flushed to disk and renamed; through fsspec the
@@ -15,11 +15,18 @@ new (never opened through a link or over a file of another kind).
 Reads are bounded: :func:`read_bytes` and :func:`open_read` open only regular files (not a
 FIFO, a device or a socket, also behind a link, so a scan cannot block or read without
 end) and check a size cap before reading.
+
+Options for URLs (endpoint, credentials: fsspec's ``storage_options``) come from the call
+that takes them, over the defaults of :data:`STORAGE_OPTIONS_VARIABLE` (JSON), which the
+``stexture`` command sets from ``--storage-option`` so that its worker processes and the
+tasks of a Ray cluster see the same ones (:func:`using_storage_options`); for S3 the usual
+environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...) applies below both.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -31,7 +38,9 @@ from typing import IO, Any
 
 __all__ = [
     "PARTIAL_SUFFIX",
+    "STORAGE_OPTIONS_VARIABLE",
     "Location",
+    "default_storage_options",
     "is_dir",
     "is_file",
     "is_url",
@@ -46,6 +55,8 @@ __all__ = [
     "remove",
     "remove_partial",
     "sha256_of",
+    "storage_options_for",
+    "using_storage_options",
     "walk_files",
     "write_atomically",
 ]
@@ -53,6 +64,69 @@ __all__ = [
 Location = Path | str
 PARTIAL_SUFFIX = ".partial"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: the environment variable with the default fsspec options (a JSON object) of every URL
+#: opened in this process and in the processes it starts
+STORAGE_OPTIONS_VARIABLE = "STEXTURE_STORAGE_OPTIONS"
+
+
+def default_storage_options() -> dict[str, Any]:
+    """The default fsspec options of :data:`STORAGE_OPTIONS_VARIABLE` (``{}`` when unset).
+
+    Raises
+    ------
+    ValueError
+        The variable is not a JSON object (names the variable, never its value, which may
+        hold a secret).
+    """
+    text = os.environ.get(STORAGE_OPTIONS_VARIABLE, "").strip()
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{STORAGE_OPTIONS_VARIABLE} is not valid JSON ({exc.msg} at "
+                         f"character {exc.pos}): set it to a JSON object of fsspec "
+                         "options, or unset it") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"{STORAGE_OPTIONS_VARIABLE} must be a JSON object of fsspec "
+                         f"options, not a {type(options).__name__}")
+    return options
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` on top; nested dicts (``client_kwargs``) merged key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merged(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def storage_options_for(options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fsspec options a URL is opened with: ``options`` over the defaults of
+    :data:`STORAGE_OPTIONS_VARIABLE` (nested dicts merged key by key)."""
+    return _merged(default_storage_options(), dict(options or {}))
+
+
+@contextmanager
+def using_storage_options(options: dict[str, Any] | None) -> Iterator[None]:
+    """Within the block, ``options`` are the defaults of every URL this process opens, and
+    of the worker processes and Ray tasks it starts (through the environment, as
+    :data:`STORAGE_OPTIONS_VARIABLE`; the previous value is restored afterwards). No
+    options: nothing changes."""
+    if not options:
+        yield
+        return
+    previous = os.environ.get(STORAGE_OPTIONS_VARIABLE)
+    os.environ[STORAGE_OPTIONS_VARIABLE] = json.dumps(storage_options_for(options))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(STORAGE_OPTIONS_VARIABLE, None)
+        else:
+            os.environ[STORAGE_OPTIONS_VARIABLE] = previous
 
 
 def is_url(path: str | Path) -> bool:
@@ -72,8 +146,11 @@ def _fs(url: str) -> tuple[Any, str]:
         from fsspec.core import url_to_fs
     except ImportError:
         raise ValueError(f"{url} is a URL: reading and writing URLs needs fsspec "
-                         "(pip install 'stexture[ray]' or pip install fsspec)") from None
-    return url_to_fs(url)
+                         "(pip install 'stexture[storage]')") from None
+    try:
+        return url_to_fs(url, **storage_options_for())
+    except ImportError as exc:  # the protocol's package (s3fs, gcsfs) is missing
+        raise ValueError(f"{url}: {exc} (pip install 'stexture[storage]')") from None
 
 
 def join(base: Location, name: str) -> Location:

@@ -9,8 +9,11 @@ stored image (within one 8-bit level, plus the quantisation's bound for a quanti
 
 from __future__ import annotations
 
+import hashlib
 import io
+import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from .format import (
     read_index,
     read_manifest,
 )
+from .format.manifest import folder_location
 from .plan import ShardSettings, plan_dataset
 
 __all__ = ["Validation", "contact_sheet", "stale_shards", "validate_dataset"]
@@ -50,7 +54,7 @@ def _recompute_tolerance(manifest: Manifest) -> int:
 class Validation:
     """The outcome of :func:`validate_dataset`: ``problems`` is empty when all is well."""
 
-    root: Path
+    root: storage.Location
     classes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     counts: dict[str, Counter] = field(default_factory=dict)
@@ -74,7 +78,7 @@ class Validation:
         return "\n".join(lines)
 
 
-def _read_index(root: Path, problems: list[str]) -> dict[str, tuple[str, str, int]]:
+def _read_index(root: storage.Location, problems: list[str]) -> dict[str, tuple[str, str, int]]:
     try:
         rows = read_index(root)
     except FileNotFoundError:
@@ -152,8 +156,40 @@ def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: i
     was written (:func:`stale_shards`, a full scan of the source). ``max_pixels`` is the most
     pixels a stored layer may declare (checked before decoding it); the manifest cannot
     raise it.
+
+    ``root`` may be an fsspec URL (``s3://bucket/shards``, opened with the default storage
+    options, :func:`~stexture.shards.storage.storage_options_for`): each shard is then
+    downloaded once, into a temporary folder that is removed at the end, and checked there.
     """
-    root = Path(root)
+    root = folder_location(root)
+    if isinstance(root, Path):
+        return _validate(root, recompute, examples_per_class, sources, max_pixels, _in_place)
+    with tempfile.TemporaryDirectory(prefix="stexture-inspect-") as scratch:
+        return _validate(root, recompute, examples_per_class, sources, max_pixels,
+                         lambda url: _download(url, Path(scratch) / "shard.tar"))
+
+
+def _in_place(path: storage.Location) -> tuple[Path, str]:
+    """A local shard: itself and its SHA-256."""
+    return Path(path), storage.sha256_of(path)
+
+
+def _download(url: storage.Location, local: Path) -> tuple[Path, str]:
+    """The shard at ``url`` copied to ``local`` (replacing the previous shard's copy), and
+    the SHA-256 of the bytes read: one read of the object."""
+    digest = hashlib.sha256()
+    with storage.open_read(url) as source, open(local, "wb") as copy:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+            copy.write(block)
+    return local, digest.hexdigest()
+
+
+def _validate(root: storage.Location, recompute: int, examples_per_class: int,
+              sources: bool, max_pixels: int,
+              fetch: Callable[[storage.Location], tuple[Path, str]]) -> Validation:
+    """:func:`validate_dataset` of the folder ``root``, each shard read through ``fetch``
+    (a local file and its SHA-256)."""
     result = Validation(root)
     try:
         manifest = read_manifest(root, max_pixels)
@@ -161,7 +197,7 @@ def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: i
         result.problems.append(str(exc))
         return result
     except OSError as exc:  # a path over the system's name limit, a folder it may not read
-        result.problems.append(f"cannot read {root}: {exc.strerror}")
+        result.problems.append(f"cannot read {root}: {exc.strerror or exc}")
         return result
     result.classes = manifest.classes
     index = _read_index(root, result.problems)
@@ -171,16 +207,17 @@ def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: i
         result.counts[split] = counts
         recompute_left = recompute
         for info in shards:
-            path = root / info.name
-            if not path.is_file():
+            path = storage.join(root, info.name)
+            if not storage.is_file(path):
                 result.problems.append(f"{info.name}: listed in the manifest but missing")
                 continue
-            if storage.sha256_of(path) != info.sha256:
+            local, digest = fetch(path)
+            if digest != info.sha256:
                 result.problems.append(f"{info.name}: SHA-256 differs from the manifest "
                                        "(the file changed or is damaged)")
             count = 0
             try:
-                for raw in iter_tar_samples(path, compressed=False):
+                for raw in iter_tar_samples(local, compressed=False):
                     count += 1
                     where = f"{info.name}: sample {raw.get('__key__')!r}"
                     try:
@@ -207,8 +244,8 @@ def validate_dataset(root: str | Path, recompute: int = 2, examples_per_class: i
                     kept = result.examples.setdefault(manifest.classes[sample.cls], [])
                     if len(kept) < examples_per_class:
                         kept.append(sample)
-            except ValueError as exc:
-                result.problems.append(str(exc))
+            except ValueError as exc:  # naming the shard as given, not a downloaded copy
+                result.problems.append(str(exc).replace(str(local), str(path)))
             if count != info.count:
                 result.problems.append(f"{info.name}: {count} samples, the manifest says "
                                        f"{info.count}")

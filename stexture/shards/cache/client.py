@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..storage import storage_options_for
+
 
 def default_cache_dir() -> Path:
     """Where shards are cached when no ``cache_dir`` is given.
@@ -40,7 +42,7 @@ def describe_endpoint(url: str, storage_options: dict[str, Any] | None = None) -
     """The storage endpoint ``url`` is read from, for messages: the one in
     ``storage_options``, else (for S3) the environment's, saying which variable, else the
     URL's host."""
-    options = storage_options or {}
+    options = storage_options_for(storage_options)
     client = options.get("client_kwargs") or {}
     for value in (client.get("endpoint_url"), options.get("endpoint_url")):
         if value:
@@ -68,7 +70,9 @@ def _with_defaults(url: str, options: dict[str, Any]) -> dict[str, Any]:
 def open_filesystem(url: str, storage_options: dict[str, Any] | None = None
                     ) -> tuple[Any, str]:
     """The fsspec file system of ``url`` and the path in it, with ``storage_options``
-    (endpoint, credentials; for S3 the environment's ``AWS_ENDPOINT_URL``, ... apply too).
+    (endpoint, credentials) over the defaults of
+    :data:`~stexture.shards.storage.STORAGE_OPTIONS_VARIABLE` (for S3 the environment's
+    ``AWS_ENDPOINT_URL``, ... apply too).
 
     Raises
     ------
@@ -81,7 +85,7 @@ def open_filesystem(url: str, storage_options: dict[str, Any] | None = None
         raise ValueError(f"{url} is a URL: reading shards from a URL needs fsspec "
                          "(pip install 'stexture[storage]')") from None
     try:
-        return url_to_fs(url, **_with_defaults(url, dict(storage_options or {})))
+        return url_to_fs(url, **_with_defaults(url, storage_options_for(storage_options)))
     except ImportError as exc:
         raise ValueError(f"{url}: {exc} (pip install 'stexture[storage]')") from None
 
