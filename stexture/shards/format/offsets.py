@@ -11,10 +11,11 @@ headers instead, about 15 ms a shard. The content, one JSON object::
      "fields": ["jpg", "structure.dzst", "cls", "json"],
      "shards": [{"name": "train-000000.tar", "bytes": 409600, "sha256": "...",
                  "keys": ["chair_0001", ...], "cls": [3, ...],
-                 "members": [[1536, 2210, 4608, 5127, ...], ...]}, ...]}
+                 "members": [1536, 2210, 4608, 5127, ...]}, ...]}
 
-``members`` has one row per sample: for each name of ``fields`` in turn, the offset of the
-member's data in the shard and its size, both -1 where the sample lacks that field. The
+``members`` holds, sample after sample and for each name of ``fields`` in turn, the offset
+of the member's data in the shard and its size, both -1 where the sample lacks that field
+(one flat list: a list a sample would cost the reader an object per sample). The
 shards and their samples are in manifest order and tar order, so an index built from the
 file equals one built from the headers (:func:`scan_tar_bytes` and :func:`entries_of` are
 that header scan, shared by the writer and the loader's fallback).
@@ -33,7 +34,9 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from .manifest import check_member_file_name
 from .tar import (
@@ -99,9 +102,11 @@ def offsets_bound(count: int) -> int:
     return (1 << 20) + _BYTES_PER_SAMPLE * count
 
 
-@dataclass(frozen=True)
-class SampleEntry:
-    """One sample of a shard: key, class (-1: undecodable) and field -> (offset, size)."""
+class SampleEntry(NamedTuple):
+    """One sample of a shard: key, class (-1: undecodable) and field -> (offset, size).
+
+    A named tuple (one object, where a dataclass is two): an index holds one per sample.
+    """
 
     key: str
     cls: int
@@ -163,12 +168,12 @@ def encode_offsets(split: str, shards: list[ShardEntries]) -> bytes:
     column = {field: i for i, field in enumerate(fields)}
     encoded = []
     for shard in shards:
-        rows = []
+        rows: list[int] = []
         for sample in shard.samples:
             row = [-1] * (2 * len(fields))
             for field, (offset, size) in sample.fields.items():
                 row[2 * column[field]:2 * column[field] + 2] = [offset, size]
-            rows.append(row)
+            rows += row
         encoded.append({"name": shard.name, "bytes": shard.size, "sha256": shard.sha256,
                         "keys": [s.key for s in shard.samples],
                         "cls": [s.cls for s in shard.samples], "members": rows})
@@ -196,37 +201,48 @@ def offsets_record(manifest: dict[str, Any], split: str, where: str
     return check_member_file_name(entry.get("name"), where), entry["sha256"]
 
 
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _fail(where: str, what: str) -> ValueError:
     return ValueError(f"{where} is not a valid sample offsets file: {what}")
 
 
-def _decode_sample(key: Any, cls: Any, row: Any, fields: list[str], size: int, where: str,
-                   shard: str) -> SampleEntry:
-    if not isinstance(key, str) or not key or not _int(cls):
-        raise _fail(where, f"shard {shard!r} has a key {key!r} or class {cls!r} of the "
-                           "wrong type")
-    if not isinstance(row, list) or len(row) != 2 * len(fields) or not all(map(_int, row)):
-        raise _fail(where, f"sample {key!r} of shard {shard!r} needs {2 * len(fields)} "
-                           "integers")
-    members = []
-    for i, field in enumerate(fields):
-        offset, length = row[2 * i], row[2 * i + 1]
-        if offset == -1 and length == -1:
-            continue
-        # a member's data follows its 512-byte header and lies inside the shard
-        if not (_BLOCK <= offset and 0 <= length <= MAX_MEMBER_BYTES
-                and offset + length <= size):
-            raise _fail(where, f"sample {key!r} of shard {shard!r}: member {field!r} at "
-                               f"{offset} ({length} bytes) is outside the shard's {size} bytes")
-        members.append((offset, field, length))
-    if not members:
-        raise _fail(where, f"sample {key!r} of shard {shard!r} has no members")
-    return SampleEntry(key, cls, {field: (offset, length)
-                                  for offset, field, length in sorted(members)})
+def _member_table(rows: Any, count: int, columns: int, shard: str, where: str) -> np.ndarray:
+    """The flat ``members`` list of a shard as an int64 array ``count x columns``."""
+    try:
+        table = np.array(rows)
+    except (ValueError, OverflowError):
+        table = None
+    if (table is None or table.shape != (count * columns,)
+            or (table.dtype != np.int64 and table.size)):
+        raise _fail(where, f"shard {shard!r} needs {columns} integers a sample")
+    return table.astype(np.int64).reshape(count, columns)
+
+
+def _fields_of(table: np.ndarray, fields: list[str], keys: list[str], size: int, shard: str,
+               where: str) -> list[dict[str, tuple[int, int]]]:
+    """Each sample's field -> (offset, size), its members in tar order; ``ValueError`` for a
+    member outside the shard (a member's data follows its 512-byte header) or a sample
+    without members. Checked and, in the usual case (every sample has every field, in the
+    same order), converted a shard at a time: start-up reads thousands of these."""
+    offsets, sizes = table[:, 0::2], table[:, 1::2]
+    absent = (offsets == -1) & (sizes == -1)
+    inside = ((offsets >= _BLOCK) & (sizes >= 0) & (sizes <= MAX_MEMBER_BYTES)
+              & (offsets + sizes <= size))
+    bad = ~(absent | inside)
+    if bad.any():
+        row, column = (int(i[0]) for i in np.nonzero(bad))
+        raise _fail(where, f"sample {keys[row]!r} of shard {shard!r}: member "
+                           f"{fields[column]!r} at {offsets[row, column]} ({sizes[row, column]} "
+                           f"bytes) is outside the shard's {size} bytes")
+    empty = absent.all(axis=1)
+    if empty.any():
+        raise _fail(where, f"sample {keys[int(np.argmax(empty))]!r} of shard {shard!r} has "
+                           "no members")
+    if not absent.any() and (np.diff(offsets, axis=1) > 0).all():
+        return [dict(zip(fields, zip(o, s, strict=True), strict=True))
+                for o, s in zip(offsets.tolist(), sizes.tolist(), strict=True)]
+    return [{fields[c]: (int(offsets[r, c]), int(sizes[r, c]))
+             for c in sorted(np.nonzero(~absent[r])[0], key=lambda c: offsets[r, c])}
+            for r in range(len(keys))]
 
 
 def _decode_shard(entry: Any, fields: list[str], where: str) -> ShardEntries:
@@ -235,15 +251,21 @@ def _decode_shard(entry: Any, fields: list[str], where: str) -> ShardEntries:
     name = check_member_file_name(entry.get("name"), where)
     size, sha256 = entry.get("bytes"), entry.get("sha256")
     keys, classes, rows = entry.get("keys"), entry.get("cls"), entry.get("members")
-    if not _int(size) or size < 0 or not isinstance(sha256, str):
+    if type(size) is not int or size < 0 or not isinstance(sha256, str):
         raise _fail(where, f"shard {name!r} needs its bytes and sha256")
     if not (isinstance(keys, list) and isinstance(classes, list) and isinstance(rows, list)
-            and len(keys) == len(classes) == len(rows)):
-        raise _fail(where, f"shard {name!r} needs keys, cls and members of one length")
-    samples = tuple(_decode_sample(key, cls, row, fields, size, where, name)
-                    for key, cls, row in zip(keys, classes, rows, strict=True))
+            and len(keys) == len(classes)):
+        raise _fail(where, f"shard {name!r} needs lists of keys and cls of one length, and "
+                           "of members")
+    if not all(isinstance(key, str) and key for key in keys):
+        raise _fail(where, f"shard {name!r} has a key that is not a non-empty string")
+    if not all(type(cls) is int for cls in classes):
+        raise _fail(where, f"shard {name!r} has a class that is not an integer")
     if len(set(keys)) != len(keys):
         raise _fail(where, f"shard {name!r} lists a key twice")
+    table = _member_table(rows, len(keys), 2 * len(fields), name, where)
+    samples = tuple(map(SampleEntry, keys, classes,
+                        _fields_of(table, fields, keys, size, name, where)))
     return ShardEntries(name, size, sha256, samples)
 
 
