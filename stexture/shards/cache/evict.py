@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .core import ShardCache
 
 
-_WAIT_FOR_ROOM = 120.0  # seconds a request waits for downloads in progress to free room
+_WAIT_FOR_ROOM = 120.0  # seconds a request waits for other downloads and readers to free room
 
 
 @dataclass
@@ -112,7 +112,8 @@ def _reserve(self: ShardCache, ref: ShardRef, size: int, before: int | None) -> 
     """Make room for ``size`` bytes (evicting) and create the shard's ``.partial``
     file with that size preallocated; its descriptor, or None for a prefetch that
     would have to evict a shard needed sooner. A request (``before`` None) that finds
-    the room held by downloads in progress waits for them (they become evictable)."""
+    the room held by downloads in progress, or by shards other processes read, waits for
+    them (they become evictable), at most :data:`_WAIT_FOR_ROOM` seconds."""
     if self.cache_limit is not None and size > self.cache_limit:
         raise CacheFolderError(errno.ENOSPC, f"{self.url(ref.name)} is {size} bytes, more "
                                f"than the whole cache_limit of {self.cache_limit}")
@@ -136,16 +137,20 @@ def _reserve(self: ShardCache, ref: ShardRef, size: int, before: int | None) -> 
 
 def _make_room(self: ShardCache, ref: ShardRef, size: int, before: int | None) -> bool | None:
     """Evict until ``size`` more bytes fit the limit: None when they do; else whether
-    downloads in progress hold some of the room (waiting may help)."""
+    downloads in progress, or shards another process (a DataLoader worker reading its
+    current shard) or thread holds, keep some of the room (waiting may help)."""
     if self.cache_limit is None:
         return None
     entries = self._scan()
     used = sum(entry.size for entry in entries)
+    held_elsewhere = False
     for entry in self._eviction_order(entries, before, ref.name):
         if used + size <= self.cache_limit:
             break
         if self._evict(entry):
             used -= entry.size
+        else:
+            held_elsewhere = True
     if used + size <= self.cache_limit:
         return None
-    return any(entry.partial for entry in self._scan())
+    return held_elsewhere or any(entry.partial for entry in self._scan())
