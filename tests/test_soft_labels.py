@@ -132,26 +132,40 @@ def photo_shards(root: Path, count: int = 6, size: int = 64) -> Path:
 
 def test_stored_labels_are_the_teachers_outputs_within_fp16(shards, tmp_path):
     """Grid 1: each stored cell is softmax(model(view) / T), the model's ordinary forward
-    pass on the whole view (not the fully convolutional route that wrote it)."""
+    pass on the whole view (not the fully convolutional route that wrote it). The teachers
+    are given one pair per fold (cross-fitted elsewhere, as a sweep's ``structure-fold<f>``
+    runs): pair ``f`` labels exactly the samples the (split, class) fold rule puts in fold
+    ``f``, computed here from index.csv's own text."""
     root = tmp_path / "shards"
     shutil.copytree(shards, root, ignore=shutil.ignore_patterns("labels-*"))
-    models = (teacher(1), teacher(2))
-    labels = label_shards(root, structure_model=models[0], texture_model=models[1], grid=1,
-                          input_size=40, temperature=2.0)
-    compared = 0
+    pairs = [(teacher(1), teacher(2)), (teacher(3), teacher(4))]
+    labels = label_shards(root, structure_model=[p[0] for p in pairs],
+                          texture_model=[p[1] for p in pairs], grid=1, input_size=40,
+                          temperature=2.0)
+    assert labels.info["folds"] == 2 and labels.info["fold_rule"]
+    rows = [line.split(",") for line in (root / INDEX_NAME).read_text().splitlines()[1:]]
+    folds = assign_folds({key: (split, int(cls)) for key, split, _, cls in rows}, 2)
+    compared, seen = 0, set()
     for info in labels.manifest.shards("train") + labels.manifest.shards("val"):
         stored = {raw["__key__"]: decode_label_sample(raw, 3, 1)
                   for raw in iter_tar_samples(labels.folder / info.name)}
         for raw in iter_tar_samples(root / info.name):
             sample = decode_sample(raw)
-            for layer, model, kind in zip(stored[sample.key], models, ("structure", "texture"),
-                                          strict=True):
+            fold = folds[sample.key]
+            seen.add(fold)
+            for i, kind in enumerate(("structure", "texture")):
+                x = view_input(sample.image, sample.structure, kind, 40)
                 with torch.no_grad():
-                    want = torch.softmax(model(view_input(sample.image, sample.structure,
-                                                          kind, 40)) / 2.0, 1)[0].numpy()
-                np.testing.assert_allclose(layer[0, 0], want, rtol=FP16, atol=1e-6)
+                    want, other = (torch.softmax(pairs[f][i](x) / 2.0, 1)[0].numpy()
+                                   for f in (fold, 1 - fold))
+                np.testing.assert_allclose(stored[sample.key][i][0, 0], want, rtol=FP16,
+                                           atol=1e-6)
+                assert np.abs(stored[sample.key][i][0, 0] - other).max() > 1e-3
                 compared += 1
-    assert compared == 2 * 24
+    assert compared == 2 * 24 and seen == {0, 1}
+    with pytest.raises(ValueError, match="2 structure model.*1 texture model"):
+        label_shards(root, name="bad", structure_model=[teacher(1), teacher(3)],
+                     texture_model=[teacher(2)])
 
 
 def test_label_map_cells_average_to_the_model_logits(labelled):
@@ -509,40 +523,6 @@ def test_crossfit_labels_each_sample_with_the_models_that_did_not_train_on_it(sh
         assert ([r["s.npy"] for r in iter_tar_samples(labels.folder / shard.name)]
                 == [r["s.npy"] for r in iter_tar_samples(again.folder / shard.name)])
     assert main(["inspect", str(root), "--per-class", "0", "--recompute", "0", "-q"]) == 0
-
-
-def test_given_teachers_one_pair_per_fold_label_the_samples_of_their_fold(shards, tmp_path):
-    """Teachers cross-fitted elsewhere (a sweep's ``structure-fold<f>`` runs): pair ``f``
-    labels exactly the samples the (split, class) fold rule puts in fold ``f``, computed here
-    from index.csv's own text."""
-    root = tmp_path / "shards"
-    shutil.copytree(shards, root, ignore=shutil.ignore_patterns("labels-*"))
-    pairs = [(teacher(1), teacher(2)), (teacher(3), teacher(4))]
-    labels = label_shards(root, structure_model=[p[0] for p in pairs],
-                          texture_model=[p[1] for p in pairs], grid=1, input_size=32)
-    assert labels.info["folds"] == 2 and labels.info["fold_rule"]
-    rows = [line.split(",") for line in (root / INDEX_NAME).read_text().splitlines()[1:]]
-    folds = assign_folds({key: (split, int(cls)) for key, split, _, cls in rows}, 2)
-    seen = set()
-    for info in labels.manifest.shards("train") + labels.manifest.shards("val"):
-        stored = {raw["__key__"]: decode_label_sample(raw, 3, 1)
-                  for raw in iter_tar_samples(labels.folder / info.name)}
-        for raw in iter_tar_samples(root / info.name):
-            sample = decode_sample(raw)
-            fold = folds[sample.key]
-            for i, kind in enumerate(("structure", "texture")):
-                with torch.no_grad():
-                    want, other = (torch.softmax(pairs[f][i](view_input(
-                        sample.image, sample.structure, kind, 32)), 1)[0].numpy()
-                        for f in (fold, 1 - fold))
-                np.testing.assert_allclose(stored[sample.key][i][0, 0], want, rtol=FP16,
-                                           atol=1e-6)
-                assert np.abs(stored[sample.key][i][0, 0] - other).max() > 1e-3
-            seen.add(fold)
-    assert seen == {0, 1}
-    with pytest.raises(ValueError, match="2 structure model.*1 texture model"):
-        label_shards(root, name="bad", structure_model=[teacher(1), teacher(3)],
-                     texture_model=[teacher(2)])
 
 
 def test_sweep_with_soft_labels(labelled, tmp_path):
