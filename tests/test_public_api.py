@@ -49,6 +49,8 @@ PUBLIC = {
         "texture_of",
         "validate_dataset",
         "wds_handlers",
+        "webdataset_urls",
+        "wids_use_fsspec",
         "write_dataset",
         "write_dataset_ray",
     ],

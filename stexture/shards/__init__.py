@@ -11,7 +11,14 @@ file and the manifest's assembly) are imported from their modules by the engines
 from .engine import DecomposeFailed, DecomposeInterrupted
 from .folder import ShardFolder
 from .format import DecodedSample, Manifest, decode_sample, read_manifest, texture_of
-from .interop import add_texture, hf_dataset, layer_dict, wds_handlers
+from .interop import (
+    add_texture,
+    hf_dataset,
+    layer_dict,
+    wds_handlers,
+    webdataset_urls,
+    wids_use_fsspec,
+)
 from .local import write_dataset
 from .output import WriteSummary
 from .plan import ShardSettings
@@ -38,6 +45,8 @@ __all__ = [
     "texture_of",
     "validate_dataset",
     "wds_handlers",
+    "webdataset_urls",
+    "wids_use_fsspec",
     "write_dataset",
     "write_dataset_ray",
 ]

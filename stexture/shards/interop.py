@@ -6,10 +6,13 @@ the texture is ``image - structure``. This module tells them, with the decoders 
 :mod:`.format` (the one reader of each field), so every client gets the same pixels as
 :func:`stexture.shards.decode_sample`:
 
-- webdataset: ``wds.WebDataset(urls).decode(*wds_handlers()).map(add_texture)``;
+- webdataset: ``wds.WebDataset(urls).decode(*wds_handlers()).map(add_texture)``, with
+  ``urls = webdataset_urls(folder, split)`` (for a folder in object storage, ``pipe:`` URLs
+  that stream each shard through stexture's storage layer);
 - wids: the writer puts a wids index ``{split}.wids.json`` beside ``manifest.json``
   (:func:`write_wids_indexes`), so ``wids.ShardListDataset("shards/train.wids.json",
-  transformations=layer_dict)`` opens a split;
+  transformations=layer_dict)`` opens a split; for an index in object storage
+  (``s3://``, ``gs://``) call :func:`wids_use_fsspec` first;
 - Hugging Face ``datasets``: :func:`hf_dataset` loads a split with the class as a
   ``ClassLabel`` and decodes image, structure and texture on access.
 
@@ -18,7 +21,11 @@ None of these packages is imported here (``datasets`` only inside :func:`hf_data
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shlex
+import sys
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -45,8 +52,10 @@ __all__ = [
     "hf_dataset",
     "layer_dict",
     "wds_handlers",
+    "webdataset_urls",
     "wids_index_name",
     "wids_index_names",
+    "wids_use_fsspec",
     "write_wids_indexes",
 ]
 
@@ -115,6 +124,35 @@ def add_texture(sample: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"sample {key!r}: image {image.shape} and structure "
                          f"{structure.shape} differ in shape")
     return {**sample, "texture": texture_of(image, structure)}
+
+
+# protocols webdataset (1.0) opens itself: a local file, and http(s) through curl
+_WDS_NATIVE = ("http://", "https://", "file://")
+
+
+def webdataset_urls(root: str | Path, split: str = "train", *,
+                    storage_options: dict[str, Any] | None = None) -> list[str]:
+    """The shards of ``split`` as URLs ``webdataset.WebDataset`` opens, in manifest order.
+
+    A local folder gives its shards' paths, an ``http(s)://`` folder their URLs (webdataset
+    reads them with ``curl``); a folder at any other fsspec URL (``s3://``, ``gs://``, ...),
+    which webdataset cannot open itself, gives ``pipe:`` URLs,
+    ``pipe:PYTHON -m stexture._stream s3://bucket/shards/train-000000.tar``: each
+    shard streamed by this Python with fsspec (:mod:`stexture._stream`), so it needs
+    ``stexture[storage]`` where the loader runs, and reads the shard with the
+    environment's storage options (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ... for S3,
+    or ``STEXTURE_STORAGE_OPTIONS``, a JSON object): ``storage_options`` reach the
+    manifest only (a command line is no place for credentials).
+
+    The plain fsspec URLs are :meth:`Manifest.shard_paths
+    <stexture.shards.format.Manifest.shard_paths>` (for fsspec, Hugging Face ``datasets``
+    with ``storage_options``, or wids after :func:`wids_use_fsspec`).
+    """
+    paths = read_manifest(root, storage_options=storage_options).shard_paths(split)
+    if not storage.is_url(str(root)) or str(root).startswith(_WDS_NATIVE):
+        return paths
+    command = f"{shlex.quote(sys.executable)} -m stexture._stream"
+    return [f"pipe:{command} {shlex.quote(path)}" for path in paths]
 
 
 # ---------------------------------------------------------------- one plain dict per sample
@@ -211,6 +249,64 @@ def write_wids_indexes(out: storage.Location, manifest: dict[str, Any]) -> list[
             (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8"))
         written.append(name)
     return written
+
+
+# protocols whose wids download (``aws s3 cp``, ``gsutil cp``) takes the URL's fragment
+# (#sha256=...) for part of the object's name
+_WIDS_FSSPEC_PROTOCOLS = ("s3", "s3a", "gs", "gcs")
+
+
+def _wids_fetch(storage_options: dict[str, Any] | None, remote: str, local: str) -> None:
+    """Download ``remote`` (a wids index or a shard, ``url#sha256=PREFIX``) to ``local``
+    through fsspec: the fragment left out of the request and, for a shard, checked against
+    the bytes' SHA-256 before the file appears at ``local`` (written to ``local.partial``
+    and renamed, so wids never opens a half-written or changed shard)."""
+    url, _, fragment = remote.partition("#")
+    expected = fragment[len("sha256="):] if fragment.startswith("sha256=") else ""
+    digest = hashlib.sha256()
+    partial_path = f"{local}{storage.PARTIAL_SUFFIX}"
+    try:
+        with (storage.open_read(url, storage_options=storage_options) as source,
+              open(partial_path, "wb") as copy):
+            for block in iter(lambda: source.read(1 << 20), b""):
+                digest.update(block)
+                copy.write(block)
+        if expected and not digest.hexdigest().startswith(expected):
+            raise ValueError(f"{url}: its SHA-256 starts {digest.hexdigest()[:len(expected)]}, "
+                             f"the wids index says {expected}: the shard changed after the "
+                             "index was written")
+        os.replace(partial_path, local)
+    finally:
+        if os.path.exists(partial_path):
+            os.unlink(partial_path)
+
+
+def wids_use_fsspec(storage_options: dict[str, Any] | None = None,
+                    protocols: Iterable[str] = _WIDS_FSSPEC_PROTOCOLS) -> None:
+    """Make wids download ``s3://`` and ``gs://`` URLs through fsspec, for a wids index
+    (``train.wids.json``) in object storage.
+
+    wids (0.1.11) downloads these with ``aws s3 cp`` / ``gsutil cp``, which take the
+    ``#sha256=...`` of the index's shard URLs (see :func:`write_wids_indexes`) for part of
+    the object's name and fail (``404 ... Key "shards/train-000000.tar#sha256=..." does not
+    exist``). After this call wids fetches them with :mod:`stexture.shards.storage`
+    (``storage_options`` over the environment's), leaving the fragment out of the request,
+    and checks it against the shard's SHA-256. It sets entries of wids' own table of
+    download handlers (``wids.wids_dl.default_cmds``), for this process; ``http(s)://``
+    URLs need nothing (curl does not send a fragment).
+
+    ::
+
+        stexture.shards.wids_use_fsspec()
+        dataset = wids.ShardListDataset("s3://bucket/shards/train.wids.json",
+                                        transformations=stexture.shards.layer_dict)
+
+    ``ImportError`` when wids is not installed.
+    """
+    from wids import wids_dl
+
+    for protocol in protocols:
+        wids_dl.default_cmds[protocol] = partial(_wids_fetch, storage_options)
 
 
 # ---------------------------------------------------------------- Hugging Face datasets

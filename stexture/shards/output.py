@@ -126,14 +126,19 @@ def assemble_manifest(plan: Plan, settings: ShardSettings,
 
 
 def shard_warnings(plan: Plan) -> list[str]:
-    """A warning per split with samples but fewer shards than a multi-worker loader needs."""
+    """A warning per split with samples but fewer shards than a plain WebDataset reader
+    needs for a multi-worker DataLoader (it gives each worker whole shards). stexture's own
+    loaders deal samples, not shards, to the workers and ranks, so the warning says that it
+    is about the other readers only."""
     warnings = []
     for split in SPLITS:
         n = sum(1 for job in plan.jobs if job.split == split)
         if 0 < n < MIN_SHARDS_HINT:
             warnings.append(
-                f"{split} has {n} shard(s): a DataLoader with more than {n} worker(s) leaves "
-                f"some idle (WebDataset splits by shard); a smaller --shard-size gives more")
+                f"{split} has {n} shard(s): read with plain webdataset (which splits by "
+                f"shard), a DataLoader with more than {n} worker(s) leaves some idle; a "
+                "smaller --shard-size gives more (stexture's make_loader splits by sample: "
+                "not affected)")
     return warnings
 
 

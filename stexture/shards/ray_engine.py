@@ -22,6 +22,7 @@ runs (``pip install 'stexture[ray]'``).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -68,7 +69,12 @@ class _RayTasks:
         self.ray = ray
         self.cpus = cpus
         self.retries = max_retries
-        options = {"max_retries": max_retries, "retry_exceptions": True}
+        options: dict[str, Any] = {"max_retries": max_retries, "retry_exceptions": True}
+        # storage options given to this process (stexture decompose --storage-option) reach
+        # the tasks also on a cluster started before them (whose workers have their own env)
+        shared = os.environ.get(storage.STORAGE_OPTIONS_VARIABLE)
+        if shared:
+            options["runtime_env"] = {"env_vars": {storage.STORAGE_OPTIONS_VARIABLE: shared}}
         self.scan = ray.remote(_scan_chunk).options(num_cpus=cpus, **options)
         self.write = ray.remote(_write_slice).options(num_cpus=cpus, num_gpus=gpus, **options)
         self.refs: list[Any] = []

@@ -26,7 +26,6 @@ environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...) applies below bot
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import posixpath
 import re
@@ -35,6 +34,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from .._storage_options import (
+    STORAGE_OPTIONS_VARIABLE,
+    default_storage_options,
+    storage_options_for,
+    using_storage_options,
+)
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -64,69 +70,6 @@ __all__ = [
 Location = Path | str
 PARTIAL_SUFFIX = ".partial"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-#: the environment variable with the default fsspec options (a JSON object) of every URL
-#: opened in this process and in the processes it starts
-STORAGE_OPTIONS_VARIABLE = "STEXTURE_STORAGE_OPTIONS"
-
-
-def default_storage_options() -> dict[str, Any]:
-    """The default fsspec options of :data:`STORAGE_OPTIONS_VARIABLE` (``{}`` when unset).
-
-    Raises
-    ------
-    ValueError
-        The variable is not a JSON object (names the variable, never its value, which may
-        hold a secret).
-    """
-    text = os.environ.get(STORAGE_OPTIONS_VARIABLE, "").strip()
-    if not text:
-        return {}
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{STORAGE_OPTIONS_VARIABLE} is not valid JSON ({exc.msg} at "
-                         f"character {exc.pos}): set it to a JSON object of fsspec "
-                         "options, or unset it") from None
-    if not isinstance(options, dict):
-        raise ValueError(f"{STORAGE_OPTIONS_VARIABLE} must be a JSON object of fsspec "
-                         f"options, not a {type(options).__name__}")
-    return options
-
-
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``over`` on top; nested dicts (``client_kwargs``) merged key by key."""
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            value = _merged(merged[key], value)
-        merged[key] = value
-    return merged
-
-
-def storage_options_for(options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The fsspec options a URL is opened with: ``options`` over the defaults of
-    :data:`STORAGE_OPTIONS_VARIABLE` (nested dicts merged key by key)."""
-    return _merged(default_storage_options(), dict(options or {}))
-
-
-@contextmanager
-def using_storage_options(options: dict[str, Any] | None) -> Iterator[None]:
-    """Within the block, ``options`` are the defaults of every URL this process opens, and
-    of the worker processes and Ray tasks it starts (through the environment, as
-    :data:`STORAGE_OPTIONS_VARIABLE`; the previous value is restored afterwards). No
-    options: nothing changes."""
-    if not options:
-        yield
-        return
-    previous = os.environ.get(STORAGE_OPTIONS_VARIABLE)
-    os.environ[STORAGE_OPTIONS_VARIABLE] = json.dumps(storage_options_for(options))
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(STORAGE_OPTIONS_VARIABLE, None)
-        else:
-            os.environ[STORAGE_OPTIONS_VARIABLE] = previous
 
 
 def is_url(path: str | Path) -> bool:
@@ -141,14 +84,14 @@ def location(path: str | Path) -> Location:
     return Path(path)
 
 
-def _fs(url: str) -> tuple[Any, str]:
+def _fs(url: str, options: dict[str, Any] | None = None) -> tuple[Any, str]:
     try:
         from fsspec.core import url_to_fs
     except ImportError:
         raise ValueError(f"{url} is a URL: reading and writing URLs needs fsspec "
                          "(pip install 'stexture[storage]')") from None
     try:
-        return url_to_fs(url, **storage_options_for())
+        return url_to_fs(url, **storage_options_for(options))
     except ImportError as exc:  # the protocol's package (s3fs, gcsfs) is missing
         raise ValueError(f"{url}: {exc} (pip install 'stexture[storage]')") from None
 
@@ -202,10 +145,12 @@ def _check_size(loc: Location, size: int, max_bytes: int | None) -> None:
 
 
 @contextmanager
-def open_read(loc: Location, max_bytes: int | None = None) -> Iterator[IO[bytes]]:
+def open_read(loc: Location, max_bytes: int | None = None, *,
+              storage_options: dict[str, Any] | None = None) -> Iterator[IO[bytes]]:
     """A regular file opened for binary reading; ``OSError`` naming what it is instead (a
     FIFO, a device, a socket, a folder, also behind a link: opened without blocking and
-    checked before a byte is read) or when it is larger than ``max_bytes``."""
+    checked before a byte is read) or when it is larger than ``max_bytes``. A URL is opened
+    with ``storage_options`` over the defaults (:func:`storage_options_for`)."""
     if isinstance(loc, Path):
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(loc, flags)
@@ -221,7 +166,7 @@ def open_read(loc: Location, max_bytes: int | None = None) -> Iterator[IO[bytes]
         with f:
             yield f
         return
-    fs, path = _fs(loc)
+    fs, path = _fs(loc, storage_options)
     info = fs.info(path)
     if info.get("type") != "file":
         raise OSError(f"{loc}: {info.get('type')}, not a file")
