@@ -149,9 +149,14 @@ def test_upcoming_shards_is_the_order_the_rank_reads(shards, truth):
         loader.set_epoch(1)
         planned = [Path(s).name for s in loader.sampler.upcoming_shards()]
         later = [Path(s).name for s in loader.sampler.upcoming_shards(5)]  # 5 samples in
+        spans = loader.sampler.shard_spans()
         keys = [k for _, _, info in loader for k in info["key"]]
-        assert planned == list(dict.fromkeys(truth[k][0] for k in keys))
-        assert later == list(dict.fromkeys(truth[k][0] for k in keys[5:]))
+        read = [truth[k][0] for k in keys]
+        assert planned == list(dict.fromkeys(read))
+        assert later == list(dict.fromkeys(read[5:]))
+        assert [(Path(s).name, first, last) for s, first, last in spans] == [
+            (shard, read.index(shard), len(read) - 1 - read[::-1].index(shard))
+            for shard in planned]
 
 
 @pytest.mark.parametrize("shuffle", ["blocks", "global"])

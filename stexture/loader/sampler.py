@@ -426,8 +426,8 @@ class EpochSampler(DistributedSampler):
                         world_size: int | None = None) -> list[str]:
         """The shards this rank reads from its ``done``-th sample of the run on (the epoch in
         progress, else the next; :meth:`rank_order`), each once, in order of first use: what a
-        shard cache should prefetch next, and keep. In blocks mode about ``1/W`` of the shards,
-        in blocks of ``shuffle_window``.
+        shard cache should prefetch next (:meth:`shard_spans`: until when to keep each). In
+        blocks mode about ``1/W`` of the shards, in blocks of ``shuffle_window``.
 
         Raises
         ------
@@ -435,6 +435,20 @@ class EpochSampler(DistributedSampler):
             The sampler was built without ``shards``.
         """
         return self.shards_in_order(self.rank_order(rank=rank, world_size=world_size)[done:])
+
+    def shard_spans(self, done: int = 0, *, rank: int | None = None,
+                    world_size: int | None = None) -> list[tuple[str, int, int]]:
+        """``(shard, first, last)`` for the shards of :meth:`upcoming_shards`, in the same
+        order: the positions of the shard's first and last sample among this rank's samples
+        from the ``done``-th on (counted from it). A cache that keeps each shard from its
+        first to its last sample holds at most ``shuffle_window`` shards at a time for a rank
+        in blocks mode (its prefetch aside); a shard is not done after its first read."""
+        codes = self._coded()[self.rank_order(rank=rank, world_size=world_size)[done:]]
+        shards, first = np.unique(codes, return_index=True)
+        _, from_end = np.unique(codes[::-1], return_index=True)
+        last = len(codes) - 1 - from_end
+        return [(self.shard_names[shards[i]], int(first[i]), int(last[i]))
+                for i in np.argsort(first)]
 
     def shards_in_order(self, indices: Sequence[int] | np.ndarray) -> list[str]:
         """The shards of the samples ``indices`` (e.g. tickets' ``index``), each once, in order
