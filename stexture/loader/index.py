@@ -242,6 +242,13 @@ def locate_split(manifest: Manifest, split: str,
     return kept
 
 
+#: Shards a reader of a folder at a URL keeps open (and pinned) when the cache has no
+#: ``cache_limit``, so that a shuffled epoch does not pin and open a shard per sample; with
+#: a limit it keeps one (a process never waits for room while it holds a shard, so two
+#: workers cannot wait for each other).
+OPEN_REMOTE_SHARDS = 64
+
+
 class SampleReader:
     """Reads a located sample's fields by offset; each process opens its own files.
 
@@ -249,7 +256,9 @@ class SampleReader:
     ----------
     remote : RemoteShards, optional
         For a folder at a URL (the samples' ``path`` a shard's URL): the shard cache the
-        local copies come from. One shard is held open (and pinned in the cache) at a time.
+        local copies come from, each pinned in the cache while it is open: up to
+        :data:`OPEN_REMOTE_SHARDS` at once without a ``cache_limit`` (least recently used
+        closed first), one with a limit.
     plan : sequence of str, optional
         With ``remote``: the shard URLs in the order this reader will need them, prefetched
         from its first read in each process (the training set sets its order per epoch
@@ -267,31 +276,40 @@ class SampleReader:
         # open files stay in the process that opened them
         return {"_files": {}, "_pid": -1, "remote": self.remote, "plan": self.plan}
 
-    def _local_path(self, sample: Located) -> str | Path:
-        """Where to open the sample's shard: its path, or its cached copy (pinned until
-        this process's next shard: the one before is closed first)."""
+    def _open(self, sample: Located) -> Any:
         if self.remote is None:
-            return sample.path
-        if self.plan is not None and not self.remote.planned("split"):
-            self.remote.plan(self.plan, "split")
-        for file in self._files.values():
-            file.close()
-        self._files = {}
-        return self.remote.local_path(sample.path)
-
-    def raw(self, sample: Located) -> dict[str, Any]:
-        if self._pid != os.getpid():  # a forked worker opens its own files
-            self._files, self._pid = {}, os.getpid()
-        file = self._files.get(sample.path)
-        if file is None:
-            file = open(self._local_path(sample), "rb")  # noqa: SIM115
+            file = open(sample.path, "rb")  # noqa: SIM115
             if sample.check is not None:  # once per shard and process: offsets still true?
                 try:
                     sample.check.verify(file.fileno(), sample.path)
                 except BaseException:
                     file.close()
                     raise
-            self._files[sample.path] = file
+            return file
+        # a cached copy matched the manifest's SHA-256, which the offsets file's record of
+        # the shard matches too (locate_split): no header check needed
+        if self.plan is not None and not self.remote.planned("split"):
+            self.remote.plan(self.plan, "split")
+        room = 1 if self.remote.cache.cache_limit is not None else OPEN_REMOTE_SHARDS
+        while len(self._files) >= room:  # the least recently used first
+            url = next(iter(self._files))
+            self._files.pop(url).close()
+            self.remote.unpin(url)
+        path = self.remote.pin(sample.path)
+        try:
+            return open(path, "rb")  # noqa: SIM115
+        except BaseException:
+            self.remote.unpin(sample.path)
+            raise
+
+    def raw(self, sample: Located) -> dict[str, Any]:
+        if self._pid != os.getpid():  # a forked worker opens its own files
+            self._files, self._pid = {}, os.getpid()
+        file = self._files.get(sample.path)
+        if file is None:
+            file = self._files[sample.path] = self._open(sample)
+        elif self.remote is not None:  # most recently used last
+            self._files[sample.path] = self._files.pop(sample.path)
         raw: dict[str, Any] = {"__key__": sample.key}
         for field, (offset, size) in sample.fields.items():
             raw[field] = os.pread(file.fileno(), size, offset)

@@ -75,11 +75,15 @@ class RemoteShards:
             if sample.check is not None and ref is not None and ref.size is None:
                 self.refs[sample.path] = ShardRef(ref.name, ref.sha256, sample.check.size)
 
-    def local_path(self, url: str) -> Path:
-        """The verified local copy of the shard at ``url``, pinned until this thread asks
-        for another (:meth:`~stexture.shards.cache.ShardCache.local_path`)."""
+    def pin(self, url: str) -> Path:
+        """The verified local copy of the shard at ``url``, kept from eviction until
+        :meth:`unpin` (:meth:`~stexture.shards.cache.ShardCache.pin`)."""
         ref = self.refs[url]
-        return self.cache.local_path(ref.name, ref.sha256, ref.size)
+        return self.cache.pin(ref.name, ref.sha256, ref.size)
+
+    def unpin(self, url: str) -> None:
+        """Release a :meth:`pin` of the shard at ``url``."""
+        self.cache.unpin(self.refs[url].name)
 
     def ref(self, url: str) -> ShardRef:
         """The manifest's record of the shard at ``url``."""
