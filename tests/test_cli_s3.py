@@ -107,6 +107,11 @@ def test_an_unreachable_endpoint_is_one_line_in_seconds(command, tmp_path, capsy
     assert seconds < 10, seconds  # botocore and s3fs retrying: 27-47 s before
 
 
+def test_label_refuses_a_url_with_a_message(capsys):
+    assert cli.main(["label", "s3://bucket/shards"]) == 2
+    assert "s3://bucket/shards is a URL: stexture label writes" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- against the server
 
 
@@ -184,6 +189,18 @@ def test_the_few_shards_warning_is_about_plain_webdataset(dataset, tmp_path, cap
     warning = next(line for line in capsys.readouterr().out.splitlines()
                    if line.startswith("warning:"))
     assert "plain webdataset" in warning and "make_loader splits by sample" in warning
+
+
+def test_missing_credentials_are_one_line(s3_server, s3_run, capsys, monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", storage.STORAGE_OPTIONS_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert cli.main(["inspect", s3_run, "--endpoint-url", s3_server.endpoint]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no credentials for {s3_run}" in err
 
 
 def test_inspect_checks_a_folder_in_s3(s3_server, s3_run, dataset, tmp_path, capsys,
