@@ -5,10 +5,12 @@ the split, and clear errors when the storage fails."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +18,8 @@ from shardfactory import make_shard_dir
 from test_shard_cache import CuttableProxy
 
 from stexture import make_eval_loader, make_loader
+from stexture.loader.remote import process_order
+from stexture.loader.sampler import EpochSampler
 from stexture.shards import ShardFolder, read_manifest
 from stexture.shards.cache import ShardFetchError, StorageUnreachableError
 from stexture.shards.format import MANIFEST_NAME
@@ -204,3 +208,16 @@ def test_the_eval_loader_from_s3_gives_the_local_batches(s3_server, folders, tmp
     got = batches(make_eval_loader(url, **options, num_workers=2, cache_dir=tmp_path / "c",
                                    storage_options=s3_server.storage_options))
     assert_same(expected, got)
+
+
+def test_each_process_prefetches_the_shards_of_its_own_batches_in_order(monkeypatch):
+    sampler = EpochSampler(40, batch_size=4, seed=1, rank=1, world_size=2)
+    assert process_order(sampler, 0) == list(copy.deepcopy(sampler))  # rank 1's tickets
+    sampler.resume_at(0, 12)  # a resumed epoch: the order from its slot on
+    rank_tickets = list(copy.deepcopy(sampler))
+    assert process_order(sampler, 0) == rank_tickets and rank_tickets[0].slot == 13
+    # worker 1 of 2 gets batches 1, 3, ... of the rank's
+    monkeypatch.setattr(torch.utils.data, "get_worker_info",
+                        lambda: SimpleNamespace(id=1, num_workers=2))
+    batches_of_rank = [rank_tickets[i:i + 4] for i in range(0, len(rank_tickets), 4)]
+    assert process_order(sampler, 0) == [t for batch in batches_of_rank[1::2] for t in batch]
