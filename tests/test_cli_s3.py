@@ -23,6 +23,7 @@ from stexture import cli
 from stexture.commands._storage_args import parse_storage_options
 from stexture.shards import (
     decode_sample,
+    hf_dataset,
     layer_dict,
     read_manifest,
     storage,
@@ -294,6 +295,17 @@ def test_wids_reads_a_wids_index_in_s3(s3_server, s3_run, local_run, dataset, tm
     with pytest.raises(ValueError, match="val-000000.tar: its SHA-256 starts"):
         stale[0]
     assert not [p for p in os.listdir(tmp_path / "wids2") if "val-000000" in p]
+
+
+def test_hf_dataset_reads_a_folder_in_s3(s3_server, s3_run, local_run, tmp_path):
+    pytest.importorskip("datasets")
+    dataset_ = hf_dataset(s3_run, "val", cache_dir=tmp_path / "hf",
+                          storage_options=s3_server.storage_options)
+    want = _reference(local_run, "val")
+    got = {row["__key__"]: row["image"] for row in dataset_}
+    assert sorted(got) == sorted(want)
+    for key, image in want.items():
+        np.testing.assert_array_equal(np.asarray(got[key]), image)
 
 
 # ---------------------------------------------------------------- last: the Ray cluster

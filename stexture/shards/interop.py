@@ -40,8 +40,10 @@ from .format import (
     decode_rgb,
     decode_sample,
     decode_structure,
+    group_samples,
     iter_tar_samples,
     read_manifest,
+    read_tar_members,
     structure_field,
     texture_of,
 )
@@ -331,8 +333,19 @@ def _hf_transform(classes: list[str], batch: dict[str, list[Any]]) -> dict[str, 
     return {name: [row[name] for row in rows] for name in _HF_COLUMNS}
 
 
+def _first_sample(path: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The first raw sample of the shard at ``path`` (a local path or a URL, read up to the
+    end of that sample only)."""
+    if not storage.is_url(path):
+        return next(iter_tar_samples(path))
+    with storage.open_read(path, storage_options=storage_options) as f:
+        key, fields = next(group_samples(read_tar_members(f), path))
+    return {"__key__": key, **fields}
+
+
 def hf_dataset(root: str | Path, split: str = "train", *,
-               cache_dir: str | Path | None = None) -> Any:
+               cache_dir: str | Path | None = None,
+               storage_options: dict[str, Any] | None = None) -> Any:
     """A split of a shard folder as a Hugging Face ``datasets.Dataset``.
 
     Loads the split's shards (as listed in the manifest) with
@@ -342,12 +355,14 @@ def hf_dataset(root: str | Path, split: str = "train", *,
     ``texture`` (int16, ``image - structure``), ``cls`` (int) and ``class_name``, the same
     pixels as :func:`stexture.shards.decode_sample`; ``dataset.features["cls"].names`` are
     the class names. ``cache_dir`` is where ``datasets`` keeps its Arrow copy (its default
-    cache when ``None``).
+    cache when ``None``). ``root`` may be an fsspec URL (``s3://bucket/shards``), read with
+    ``storage_options`` (over the defaults of
+    :func:`~stexture.shards.storage.storage_options_for`), which ``datasets`` is given too.
 
     Needs ``pip install datasets`` (``ImportError`` saying so otherwise); a missing folder
     or manifest is ``FileNotFoundError``, an unknown split ``ValueError``.
     """
-    manifest = read_manifest(root)
+    manifest = read_manifest(root, storage_options=storage_options)
     files = manifest.shard_paths(split)
     if not files:
         raise ValueError(f"split {split!r} of {manifest.root} has no shards")
@@ -359,7 +374,7 @@ def hf_dataset(root: str | Path, split: str = "train", *,
     # the columns as the webdataset builder would infer them, but with the stored image as
     # bytes (decoded by stexture's reader below) and cls a ClassLabel: given up front, so
     # that no cast rewrites the dataset afterwards
-    first = next(iter_tar_samples(files[0]))
+    first = _first_sample(files[0], storage_options)
     image_field = next(f for f in IMAGE_FIELDS if f in first)
     record = json.loads(first["json"])
     features = datasets.Features({
@@ -372,5 +387,7 @@ def hf_dataset(root: str | Path, split: str = "train", *,
     })
     dataset = datasets.load_dataset(
         "webdataset", data_files={split: files}, split=split, features=features,
-        cache_dir=None if cache_dir is None else str(cache_dir))
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        **({"storage_options": storage.storage_options_for(storage_options)}
+           if storage.is_url(files[0]) else {}))
     return dataset.with_transform(partial(_hf_transform, manifest.classes))
