@@ -113,8 +113,7 @@ def _read_offsets_file(manifest: Manifest, name: str, count: int) -> bytes | Non
         if isinstance(root, str):  # a URL: read as the manifest was, with its options
             from ..shards.format.manifest import read_beside
 
-            return read_beside(root, name, getattr(manifest, "storage_options", None),
-                               offsets_bound(count))
+            return read_beside(root, name, manifest.storage_options, offsets_bound(count))
         return storage.read_bytes(storage.join(root, name), offsets_bound(count))
     except FileNotFoundError:
         return None
