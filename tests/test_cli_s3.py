@@ -6,6 +6,7 @@ answer."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -20,7 +21,7 @@ import pytest
 from pipeline_data import FAST_ARGS, make_image_folder
 
 from stexture import cli
-from stexture.commands._storage_args import parse_storage_options
+from stexture.commands._storage_args import parse_storage_options, storage_session
 from stexture.shards import (
     decode_sample,
     hf_dataset,
@@ -106,6 +107,25 @@ def test_an_unreachable_endpoint_is_one_line_in_seconds(command, tmp_path, capsy
     assert err.count("\n") == 1, err  # one line, no traceback
     assert url in err and endpoint in err and "s3:/no-such" not in err
     assert seconds < 10, seconds  # botocore and s3fs retrying: 27-47 s before
+
+
+def test_an_http_folder_that_refuses_is_one_line(capsys):
+    url = f"http://127.0.0.1:{_closed_port()}/shards"
+    assert cli.main(["inspect", url]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot reach the storage of {url}" in err
+
+
+def test_a_storage_library_s_own_error_becomes_one_line_naming_the_url():
+    botocore = pytest.importorskip("botocore.exceptions")
+    args = argparse.Namespace(storage_option=[], endpoint_url=None)
+    error = botocore.ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce your\n"
+                                                                      "request rate"}},
+                                 "PutObject")
+    with pytest.raises(OSError, match=r"^storage error on memory://x/shards: ClientError: "
+                                      r"An error occurred \(SlowDown\)[^\n]*rate$"):
+        with storage_session(args, ["memory://x/shards"]):
+            raise error
 
 
 def test_label_refuses_a_url_with_a_message(capsys):
