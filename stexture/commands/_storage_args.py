@@ -138,15 +138,17 @@ def check_reachable(url: str) -> None:
     short connect timeout), so that an endpoint that does not answer or refuses the
     credentials fails the command at once, in a line that names the URL and the endpoint.
 
-    A missing object is no error here (an output folder is made later); protocols other
-    than ``s3`` and ``http(s)`` are not probed.
+    A missing object is no error here (an output folder is made later), nor is a refusal
+    (credentials allowed a prefix of the bucket only may not look at the bucket itself: the
+    command's own requests say what they may not do); protocols other than ``s3`` and
+    ``http(s)`` are not probed.
 
     Raises
     ------
     ConnectionError
         The endpoint did not answer.
     PermissionError
-        No credentials, or credentials the storage refuses.
+        No credentials at all.
     """
     if url.startswith(("http://", "https://")):
         if _host_refuses(url):
@@ -161,21 +163,18 @@ def check_reachable(url: str) -> None:
     bucket = path.split("/", 1)[0]
     try:
         fs.info(bucket)
-    except FileNotFoundError:
-        return  # reached: the bucket's absence is the command's to report (or fix)
-    except Exception as exc:  # noqa: BLE001 - every storage failure becomes one line
+    except (FileNotFoundError, PermissionError):
+        return  # reached: what is missing or refused is the command's to report (or fix)
+    except Exception as exc:  # noqa: BLE001 - sorted below; storage errors vary by back end
         names = {cls.__name__ for cls in type(exc).__mro__}
         if "NoCredentialsError" in names:
             raise PermissionError(
                 f"no credentials for {url}: set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, or --storage-option key=... --storage-option "
                 "secret=... (or anon=true for a public bucket)") from None
-        if isinstance(exc, PermissionError):
-            raise PermissionError(f"the storage refused the credentials for {url}: "
-                                  f"{_one_line(exc)}") from None
         if _cannot_connect(exc) or isinstance(exc, (ConnectionError, TimeoutError)):
             raise _unreachable(url, _one_line(exc)) from None
-        raise _storage_error(exc, [url]) from None
+        # anything else (a 5xx, a throttle) is left to the command, which retries
 
 
 def _is_storage_error(exc: BaseException) -> bool:
