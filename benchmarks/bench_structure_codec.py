@@ -29,11 +29,12 @@ on: the structure layer, the texture layer ``image - structure`` of the stored l
 composite ``s_a + t_b`` of two images, each against the same from the lossless layer (max
 error in levels, PSNR in dB; "texture SNR" is the lossless texture's energy over the error's).
 
-``--loader STEPS`` times ``make_loader`` (2 workers, 96 px crops, batch 64, p_conflict 0.5, as
-``bench_loader.py``) on ``bench_loader.py``'s shards, their structure replaced by RTV's of the
-stored image and stored at each step,
-beside its plain webdataset pipeline (the photo only) on the first step's folder, alternating
-them in each repeat, and prints samples/s relative to the first step's and the plain one's.
+``--loader STEPS`` times ``make_loader`` (``--loader-workers``, 96 px crops, batch 64,
+p_conflict 0.5, as ``bench_loader.py``) on ``bench_loader.py``'s shards, their structure
+replaced by RTV's of the stored image and stored at each step, beside its plain webdataset
+pipeline (the photo only) on the first step's folder, all of them in each repeat (every
+other repeat in reverse order), and prints samples/s relative to the first step's and the
+plain one's in the same repeat (and, with 0 workers, the CPU time per sample).
 
 Run from the repository root::
 
@@ -421,10 +422,13 @@ def structure_copy(source: Path, out: Path, layers: dict[str, np.ndarray], step:
     return out
 
 
-def loader_rows(steps: list[int], samples: int, repeats: int) -> list[list[object]]:
-    """samples/s of ``make_loader`` at 2 workers on the same shards stored at each step,
-    the folders alternating in every repeat; the median over repeats, also as a ratio to the
-    first step's."""
+def loader_rows(steps: list[int], samples: int, repeats: int, workers: list[int]
+                ) -> list[list[object]]:
+    """``make_loader`` on the same shards stored at each step (and the plain webdataset
+    anchor), at each worker count, all of them in every repeat: samples/s (median), the
+    median over repeats of the ratio to the first step's rate in the same repeat (paired:
+    robust to the machine's load drifting between repeats), and with 0 workers the CPU time
+    per sample of this one process (``time.process_time``: what the load changes least)."""
     with tempfile.TemporaryDirectory() as tmp:
         built = build_shards(Path(tmp) / "built", samples, 256, samples // 8, classes=8)
         layers = rtv_layers(built)
@@ -432,28 +436,43 @@ def loader_rows(steps: list[int], samples: int, repeats: int) -> list[list[objec
                  for step in steps}
         bytes_per = {step: sum(p.stat().st_size for p in root.glob("*.tar")) / samples
                      for step, root in roots.items()}
-        rates: dict[tuple[int, str], list[float]] = {}
-        variants = {"fused in workers": {}, "mixed in main": {"mix_device": "cpu"}}
-        loaders = {(step, name): make_loader(root, k=0.8, p_conflict=0.5, num_workers=2,
-                                             batch_size=64, image_size=96, **options)
-                   for step, root in roots.items() for name, options in variants.items()}
-        # the anchor: a plain webdataset pipeline decoding only the photo (no structure)
-        loaders[(steps[0], "plain webdataset")] = plain_loader(roots[steps[0]], 64, 96, 2)
+        variants = {"stexture (fused compose)": {},
+                    "stexture, mix_device='cpu'": {"mix_device": "cpu"}}
+        loaders = {}
+        for w in workers:
+            for step, root in roots.items():
+                for name, options in variants.items():
+                    loaders[(w, step, name)] = make_loader(
+                        root, k=0.8, p_conflict=0.5, num_workers=w, batch_size=64,
+                        image_size=96, **options)
+            # the anchor: a plain webdataset pipeline decoding only the photo (no structure)
+            loaders[(w, steps[0], "plain webdataset")] = plain_loader(roots[steps[0]], 64, 96, w)
         for loader in loaders.values():  # warm-up: imports, page cache
             epoch_samples(loader)
-        for _ in range(repeats):
-            for key, loader in loaders.items():
-                start = time.perf_counter()
+        rates: dict[tuple[int, int, str], list[float]] = {}
+        cpu: dict[tuple[int, int, str], list[float]] = {}
+        for repeat in range(repeats):
+            # every other repeat in reverse order, so that a drift in the machine's load
+            # falls on all loaders alike
+            order = list(loaders.items())
+            for key, loader in order[::-1] if repeat % 2 else order:
+                start, start_cpu = time.perf_counter(), time.process_time()
                 count = epoch_samples(loader)
                 rates.setdefault(key, []).append(count / (time.perf_counter() - start))
+                cpu.setdefault(key, []).append((time.process_time() - start_cpu) / count)
         rows = []
-        plain = statistics.median(rates[(steps[0], "plain webdataset")])
-        for step, name in loaders:
-            rate = statistics.median(rates[(step, name)])
-            first = statistics.median(rates[(steps[0], name)])
-            rows.append([step, name, bytes_per[step] / 1024, round(rate),
-                         f"{rate / first:.3f}x", f"{rate / plain:.2f}x",
-                         " ".join(f"{r:.0f}" for r in rates[(step, name)])])
+        for w, step, name in loaders:
+            first = (w, steps[0], name)
+            paired = [r / r0 for r, r0 in zip(rates[(w, step, name)], rates[first], strict=True)]
+            plain = [r / r0 for r, r0 in zip(rates[(w, step, name)],
+                                             rates[(w, steps[0], "plain webdataset")],
+                                             strict=True)]
+            cpu_us = 1e6 * statistics.median(cpu[(w, step, name)]) if w == 0 else "-"
+            rows.append([w, step, name, bytes_per[step] / 1024,
+                         round(statistics.median(rates[(w, step, name)])),
+                         f"{statistics.median(paired):.3f}x", f"{statistics.median(plain):.2f}x",
+                         cpu_us,
+                         f"{min(paired):.2f}-{max(paired):.2f}"])
         return rows
 
 
@@ -474,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated steps to time the loader at (e.g. 1,4)")
     parser.add_argument("--loader-samples", type=int, default=1024)
     parser.add_argument("--loader-repeats", type=int, default=5)
+    parser.add_argument("--loader-workers", default="0,2", help="comma-separated worker counts")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     print(f"{machine_line()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
@@ -499,9 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.loader:
         steps = [int(step) for step in args.loader.split(",")]
         print(f"loader, before: {load_line()}")
-        print_table(["step", "loader (2 workers)", "tar KiB / sample", "samples/s",
-                     f"vs step {steps[0]}", "vs plain", "each repeat"],
-                    loader_rows(steps, args.loader_samples, args.loader_repeats))
+        workers = [int(w) for w in args.loader_workers.split(",")]
+        print_table(["workers", "step", "loader", "tar KiB / sample", "samples/s",
+                     f"vs step {steps[0]} (paired median)", "vs plain (paired median)",
+                     "CPU us / sample", f"vs step {steps[0]}, range over repeats"],
+                    loader_rows(steps, args.loader_samples, args.loader_repeats, workers))
         print(f"loader, after: {load_line()}")
     print(f"end: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load_line()}")
     return 0
