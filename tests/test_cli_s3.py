@@ -49,8 +49,9 @@ def test_storage_options_are_json_values_with_dotted_keys_and_urls_kept_whole():
                        "client_kwargs": {"region_name": "eu-west-1",
                                          "endpoint_url": "http://127.0.0.1:9000"},
                        "config_kwargs": {"retries": {"max_attempts": 2}}}
-    # a value that is not JSON stays text, '=' in it included
-    assert parse_storage_options(["token=a=b"]) == {"token": "a=b"}
+    # a value that is not JSON stays text, '=' in it included; credentials are always text
+    assert parse_storage_options(["token=a=b", "key=1234", "secret=true"]) == {
+        "token": "a=b", "key": "1234", "secret": "true"}
 
 
 @pytest.mark.parametrize(("pairs", "message"), [

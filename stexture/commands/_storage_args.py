@@ -28,6 +28,10 @@ __all__ = ["add_storage_arguments", "parse_storage_options", "storage_options_of
 _STORAGE_MODULES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "aiohttp", "fsspec",
                     "urllib3", "requests", "google")
 _PROBE_TIMEOUT_SECONDS = 5.0
+# options that are always text, whatever they look like (an access key of digits, a
+# secret that reads "true")
+_TEXT_OPTIONS = frozenset({"key", "secret", "token", "username", "password", "profile",
+                           "endpoint_url", "region_name"})
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +43,9 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
         "(a command line is visible to other users of the machine)")
     group.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                        help="an fsspec storage option, repeatable: the VALUE is read as "
-                       "JSON when it is JSON (true, 3, {\"a\": 1}), else as text; dots in "
-                       "KEY nest (client_kwargs.region_name=eu-west-1)")
+                       "JSON when it is JSON (true, 3, {\"a\": 1}), else as text (key, "
+                       "secret, token, profile, endpoint_url and region_name always as "
+                       "text); dots in KEY nest (client_kwargs.region_name=eu-west-1)")
     group.add_argument("--endpoint-url", default=None, metavar="URL",
                        help="the S3 endpoint (MinIO, SeaweedFS, Ceph, R2, ...): short for "
                        "--storage-option client_kwargs.endpoint_url=URL")
@@ -63,7 +68,9 @@ def parse_storage_options(pairs: Iterable[str], endpoint_url: str | None = None
     ----------
     pairs : iterable of str
         ``KEY=VALUE`` each; the value is JSON when it parses as JSON, else the text as it
-        is (so a URL stays a string); dots in ``KEY`` nest dicts.
+        is (so a URL stays a string), and always the text for a credential or a name
+        (``key``, ``secret``, ``token``, ``profile``, ``endpoint_url``, ...); dots in
+        ``KEY`` nest dicts.
     endpoint_url : str, optional
         ``--endpoint-url``: set as ``client_kwargs.endpoint_url``.
 
@@ -98,7 +105,7 @@ def parse_storage_options(pairs: Iterable[str], endpoint_url: str | None = None
                                  f"{'.'.join(parts[:depth + 1])} is given a value already")
         if parts[-1] in node:
             raise ValueError(f"--storage-option {given!r}: {key} is given twice")
-        node[parts[-1]] = text if key == "client_kwargs.endpoint_url" else _value(text)
+        node[parts[-1]] = text if parts[-1] in _TEXT_OPTIONS else _value(text)
     return options
 
 
