@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import urllib.parse
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from ..shards import storage
+from ..shards.cache.client import describe_endpoint, open_filesystem
+from ..shards.cache.errors import _cannot_connect, _one_line
+from ..shards.format.manifest import _cannot_reach_host
 
 __all__ = ["add_storage_arguments", "parse_storage_options", "storage_options_of",
            "storage_session"]
@@ -27,7 +28,6 @@ __all__ = ["add_storage_arguments", "parse_storage_options", "storage_options_of
 # a command turns them into one line instead of a traceback
 _STORAGE_MODULES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "aiohttp", "fsspec",
                     "urllib3", "requests", "google")
-_PROBE_TIMEOUT_SECONDS = 5.0
 # options that are always text, whatever they look like (an access key of digits, a
 # secret that reads "true")
 _TEXT_OPTIONS = frozenset({"key", "secret", "token", "username", "password", "profile",
@@ -115,27 +115,7 @@ def storage_options_of(args: argparse.Namespace) -> dict[str, Any]:
                                  getattr(args, "endpoint_url", None))
 
 
-def _host_refuses(url: str) -> bool:
-    """Whether the host of an ``http(s)://`` URL refuses a TCP connection (or none comes
-    within the probe's timeout)."""
-    parts = urllib.parse.urlsplit(url)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        socket.create_connection((parts.hostname or "", port),
-                                 timeout=_PROBE_TIMEOUT_SECONDS).close()
-    except (OSError, ValueError):
-        return True
-    return False
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text[:300]}"
-
-
 def _unreachable(url: str, detail: str) -> ConnectionError:
-    from ..shards.cache.client import describe_endpoint
-
     return ConnectionError(f"cannot reach the storage of {url} (endpoint "
                            f"{describe_endpoint(url)}): {detail}")
 
@@ -158,14 +138,11 @@ def check_reachable(url: str) -> None:
         No credentials at all.
     """
     if url.startswith(("http://", "https://")):
-        if _host_refuses(url):
+        if _cannot_reach_host(url):
             raise _unreachable(url, "no connection")
         return
     if not url.startswith(("s3://", "s3a://")):
         return
-    from ..shards.cache.client import open_filesystem
-    from ..shards.cache.errors import _cannot_connect
-
     fs, path = open_filesystem(url)
     bucket = path.split("/", 1)[0]
     try:
@@ -195,8 +172,6 @@ def _is_storage_error(exc: BaseException) -> bool:
 
 def _storage_error(exc: BaseException, urls: list[str]) -> OSError:
     where = ", ".join(urls) or "a URL"
-    from ..shards.cache.errors import _cannot_connect
-
     if _cannot_connect(exc) and urls:
         return _unreachable(urls[0], _one_line(exc))
     return OSError(f"storage error on {where}: {_one_line(exc)}")
