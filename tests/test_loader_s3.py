@@ -221,3 +221,18 @@ def test_each_process_prefetches_the_shards_of_its_own_batches_in_order(monkeypa
                         lambda: SimpleNamespace(id=1, num_workers=2))
     batches_of_rank = [rank_tickets[i:i + 4] for i in range(0, len(rank_tickets), 4)]
     assert process_order(sampler, 0) == [t for batch in batches_of_rank[1::2] for t in batch]
+
+
+def test_the_cache_keeps_a_shard_read_again_until_its_last_read(s3_server, tmp_path):
+    from test_shard_cache import make_cache
+    from test_shard_cache import upload as upload_blobs
+
+    root, (x, y, z), _ = upload_blobs(s3_server, 3, 100 * 1024, seed=7)
+    cache = make_cache(s3_server, root, tmp_path, cache_limit=250 * 1024)
+    # x is read, then y, then x again (interleaved, as in a block), then z
+    cache.prefetch([x, y, z], ahead=0, until={x.name: 2})
+    cache.local_path(x.name, x.sha256, x.size)
+    time.sleep(0.05)
+    cache.local_path(y.name, y.sha256, y.size)  # y is the most recently used, but done
+    cache.local_path(z.name, z.sha256, z.size)  # room for z: y goes, not x
+    assert sorted(cache.cached()) == sorted([x.name, z.name])

@@ -30,8 +30,7 @@ from .index import Located, SampleReader
 from .sampler import EpochSampler, Ticket
 from .train import Item, TrainSet
 
-__all__ = ["PLANNED_SHARDS", "PREFETCH_AHEAD", "CachedTrainSet", "RemoteShards", "open_source",
-           "process_order"]
+__all__ = ["PREFETCH_AHEAD", "CachedTrainSet", "RemoteShards", "open_source", "process_order"]
 
 #: Shards each reading process keeps downloaded ahead of the one it reads.
 PREFETCH_AHEAD = 8
@@ -95,11 +94,29 @@ class RemoteShards:
         return self._planned == (os.getpid(), key)
 
     def plan(self, urls: Iterable[str], key: Any) -> None:
-        """Prefetch the shards at ``urls`` (in order of need, repeats ignored) in this
-        process, the order for ``key``."""
+        """Prefetch the shards at ``urls`` (the shard of each sample this process reads,
+        in order) in this process, the order for ``key``: each shard once, in order of
+        first use, and kept (from eviction) until its last sample is read."""
         self._planned = (os.getpid(), key)
-        order = dict.fromkeys(urls)
-        self.cache.prefetch([self.refs[url] for url in order], ahead=PREFETCH_AHEAD)
+        order: dict[str, None] = {}
+        until: dict[str, int] = {}
+        for url in urls:
+            order.setdefault(url, None)
+            until[url] = len(order)  # needed until the next new shard is asked for
+        self.cache.prefetch([self.refs[url] for url in order], ahead=self._ahead(),
+                            until={self.refs[url].name: end for url, end in until.items()})
+
+    def _ahead(self) -> int:
+        """Shards to prefetch: :data:`PREFETCH_AHEAD`, or with a ``cache_limit`` what this
+        process's share of it holds beside the two it reads (a prefetch past that only
+        evicts shards it fetched, which are then fetched again)."""
+        limit = self.cache.cache_limit
+        sizes = [ref.size for ref in self.refs.values() if ref.size]
+        if limit is None or not sizes:
+            return PREFETCH_AHEAD
+        worker = torch.utils.data.get_worker_info()
+        share = limit // max(sizes) // (worker.num_workers if worker else 1)
+        return max(1, min(PREFETCH_AHEAD, share - 2))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"cache": self.cache, "refs": self.refs, "_planned": None}
@@ -138,10 +155,8 @@ def process_order(sampler: EpochSampler, epoch: int) -> list[Ticket]:
 class CachedTrainSet(TrainSet):
     """A :class:`~.train.TrainSet` over remote shards: the first ticket of an epoch in a
     process works out that process's order (:func:`process_order`) and hands it to the
-    cache to prefetch. With a ``cache_limit`` the order is handed again from each sample on
-    (the next :data:`PLANNED_SHARDS` shards from there) at each sample: a shard read now
-    and again soon (the blocks shuffle reads a block's shards interleaved) is then one the
-    epoch still needs, which eviction spares, not one it is done with."""
+    cache, which prefetches the shards in it and spares each from eviction until its last
+    sample is read (:meth:`RemoteShards.plan`)."""
 
     def __init__(self, samples: list[Located], *, remote: RemoteShards, sampler: EpochSampler,
                  **options: Any) -> None:
@@ -149,50 +164,15 @@ class CachedTrainSet(TrainSet):
         self.remote = remote
         self.sampler = sampler
         self.reader = SampleReader(remote)
-        self._order: tuple[tuple[int, int], list[str], dict[int, int]] | None = None
-
-    def _process_order(self, epoch: int) -> tuple[list[str], dict[int, int]]:
-        """(shard URL of each ticket this process reads in ``epoch``, slot -> position)."""
-        key = (os.getpid(), epoch)
-        if self._order is None or self._order[0] != key:
-            try:
-                order = process_order(self.sampler, epoch)
-            except Exception:  # noqa: BLE001 - a plan is an optimisation: read without one
-                order = []
-            urls = [self.samples[ticket.index].path for ticket in order]
-            self._order = key, urls, {ticket.slot: i for i, ticket in enumerate(order)}
-        return self._order[1], self._order[2]
 
     def __getitem__(self, ticket: Ticket) -> Item:
-        urls, positions = self._process_order(ticket.epoch)
         if not self.remote.planned(ticket.epoch):
-            self.remote.plan(urls, ticket.epoch)
-        elif self.remote.cache.cache_limit is not None:
-            position = positions.get(ticket.slot)
-            if position is not None:
-                horizon = PLANNED_BATCHES * self.sampler.batch_size
-                self.remote.plan(_next_shards(urls, position, horizon), ticket.epoch)
+            try:
+                order = process_order(self.sampler, ticket.epoch)
+            except Exception:  # noqa: BLE001 - a plan is an optimisation: read without one
+                order = []
+            self.remote.plan((self.samples[t.index].path for t in order), ticket.epoch)
         return super().__getitem__(ticket)
-
-
-#: How many of its next shards a process with a ``cache_limit`` tells its cache of, at
-#: each sample: the ones eviction spares (the rest go first, least recently used first)
-#: and prefetch fetches; looked for in its next :data:`PLANNED_BATCHES` batches.
-PLANNED_SHARDS = 2 * PREFETCH_AHEAD
-PLANNED_BATCHES = 4
-
-
-def _next_shards(urls: list[str], start: int, horizon: int) -> list[str]:
-    """The first :data:`PLANNED_SHARDS` distinct shards of ``urls[start:start +
-    horizon]``, in order."""
-    found: dict[str, None] = {}
-    for i in range(start, min(start + horizon, len(urls))):
-        url = urls[i]
-        if url not in found:
-            found[url] = None
-            if len(found) == PLANNED_SHARDS:
-                break
-    return list(found)
 
 
 def open_source(source: Any, storage_options: dict[str, Any] | None,

@@ -106,6 +106,7 @@ class ShardCache:
         self._pins: dict[str, list[int]] = {}  # name -> [lock fd holding LOCK_SH, count]
         self._plan: list[ShardRef] = []
         self._plan_pos: dict[str, int] = {}
+        self._plan_until: dict[str, int] = {}  # name -> plan position it is needed until
         self._requested: set[int] = set()
         self._cursor = 0
         self._ahead = 0
@@ -277,7 +278,8 @@ class ShardCache:
         finally:
             self.unpin(name)
 
-    def prefetch(self, shards: Iterable[Any], ahead: int = 8) -> None:
+    def prefetch(self, shards: Iterable[Any], ahead: int = 8,
+                 until: dict[str, int] | None = None) -> None:
         """Say in which order the shards will be needed, and download ahead.
 
         A background thread keeps up to ``ahead`` shards ahead of the earliest one not yet
@@ -293,6 +295,12 @@ class ShardCache:
             :class:`ShardRef` or the manifest's shard records, in the order of use.
         ahead : int
             How many shards to keep downloaded ahead (0: only record the order).
+        until : dict of str to int, optional
+            For a shard read again after its first request (several shards read
+            interleaved, as the blocks shuffle does): the position in ``shards`` of the
+            first shard asked for after its last read. It counts as needed, and is spared
+            by eviction, until that one is asked for; without it, a shard counts as done
+            at its first request.
         """
         plan = [self._ref(s.name, s.sha256, getattr(s, "size", None)) for s in shards]
         self._check_process()
@@ -301,6 +309,7 @@ class ShardCache:
             self._plan_pos = {}
             for position, ref in enumerate(plan):
                 self._plan_pos.setdefault(ref.name, position)
+            self._plan_until = dict(until or {})
             self._requested = set()
             self._cursor = 0
             self._ahead = max(0, int(ahead))

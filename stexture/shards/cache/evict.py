@@ -58,10 +58,14 @@ def _scan(self: ShardCache) -> list[_Entry]:
     return entries
 
 def _next_need(self: ShardCache, name: str) -> int | None:
-    """The plan position at which ``name`` is needed next; None when not this epoch."""
+    """The plan position at which ``name`` is needed next; None when not this epoch. A
+    shard already asked for is needed still (at its first position) while the plan has
+    not passed its ``until`` position (:meth:`ShardCache.prefetch`)."""
     position = self._plan_pos.get(name)
-    if position is None or position < self._cursor or position in self._requested:
+    if position is None:
         return None
+    if position < self._cursor or position in self._requested:
+        return position if self._plan_until.get(name, -1) >= self._cursor else None
     return position
 
 def _eviction_order(self: ShardCache, entries: list[_Entry], before: int | None,
