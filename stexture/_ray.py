@@ -4,7 +4,10 @@ imported only when one of them runs, so the package works without it."""
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
+
+from ._storage_options import STORAGE_OPTIONS_VARIABLE
 
 __all__ = ["cancel_unfinished", "connect", "error_line", "import_ray"]
 
@@ -27,7 +30,12 @@ def connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     # a dashboard is for a cluster started on purpose (`ray start --head`), not this one
-    options = {"include_dashboard": False} if address is None else {}
+    options: dict[str, Any] = {"include_dashboard": False} if address is None else {}
+    # storage options given to this process (--storage-option) reach every task and Tune
+    # trial of this job, also on a cluster whose workers were started with another env
+    shared = os.environ.get(STORAGE_OPTIONS_VARIABLE)
+    if shared:
+        options["runtime_env"] = {"env_vars": {STORAGE_OPTIONS_VARIABLE: shared}}
     ray.init(address=address, logging_level=logging.WARNING, **options)
     return True
 

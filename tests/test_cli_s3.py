@@ -136,6 +136,20 @@ def test_label_refuses_a_url_with_a_message(capsys):
     assert "s3://bucket/shards is a URL: stexture label writes" in capsys.readouterr().err
 
 
+def test_a_ray_job_started_with_storage_options_hands_them_to_its_workers(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from stexture._ray import connect
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    with storage.using_storage_options({"client_kwargs": {"endpoint_url": "http://h:1"}}):
+        assert connect("auto")  # an existing cluster: its workers have their own env
+        shared = os.environ[storage.STORAGE_OPTIONS_VARIABLE]
+    assert calls[0]["runtime_env"] == {"env_vars": {storage.STORAGE_OPTIONS_VARIABLE: shared}}
+    assert connect(None) and "runtime_env" not in calls[1]  # none given: none passed
+
+
 # ---------------------------------------------------------------- against the server
 
 
