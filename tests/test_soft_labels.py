@@ -242,8 +242,8 @@ def test_pooled_labels_vs_teachers_applied_to_the_crop(tmp_path):
     Measured (random teachers, classifier x 8): mean TV 0.043 for the 10x10 map, 0.033 for
     one label per image. Stated tolerance: mean TV < 0.08. A random network's output
     depends on the zoom of a crop more than on where it lies, so the map does not beat
-    the single label here; for trained teachers on the furniture data see the README's
-    "Choosing k" table.
+    the single label here; for trained teachers on the furniture data see the table in
+    docs/concepts/soft-labels.md.
     """
     root = photo_shards(tmp_path / "photos")
     model = teacher(1)
