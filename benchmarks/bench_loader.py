@@ -1,27 +1,39 @@
 """Loader throughput: stexture's cue-conflict loader against a plain WebDataset pipeline.
 
-Both read the same shards (256 px photos as JPEG, structure layers as the format stores them)
-with the same random-resized crop, flip, batch size and worker count. The plain pipeline
-decodes only the stored image and yields normalised images with integer labels (normalised
-by the same kernel as ours); ours also decodes the structure layer, crops it with the image,
-and composes cue-conflict batches (``p_conflict=0.5``) with soft targets. A third row reads
-the same samples with the structure stored as format version 1 did (``structure.webp``,
-lossless WebP). Runs alternate between the pipelines so that load on a shared machine hits
-all alike; the table gives the median samples/s per setting.
+Both read the same shards with the same random-resized crop, flip, batch size and worker
+count. The shards are written in the current shard format (version 3) by the writer's own
+steps: 256 px square crops of scikit-image's photos stored as JPEG q95, the stored JPEG
+decoded again and decomposed by the default method (RTV, default parameters), its 8-bit
+structure stored at the default quantisation step, the manifest with the format's fields
+and the settings. The plain pipeline decodes only the stored image and yields normalised
+images with integer labels (normalised by the same kernel as ours); ours also decodes the
+structure layers a batch needs (half of them at ``p_conflict=0.5``), crops them with the
+image, and composes cue-conflict batches with soft targets. ``mix_device="cpu"`` sends the
+planned uint8 layers to the main process, which composes them there.
+
+Every repeat runs all pipelines, every other repeat in reverse order, so that load on a
+shared machine falls on all alike; the table gives the median samples/s and the median
+(and range) over repeats of each pipeline's rate over the plain pipeline's in the same
+repeat (paired ratios). ``--profile`` prints where the time of one sample goes instead:
+the stages timed one by one on the built shards, and cProfile's top functions of an epoch
+at 0 workers.
 
 Run from the repository root::
 
-    python benchmarks/bench_loader.py            # 0, 1 and 2 workers
-    python benchmarks/bench_loader.py --quick    # fewer samples and repeats
+    .venv/bin/python benchmarks/bench_loader.py               # 512 samples, 0 and 2 workers
+    .venv/bin/python benchmarks/bench_loader.py --quick       # 256 samples, 3 repeats
+    .venv/bin/python benchmarks/bench_loader.py --profile     # the per-stage breakdown
+    .venv/bin/python benchmarks/bench_loader.py --folder /tmp/bl   # keep the shards for reruns
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
+import cProfile
 import io
 import json
+import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -35,6 +47,7 @@ import webdataset as wds
 from _common import machine_line, median_seconds, print_table
 from skimage import data
 
+from stexture import decompose
 from stexture.loader import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -45,19 +58,20 @@ from stexture.loader import (
 from stexture.loader.batch import Normalize
 from stexture.mixing import MixPlan, compose_normalized
 from stexture.shards.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
     INDEX_NAME,
-    LEGACY_STRUCTURE_FIELD,
     MANIFEST_NAME,
     STRUCTURE_FIELD,
     decode_rgb,
     decode_structure,
     encode_image,
-    encode_legacy_structure,
     encode_sample,
-    iter_tar_samples,
+    read_manifest,
     shard_name,
     write_tar,
 )
+from stexture.shards.plan import ShardSettings
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "cat")
 
@@ -76,38 +90,53 @@ def photo_crops(count: int, size: int, rng: np.random.Generator) -> list[np.ndar
     return crops
 
 
+def _structure(stored: bytes, settings: ShardSettings) -> np.ndarray:
+    """The 8-bit structure of the decoded stored image, as the writer computes it."""
+    structure, _ = decompose(decode_rgb(stored), method=settings.method,
+                             device=settings.device, **settings.params)
+    return np.clip(np.rint(structure * 255.0), 0, 255).astype(np.uint8)
+
+
 def build_shards(root: Path, samples: int, size: int, shard_size: int, classes: int,
-                 legacy: bool = False) -> Path:
-    """Shards in the stexture format (``legacy``: with format version 1's WebP structure);
-    the structure is a bilateral filter of the photo (a stand-in for a decomposition:
-    edge-preserving, somewhat less smooth than RTV)."""
+                 settings: ShardSettings | None = None) -> Path:
+    """A training split of ``samples`` photo crops in the current shard format, as the
+    writer makes it (:func:`stexture.shards.write.write_shard`'s steps: the stored JPEG
+    decoded again and decomposed by ``settings.method``, the structure stored at
+    ``settings.structure_step``), with a manifest the readers take and ``index.csv``.
+    Returns ``root``."""
+    import csv
+    import hashlib
+
+    settings = settings or ShardSettings()
     root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
     rows, shards = [], []
-    images = photo_crops(samples, size, rng)
+    images = photo_crops(samples, size, np.random.default_rng(0))
     for start in range(0, samples, shard_size):
         name = shard_name("train", start // shard_size)
         chunk = []
         for i in range(start, min(start + shard_size, samples)):
-            structure = cv2.bilateralFilter(images[i], 9, 50, 7)
-            key = f"img{i:06d}"
-            sample = encode_sample(key, encode_image(images[i], "jpg", 95), "jpg", structure,
-                                   i % classes, {"source": key})
-            if legacy:
-                del sample[STRUCTURE_FIELD]
-                sample[LEGACY_STRUCTURE_FIELD] = encode_legacy_structure(structure)
-            chunk.append(sample)
-            rows.append((key, "train", name, i % classes))
+            key, cls = f"img{i:06d}", i % classes
+            stored = encode_image(images[i], settings.image_format, settings.quality)
+            record = {"source": key, "class_name": f"c{cls}", "cls": cls,
+                      "size": [size, size], "method": settings.method,
+                      "params": settings.params}
+            chunk.append(encode_sample(key, stored, settings.image_format,
+                                       _structure(stored, settings), cls, record,
+                                       step=settings.structure_step))
+            rows.append((key, "train", name, cls))
         buffer = io.BytesIO()
         write_tar(buffer, chunk)
         (root / name).write_bytes(buffer.getvalue())
         shards.append({"name": name, "count": len(chunk),
                        "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()})
-    manifest = {"classes": [f"c{c}" for c in range(classes)], "method": "bilateral",
-                "params": {}, "splits": {"train": {"count": samples, "shards": shards}}}
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                "classes": [f"c{c}" for c in range(classes)], "method": settings.method,
+                "params": settings.params, "settings": settings.content(),
+                "splits": {"train": {"count": samples, "shards": shards}}}
     (root / MANIFEST_NAME).write_text(json.dumps(manifest))
     with open(root / INDEX_NAME, "w", newline="") as f:
         csv.writer(f).writerows([("key", "split", "shard", "cls"), *rows])
+    read_manifest(root)  # the readers take it
     return root
 
 
@@ -157,73 +186,193 @@ def epoch_samples(loader) -> int:
     return sum(len(batch[0]) for batch in loader)
 
 
-def decode_costs(root: Path, legacy_root: Path) -> dict[str, float]:
-    """Milliseconds to decode one stored image and one structure layer (both encodings)."""
-    sample = next(iter_tar_samples(root / shard_name("train", 0)))
-    legacy = next(iter_tar_samples(legacy_root / shard_name("train", 0)))
-    return {
-        "jpg": 1e3 * median_seconds(lambda: decode_rgb(sample["jpg"]), repeats=50),
-        STRUCTURE_FIELD: 1e3 * median_seconds(
-            lambda: decode_structure(sample[STRUCTURE_FIELD]), repeats=50),
-        LEGACY_STRUCTURE_FIELD: 1e3 * median_seconds(
-            lambda: decode_rgb(legacy[LEGACY_STRUCTURE_FIELD]), repeats=50),
+def load_line() -> str:
+    with open("/proc/loadavg") as f:
+        return f"load average {' '.join(f.read().split()[:3])}"
+
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return names[0] if names else "unknown CPU"
+
+
+class _Fixed(torch.utils.data.Dataset):
+    """Batches made ahead: a loader over it times only the transfer to the main process."""
+
+    def __init__(self, batch: torch.Tensor, count: int) -> None:
+        self.batch, self.count = batch, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.batch
+
+
+def transfer_ms(batch: torch.Tensor, workers: int, batches: int = 40) -> float:
+    """Milliseconds per batch for ``workers`` processes to hand a ready ``batch`` to the
+    main process (pickling through shared memory, receiving, touching every page)."""
+    loader = torch.utils.data.DataLoader(_Fixed(batch, batches), batch_size=None,
+                                         num_workers=workers)
+    for _ in loader:  # warm-up: worker start
+        pass
+    start = time.perf_counter()
+    for b in loader:
+        b.sum()  # the trainer reads what arrives
+    return 1e3 * (time.perf_counter() - start) / batches
+
+
+def stage_costs(root: Path, batch_size: int, image_size: int, samples: int = 64
+                ) -> list[list[object]]:
+    """Milliseconds per sample of each stage of the training loader, timed one by one on
+    the first ``samples`` samples (median of 3 passes), in this process."""
+    from stexture.loader.index import SampleReader, locate_split
+    from stexture.shards.format import read_manifest
+
+    located = locate_split(read_manifest(root), "train", None)[:samples]
+    reader = SampleReader()
+    raws = [reader.raw(s) for s in located]
+    images = [decode_rgb(r["jpg"]) for r in raws]
+    rng = np.random.default_rng(0)
+    boxes = [random_resized_crop_box(256, 256, rng, 0.35) for _ in located]
+    pairs = list(zip(images, boxes, strict=True))
+    crops = [crop_layers((im,), b, image_size, True)[0] for im, b in pairs]
+    normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    n = batch_size
+    plan = MixPlan(torch.arange(n), torch.randperm(n), torch.rand(n) < 0.5)
+    stacked = np.stack([crops[i % len(crops)] for i in range(n)])
+
+    def per_sample(fn, items, count=None):
+        return 1e3 * median_seconds(lambda: [fn(x) for x in items], repeats=3) / (
+            count or len(items))
+
+    rows = [
+        ["read the sample's bytes (pread)", per_sample(reader.raw, located)],
+        ["seed the sample's generator, draw box and flip", per_sample(
+            lambda i: (lambda g: (random_resized_crop_box(256, 256, g, 0.35),
+                                  g.integers(2)))(np.random.default_rng([0, 0, i])),
+            range(len(located)))],
+        ["decode the JPEG (decode_rgb)", per_sample(lambda r: decode_rgb(r["jpg"]), raws)],
+        ["decode the structure (decode_structure)", per_sample(
+            lambda r: decode_structure(r[STRUCTURE_FIELD]), raws)],
+        ["crop, resize, flip one layer", per_sample(
+            lambda t: crop_layers((t[0],), t[1], image_size, True), pairs)],
+        ["stack a batch's crops (per sample)", per_sample(
+            lambda _: np.stack([crops[i % len(crops)] for i in range(n)]), [0], n)],
+        ["compose + normalise, fused kernel (per sample)", per_sample(
+            lambda _: compose_normalized(stacked, stacked, plan, scale=normalize.scale,
+                                         shift=normalize.shift), [0], n)],
+    ]
+    float_batch = torch.zeros(n, 3, image_size, image_size)
+    uint8_batch = torch.zeros(n, 3, image_size, image_size, dtype=torch.uint8)
+    for w in (0, 2):
+        for name, batch in (("float32", float_batch), ("uint8", uint8_batch)):
+            rows.append([f"hand a ready {name} batch to the main process, {w} workers "
+                         "(per sample)", transfer_ms(batch, w) / n])
+    return [[name, f"{ms:.4f}"] for name, ms in rows]
+
+
+def profile_epoch(root: Path, batch_size: int, image_size: int, top: int = 18, **options
+                  ) -> str:
+    """cProfile's ``top`` functions by own time over one epoch of ``make_loader`` at 0
+    workers (after a warm-up epoch)."""
+    loader = make_loader(root, k=0.8, p_conflict=0.5, batch_size=batch_size,
+                         image_size=image_size, **options)
+    epoch_samples(loader)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    epoch_samples(loader)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def pipelines(root: Path, args: argparse.Namespace, candidates: bool) -> dict:
+    """name -> (workers -> loader) of the pipelines compared."""
+    def ours(**options):
+        return lambda w: make_loader(root, k=0.8, p_conflict=0.5, num_workers=w,
+                                     batch_size=args.batch_size, image_size=args.image_size,
+                                     **options)
+
+    made = {
+        "plain webdataset": lambda w: plain_loader(root, args.batch_size, args.image_size, w),
+        "stexture": ours(),
+        "stexture, mix_device='cpu'": ours(mix_device="cpu"),
     }
+    if candidates:  # DataLoader options that apply only with workers
+        made["stexture, prefetch_factor=4"] = ours(prefetch_factor=4)
+        made["stexture, mix_device='cpu', prefetch_factor=4"] = ours(mix_device="cpu",
+                                                                     prefetch_factor=4)
+    return made
+
+
+def measure(root: Path, args: argparse.Namespace, workers: list[int]) -> list[list[object]]:
+    """The table rows: every pipeline at every worker count, all of them in each repeat
+    (every other repeat in reverse order), rates and paired ratios to the plain one."""
+    rows = []
+    for w in workers:
+        made = pipelines(root, args, args.candidates and w > 0)
+        loaders = {name: make(w) for name, make in made.items()}
+        for loader in loaders.values():  # warm-up: imports, page cache, Numba
+            epoch_samples(loader)
+        rates: dict[str, list[float]] = {name: [] for name in loaders}
+        for repeat in range(args.repeats):
+            order = list(loaders.items())
+            for name, loader in order[::-1] if repeat % 2 else order:
+                start = time.perf_counter()
+                count = epoch_samples(loader)
+                rates[name].append(count / (time.perf_counter() - start))
+        plain = rates["plain webdataset"]
+        for name, got in rates.items():
+            ratios = [r / p for r, p in zip(got, plain, strict=True)]
+            rows.append([w, name, round(statistics.median(got)),
+                         f"{statistics.median(ratios):.2f}x",
+                         f"{min(ratios):.2f}-{max(ratios):.2f}"])
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=1024)
+    parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--size", type=int, default=256, help="stored image side (px)")
     parser.add_argument("--image-size", type=int, default=96, help="crop side (px)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", default="0,1,2")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="512 samples, 2 repeats")
+    parser.add_argument("--workers", default="0,2")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--candidates", action="store_true",
+                        help="also the DataLoader options measured for issue 23")
+    parser.add_argument("--quick", action="store_true", help="256 samples, 3 repeats")
+    parser.add_argument("--profile", action="store_true",
+                        help="per-stage costs and a cProfile of an epoch instead of the table")
+    parser.add_argument("--folder", type=Path,
+                        help="build the shards here (reused when it holds a manifest)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.samples, args.repeats = 512, 2
+        args.samples, args.repeats = 256, 3
     workers = [int(w) for w in args.workers.split(",")]
-    shard_size = args.samples // 8
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    print(f"{machine_line()} ({cpu_model()}, nproc {len(os.sched_getaffinity(0))})"
+          f"; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load_line()}")
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        root = build_shards(Path(tmp) / "dzst", args.samples, args.size, shard_size, classes=8)
-        legacy_root = build_shards(Path(tmp) / "webp", args.samples, args.size, shard_size,
-                                   classes=8, legacy=True)
-        print(f"built {args.samples} samples of {args.size} px in 8 shards, twice "
-              f"({time.perf_counter() - start:.0f} s)")
-        costs = decode_costs(root, legacy_root)
-        print("decode ms per sample: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
-        pipelines = {
-            "plain webdataset": lambda w: plain_loader(root, args.batch_size, args.image_size, w),
-            "stexture": lambda w: make_loader(root, k=0.8, p_conflict=0.5, num_workers=w,
-                                              batch_size=args.batch_size,
-                                              image_size=args.image_size),
-            "stexture, mixed in main": lambda w: make_loader(
-                root, k=0.8, p_conflict=0.5, num_workers=w, batch_size=args.batch_size,
-                image_size=args.image_size, mix_device="cpu"),
-            f"stexture, {LEGACY_STRUCTURE_FIELD} shards": lambda w: make_loader(
-                legacy_root, k=0.8, p_conflict=0.5, num_workers=w, batch_size=args.batch_size,
-                image_size=args.image_size),
-        }
-        rates: dict[tuple[str, int], list[float]] = {}
-        for w in workers:
-            loaders = {name: make(w) for name, make in pipelines.items()}
-            for loader in loaders.values():  # warm-up: imports, page cache
-                epoch_samples(loader)
-            for _ in range(args.repeats):
-                for name, loader in loaders.items():
-                    t0 = time.perf_counter()
-                    n = epoch_samples(loader)
-                    rates.setdefault((name, w), []).append(n / (time.perf_counter() - t0))
-        rows = []
-        for w in workers:
-            plain = statistics.median(rates[("plain webdataset", w)])
-            for name in pipelines:
-                rate = statistics.median(rates[(name, w)])
-                rows.append([w, name, round(rate), f"{rate / plain:.2f}x"])
-        print(machine_line())
-        print_table(["workers", "pipeline", "samples/s", "vs plain"], rows)
+        root = args.folder or Path(tmp) / "shards"
+        if not (root / MANIFEST_NAME).exists():
+            start = time.perf_counter()
+            build_shards(root, args.samples, args.size, max(1, args.samples // 8), classes=8)
+            print(f"built {args.samples} samples of {args.size} px in 8 shards "
+                  f"({time.perf_counter() - start:.0f} s)")
+        if args.profile:
+            print_table(["stage", "ms per sample"],
+                        stage_costs(root, args.batch_size, args.image_size))
+            print(profile_epoch(root, args.batch_size, args.image_size))
+            print(load_line())
+            return 0
+        rows = measure(root, args, workers)
+        print(f"{load_line()} at the end")
+        print_table(["workers", "pipeline", "samples/s", "vs plain (median)",
+                     "vs plain (range)"], rows)
     return 0
 
 
