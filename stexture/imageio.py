@@ -41,9 +41,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "REJECT_REASONS",
+    "JPEG_REDUCTIONS",
     "ImageReadError",
+    "decode_jpeg_reduced",
     "decode_rgb_bytes",
     "image_size",
+    "jpeg_size",
     "pillow_pixel_limit",
     "read_rgb",
     "texture_to_display",
@@ -229,6 +232,53 @@ def _check_jpeg_scan_complete(data: bytes) -> None:
     except ValueError as exc:
         if "premature end" in str(exc).lower():
             raise ValueError(f"the JPEG data ends early ({exc})") from None
+
+
+#: the DCT scales :func:`decode_jpeg_reduced` decodes at (1/2, 1/4, 1/8 of each side)
+JPEG_REDUCTIONS = (2, 4, 8)
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` from a colour (YCbCr) JPEG's header without decoding a pixel
+    (microseconds), or ``None`` when ``data`` is not one libjpeg-turbo can read, is in
+    another colour space (gray, CMYK: :func:`decode_rgb_bytes`'s rule applies), or carries
+    EXIF data (an orientation tag would turn the decoded pixels)."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if colorspace != "YCbCr":
+        return None
+    # an APP1 EXIF segment sits before the frame header, in the first 64 KiB
+    if data.find(b"Exif\x00\x00", 0, 1 << 16) >= 0:
+        return None
+    return height, width
+
+
+def decode_jpeg_reduced(data: bytes, factor: int, max_pixels: int) -> np.ndarray:
+    """8-bit RGB pixels of a JPEG decoded at ``1/factor`` of its size by libjpeg-turbo's
+    scaled inverse DCT (``factor`` in :data:`JPEG_REDUCTIONS`): ``ceil(H / factor) x
+    ceil(W / factor) x 3``, several times fewer pixels to decode and to resize. At q90-95
+    each pixel is within a few levels of the ``factor x factor`` box average of the full
+    decode (``tests/test_loader_decode_speed.py`` states the bound).
+
+    Raises
+    ------
+    ValueError
+        ``factor`` not in :data:`JPEG_REDUCTIONS`, the header over ``max_pixels`` (checked
+        before decoding), or corrupt data.
+    """
+    if factor not in JPEG_REDUCTIONS:
+        raise ValueError(f"factor must be one of {JPEG_REDUCTIONS}, got {factor!r}")
+    height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    if height * width > max_pixels:
+        raise ValueError(f"{width}x{height} pixels is over the limit of {max_pixels}")
+    want = (-(-height // factor), -(-width // factor))
+    pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=want[0],
+                                    min_width=want[1])
+    if pixels.shape[:2] != want:  # simplejpeg chose another scale
+        raise ValueError(f"decoded at {pixels.shape[:2]}, not 1/{factor} of {height}x{width}")
+    return pixels
 
 
 def read_rgb(path: str | Path, max_pixels: int | None = None, min_side: int = 0) -> np.ndarray:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
+from ..imageio import JPEG_REDUCTIONS, decode_jpeg_reduced, jpeg_size
 from ..mixing import CueConflictMix, MixPlan, compose, compose_normalized
+from ..shards.format import DEFAULT_MAX_PIXELS, structure_field
 from ..shards.labels import SoftLabelReader, mix_soft_labels
 from .batch import CONFLICT_PAIRS, SAME_CLASS_PAIRS, Counters, Normalize, layer_view, to_chw
 from .crops import crop_layers, random_resized_crop_box
@@ -38,6 +41,7 @@ class Item:
     structure_data: bytes = b""
     structure: np.ndarray | None = None
     soft: np.ndarray | None = None  # 2 x C: s and t pooled over the crop (labels="soft")
+    reduction: int = 1  # > 1: the box on that grid, each layer box-averaged by it first
 
 
 class TrainSet(torch.utils.data.Dataset):
@@ -59,27 +63,88 @@ class TrainSet(torch.utils.data.Dataset):
 
     def __getitem__(self, ticket: Ticket) -> Item:
         sample = self.samples[ticket.index]
+        rng = np.random.default_rng([self.seed, ticket.epoch, ticket.slot])
         try:
             if sample.cls < 0:
                 raise ValueError(f"sample {sample.key!r}: the class field cannot be decoded")
             raw = self.reader.raw(sample)
-            image, field = decode_image(raw)
+            shape = jpeg_size(raw["jpg"]) if "jpg" in raw else None
+            if shape is None:  # not a plain JPEG: decoded whole, then the box drawn
+                image, field = decode_image(raw)
+                shape = image.shape
+            box = random_resized_crop_box(*shape[:2], rng, self.min_scale)
+            flip = bool(rng.integers(2))
+            factor = reduction_for(box, self.image_size) if image_is_pending(shape) else 1
+            if factor > 1:
+                box = snap_box(box, factor)
+                image, field = _decode_reduced(raw, factor), structure_field(raw)
+                shape = (*shape, 3)
+            elif image_is_pending(shape):
+                image, field = decode_image(raw)
+                shape = image.shape
         except ValueError as exc:
             self.counters.skip(sample.path, exc)
             return Item(ticket, sample.key, sample.cls, None)
-        rng = np.random.default_rng([self.seed, ticket.epoch, ticket.slot])
-        box = random_resized_crop_box(*image.shape[:2], rng, self.min_scale)
-        flip = bool(rng.integers(2))
-        cropped = crop_layers((image,), box, self.image_size, flip)[0]
+        cropped = crop_reduced(image, box, factor, self.image_size, flip, reduced=True)
         soft = None
         if self.soft is not None:  # pooled over the box: the flip does not change it
             try:
-                soft = self.soft.pooled(ticket.index, box, image.shape)
+                soft = self.soft.pooled(ticket.index, box, shape)
             except ValueError as exc:
                 self.counters.skip(sample.path, exc)
                 return Item(ticket, sample.key, sample.cls, None)
-        return Item(ticket, sample.key, sample.cls, cropped, image.shape, box, flip, field,
-                    raw[field], soft=soft)
+        return Item(ticket, sample.key, sample.cls, cropped, shape, box, flip, field,
+                    raw[field], soft=soft, reduction=factor)
+
+
+def image_is_pending(shape: tuple[int, ...]) -> bool:
+    """Whether ``shape`` is a JPEG header's ``(height, width)`` (the image not decoded yet)
+    rather than a decoded image's ``(height, width, 3)``."""
+    return len(shape) == 2
+
+
+def reduction_for(box: tuple[int, int, int, int], size: int) -> int:
+    """The largest DCT reduction (1, or one of :data:`~stexture.imageio.JPEG_REDUCTIONS`)
+    that leaves the crop ``box`` at least ``size`` pixels on each side, so that the resize
+    to ``size`` still only shrinks (and area-averages)."""
+    _, _, h, w = box
+    fitting = [f for f in JPEG_REDUCTIONS if min(h, w) >= f * size]
+    return max(fitting, default=1)
+
+
+def snap_box(box: tuple[int, int, int, int], factor: int) -> tuple[int, int, int, int]:
+    """``box`` on the grid of ``factor``: each of top, left, height, width rounded down to a
+    multiple of it (the box moves and shrinks by less than ``factor`` pixels; every layer is
+    cropped by the snapped box, so image and structure stay aligned)."""
+    return tuple(v - v % factor for v in box)  # type: ignore[return-value]
+
+
+def crop_reduced(layer: np.ndarray, box: tuple[int, int, int, int], factor: int, size: int,
+                 flip: bool, *, reduced: bool = False) -> np.ndarray:
+    """:func:`~.crops.crop_layers` of one layer, through a ``factor``-times smaller layer:
+    ``box`` (on the grid of ``factor``) of the full layer, box-averaged ``factor x factor``
+    (``reduced=False``), or the same box of a layer already decoded at ``1/factor``
+    (``reduced=True``, the JPEG's scaled DCT, which approximates that average), then
+    area-resized to ``size``. ``factor`` 1 is :func:`~.crops.crop_layers` itself."""
+    if factor == 1:
+        return crop_layers((layer,), box, size, flip)[0]
+    top, left, h, w = box
+    if reduced:
+        small = layer[top // factor:(top + h) // factor, left // factor:(left + w) // factor]
+    else:  # an integer factor: OpenCV's exact block average
+        small = cv2.resize(layer[top:top + h, left:left + w], (w // factor, h // factor),
+                           interpolation=cv2.INTER_AREA)
+    return crop_layers((small,), (0, 0, h // factor, w // factor), size, flip)[0]
+
+
+def _decode_reduced(raw: dict, factor: int) -> np.ndarray:
+    key = raw.get("__key__", "<no key>")
+    if "cls" not in raw:
+        raise ValueError(f"sample {key!r} lacks a field (has {sorted(raw)})")
+    try:
+        return decode_jpeg_reduced(raw["jpg"], factor, DEFAULT_MAX_PIXELS)
+    except ValueError as exc:
+        raise ValueError(f"sample {key!r} cannot be decoded: {exc}") from exc
 
 
 class TrainCollate:
@@ -112,7 +177,8 @@ class TrainCollate:
             except ValueError as exc:
                 self.counters.skip("a training shard", exc)
                 return False
-            item.structure = crop_layers((structure,), item.box, self.image_size, item.flip)[0]
+            item.structure = crop_reduced(structure, item.box, item.reduction,
+                                          self.image_size, item.flip)
         return True
 
     def _planned(self, items: list[Item]) -> tuple[list[Item], MixPlan | None]:
@@ -203,7 +269,12 @@ class PlannedBatch:
 
 def compose_on_device(batch: PlannedBatch, collate: TrainCollate, device: torch.device
                       ) -> tuple:
-    """The float path of :func:`~stexture.mixing.compose` for a planned batch, on ``device``."""
+    """A planned batch composed and normalised on ``device``: on the CPU by the workers' fused
+    kernel (:func:`~stexture.mixing.compose_normalized`, one pass, the same values as
+    composing in the workers), elsewhere by the float path of
+    :func:`~stexture.mixing.compose`."""
+    if device.type == "cpu":
+        return _compose_on_cpu(batch, collate)
     image = batch.image.to(device, non_blocking=True).float() / 255.0
     structure = batch.structure.to(device, non_blocking=True).float() / 255.0
     mix = collate.mix
@@ -212,3 +283,14 @@ def compose_on_device(batch: PlannedBatch, collate: TrainCollate, device: torch.
     soft = None if batch.soft is None else batch.soft.to(device)
     return collate.finish(collate.normalize.unit(x), batch.labels.to(device), batch.plan,
                           batch.keys, soft)
+
+
+def _compose_on_cpu(batch: PlannedBatch, collate: TrainCollate) -> tuple:
+    # the float path's five passes over float32 batches cost the main process, which shares
+    # the cores with the workers, about as much as a worker's decoding (benchmarks/README.md)
+    mix, normalize = collate.mix, collate.normalize
+    x = torch.from_numpy(compose_normalized(
+        batch.image.permute(0, 2, 3, 1).numpy(), batch.structure.permute(0, 2, 3, 1).numpy(),
+        batch.plan, alpha=mix.alpha, texture_scale=mix.texture_scale, scale=normalize.scale,
+        shift=normalize.shift))
+    return collate.finish(x, batch.labels, batch.plan, batch.keys, batch.soft)
