@@ -48,6 +48,7 @@ from _common import machine_line, median_seconds, print_table
 from skimage import data
 
 from stexture import decompose
+from stexture.imageio import decode_jpeg_reduced, jpeg_size
 from stexture.loader import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -56,6 +57,7 @@ from stexture.loader import (
     random_resized_crop_box,
 )
 from stexture.loader.batch import Normalize
+from stexture.loader.train import crop_reduced, reduction_for, snap_box
 from stexture.mixing import MixPlan, compose_normalized
 from stexture.shards.format import (
     FORMAT_NAME,
@@ -141,13 +143,23 @@ def build_shards(root: Path, samples: int, size: int, shard_size: int, classes: 
 
 
 class PlainTransform:
-    """Decode the stored JPEG only; the same crop and flip as the stexture loader."""
+    """Decode the stored JPEG only; the same crop and flip as the stexture loader.
+    ``reduced``: the crop's box drawn from the JPEG's header and the JPEG decoded at the
+    reduced DCT scale stexture's loader uses (what the plain pipeline would gain from it)."""
 
-    def __init__(self, image_size: int, seed: int) -> None:
+    def __init__(self, image_size: int, seed: int, reduced: bool = False) -> None:
         self.image_size = image_size
         self.rng = np.random.default_rng(seed)
+        self.reduced = reduced
 
     def __call__(self, jpg: bytes) -> np.ndarray:
+        if self.reduced:
+            box = random_resized_crop_box(*jpeg_size(jpg), self.rng, 0.35)
+            factor = reduction_for(box, self.image_size)
+            box = snap_box(box, factor)
+            image = decode_jpeg_reduced(jpg, factor, 10**8) if factor > 1 else decode_rgb(jpg)
+            return crop_reduced(image, box, factor, self.image_size,
+                                bool(self.rng.integers(2)), reduced=True)
         image = decode_rgb(jpg)
         box = random_resized_crop_box(*image.shape[:2], self.rng, 0.35)
         return crop_layers((image,), box, self.image_size, flip=bool(self.rng.integers(2)))[0]
@@ -169,13 +181,14 @@ class PlainNormalize:
         return torch.from_numpy(x), torch.as_tensor(labels)
 
 
-def plain_loader(root: Path, batch_size: int, image_size: int, workers: int) -> wds.WebLoader:
+def plain_loader(root: Path, batch_size: int, image_size: int, workers: int,
+                 reduced: bool = False) -> wds.WebLoader:
     urls = sorted(str(p) for p in root.glob("train-*.tar"))
     dataset = (
         wds.WebDataset(urls, shardshuffle=False, empty_check=False)
         .shuffle(1000)
         .to_tuple("jpg", "cls")
-        .map_tuple(PlainTransform(image_size, 0), int)
+        .map_tuple(PlainTransform(image_size, 0, reduced), int)
         .batched(batch_size, partial=True)
         .map(PlainNormalize())
     )
@@ -289,22 +302,33 @@ def profile_epoch(root: Path, batch_size: int, image_size: int, top: int = 18, *
     return out.getvalue()
 
 
-def pipelines(root: Path, args: argparse.Namespace, candidates: bool) -> dict:
+def pipelines(root: Path, args: argparse.Namespace, candidates: bool, workers_apply: bool
+              ) -> dict:
     """name -> (workers -> loader) of the pipelines compared."""
     def ours(**options):
         return lambda w: make_loader(root, k=0.8, p_conflict=0.5, num_workers=w,
                                      batch_size=args.batch_size, image_size=args.image_size,
                                      **options)
 
+    def full_decode(**options):
+        def make(w):
+            loader = ours(**options)(w)
+            loader.dataset.reduced_decode = False  # the whole JPEG decoded, as before
+            return loader
+        return make
+
     made = {
         "plain webdataset": lambda w: plain_loader(root, args.batch_size, args.image_size, w),
         "stexture": ours(),
         "stexture, mix_device='cpu'": ours(mix_device="cpu"),
     }
-    if candidates:  # DataLoader options that apply only with workers
-        made["stexture, prefetch_factor=4"] = ours(prefetch_factor=4)
-        made["stexture, mix_device='cpu', prefetch_factor=4"] = ours(mix_device="cpu",
-                                                                     prefetch_factor=4)
+    if candidates:
+        made["stexture, full JPEG decode"] = full_decode()
+        made["stexture, mix_device='cpu', full JPEG decode"] = full_decode(mix_device="cpu")
+        made["plain webdataset, reduced DCT decode"] = lambda w: plain_loader(
+            root, args.batch_size, args.image_size, w, reduced=True)
+        if workers_apply:  # DataLoader options that apply only with workers
+            made["stexture, prefetch_factor=4"] = ours(prefetch_factor=4)
     return made
 
 
@@ -313,7 +337,7 @@ def measure(root: Path, args: argparse.Namespace, workers: list[int]) -> list[li
     (every other repeat in reverse order), rates and paired ratios to the plain one."""
     rows = []
     for w in workers:
-        made = pipelines(root, args, args.candidates and w > 0)
+        made = pipelines(root, args, args.candidates, w > 0)
         loaders = {name: make(w) for name, make in made.items()}
         for loader in loaders.values():  # warm-up: imports, page cache, Numba
             epoch_samples(loader)
@@ -342,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="0,2")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--candidates", action="store_true",
-                        help="also the DataLoader options measured for issue 23")
+                        help="also the candidates measured for issue 23: the full JPEG "
+                             "decode, the plain pipeline with the reduced one, prefetch_factor")
     parser.add_argument("--quick", action="store_true", help="256 samples, 3 repeats")
     parser.add_argument("--profile", action="store_true",
                         help="per-stage costs and a cProfile of an epoch instead of the table")

@@ -46,7 +46,15 @@ class Item:
 
 class TrainSet(torch.utils.data.Dataset):
     """Item ``ticket`` is sample ``ticket.index`` with the crop and flip drawn from
-    ``(seed, ticket.epoch, ticket.slot)``: the same pixels in any worker."""
+    ``(seed, ticket.epoch, ticket.slot)``: the same pixels in any worker.
+
+    A stored JPEG whose crop is at least twice ``image_size`` on each side is decoded at a
+    reduced DCT scale (:func:`reduction_for`, :func:`crop_reduced`) unless
+    ``reduced_decode`` is set to ``False`` (what ``benchmarks/bench_loader.py`` compares).
+    """
+
+    #: decode a JPEG at 1/2, 1/4 or 1/8 scale when its crop allows (see the class docstring)
+    reduced_decode = True
 
     def __init__(self, samples: list[Located], *, image_size: int, min_scale: float,
                  seed: int, counters: Counters, soft: SoftLabelReader | None = None) -> None:
@@ -74,7 +82,8 @@ class TrainSet(torch.utils.data.Dataset):
                 shape = image.shape
             box = random_resized_crop_box(*shape[:2], rng, self.min_scale)
             flip = bool(rng.integers(2))
-            factor = reduction_for(box, self.image_size) if image_is_pending(shape) else 1
+            factor = (reduction_for(box, self.image_size)
+                      if self.reduced_decode and image_is_pending(shape) else 1)
             if factor > 1:
                 box = snap_box(box, factor)
                 image, field = _decode_reduced(raw, factor), structure_field(raw)
