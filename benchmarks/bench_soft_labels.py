@@ -149,7 +149,8 @@ def consistency(shards: Path, teachers: dict[str, list[Path]], seed: int, crops:
                 size: int, images: int = 64) -> dict[str, float]:
     """Mean TV distance (s and t averaged) between the stored label pooled over a crop and
     the sample's fold teacher applied to the crop, for the first ``images`` training
-    samples, ``crops`` random crops each."""
+    samples, ``crops`` random crops each; under ``"uniform"`` the distance of the uniform
+    distribution to the teacher on the crop (how far the targets are from no signal)."""
     folder = ShardFolder.open(shards)
     sets = {arm: read_label_set(shards, f"{arm}-s{seed}") for arm in GRIDS}
     folds = assign_folds({r["key"]: (r["split"], int(r["cls"])) for r in folder.index},
@@ -159,7 +160,8 @@ def consistency(shards: Path, teachers: dict[str, list[Path]], seed: int, crops:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     rng = np.random.default_rng(0)
-    distances: dict[str, list[float]] = {arm: [] for arm in sets}
+    distances: dict[str, list[float]] = {arm: [] for arm in (*sets, "uniform")}
+    uniform = np.full(folder.num_classes, 1 / folder.num_classes)
     samples = [decode_sample(raw) for shard in folder.manifest.shards("train")
                for raw in iter_tar_samples(shards / shard.name)][:images]
     readers = {arm: SoftLabelReader(s, "train", [sample.key for sample in samples])
@@ -178,6 +180,8 @@ def consistency(shards: Path, teachers: dict[str, list[Path]], seed: int, crops:
                 pooled = reader.pooled(index, box, sample.image.shape)
                 tv = [0.5 * float(np.abs(pooled[i] - wants[i].numpy()).sum()) for i in range(2)]
                 distances[arm].append(sum(tv) / 2)
+            distances["uniform"].append(sum(0.5 * float(np.abs(uniform - w.numpy()).sum())
+                                            for w in wants) / 2)
     return {arm: float(np.mean(d)) for arm, d in distances.items()}
 
 
@@ -352,6 +356,8 @@ def main() -> None:
     print_table(["student", "val acc (mean ± sd)", "per seed",
                  "minus online, paired [95% CI]", "s / epoch", "TV to teacher on crop"], rows)
     print(f"map minus one, paired [95% CI]: {paired_cell(accs['map'], accs['one'])}")
+    print(f"TV from the uniform distribution to the teacher on the crop: "
+          f"{distance['uniform']:.3f} (the targets' distance from no signal)")
     print_table(["phase", "seconds"], [[p, f"{v:.0f}"] for p, v in timings.items()])
     record = {"k": k, "how": how, "accs": accs, "seconds_per_epoch": seconds,
               "tv": distance, "teacher_acc": teacher_acc, "timings": timings, "load": load.samples,
