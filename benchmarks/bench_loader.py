@@ -11,8 +11,11 @@ structure layers a batch needs (half of them at ``p_conflict=0.5``), crops them 
 image, and composes cue-conflict batches with soft targets. ``mix_device="cpu"`` sends the
 planned uint8 layers to the main process, which composes them there.
 
-Every repeat runs all pipelines, every other repeat in reverse order, so that load on a
-shared machine falls on all alike; the table gives the median samples/s and the median
+With workers, both pipelines keep them between epochs (``persistent_workers``: the
+steady state a long epoch sees, without the worker start-up of 0.5-1 s that dominates a
+short epoch on a busy machine). A timed run is ``--epochs`` epochs. Every repeat runs all
+pipelines, every other repeat in reverse order, so that load on a shared machine falls on
+all alike; the table gives the median samples/s and the median
 (and range) over repeats of each pipeline's rate over the plain pipeline's in the same
 repeat (paired ratios). ``--profile`` prints where the time of one sample goes instead:
 the stages timed one by one on the built shards, and cProfile's top functions of an epoch
@@ -192,7 +195,8 @@ def plain_loader(root: Path, batch_size: int, image_size: int, workers: int,
         .batched(batch_size, partial=True)
         .map(PlainNormalize())
     )
-    return wds.WebLoader(dataset, batch_size=None, num_workers=workers)
+    return wds.WebLoader(dataset, batch_size=None, num_workers=workers,
+                         persistent_workers=workers > 0)
 
 
 def epoch_samples(loader) -> int:
@@ -308,7 +312,7 @@ def pipelines(root: Path, args: argparse.Namespace, candidates: bool, workers_ap
     def ours(**options):
         return lambda w: make_loader(root, k=0.8, p_conflict=0.5, num_workers=w,
                                      batch_size=args.batch_size, image_size=args.image_size,
-                                     **options)
+                                     persistent_workers=w > 0, **options)
 
     def full_decode(**options):
         def make(w):
@@ -334,7 +338,8 @@ def pipelines(root: Path, args: argparse.Namespace, candidates: bool, workers_ap
 
 def measure(root: Path, args: argparse.Namespace, workers: list[int]) -> list[list[object]]:
     """The table rows: every pipeline at every worker count, all of them in each repeat
-    (every other repeat in reverse order), rates and paired ratios to the plain one."""
+    (every other repeat in reverse order), rates and paired ratios to the plain one; a
+    timed run is ``args.epochs`` epochs."""
     rows = []
     for w in workers:
         made = pipelines(root, args, args.candidates, w > 0)
@@ -346,7 +351,7 @@ def measure(root: Path, args: argparse.Namespace, workers: list[int]) -> list[li
             order = list(loaders.items())
             for name, loader in order[::-1] if repeat % 2 else order:
                 start = time.perf_counter()
-                count = epoch_samples(loader)
+                count = sum(epoch_samples(loader) for _ in range(args.epochs))
                 rates[name].append(count / (time.perf_counter() - start))
         plain = rates["plain webdataset"]
         for name, got in rates.items():
@@ -365,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", default="0,2")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per timed run")
     parser.add_argument("--candidates", action="store_true",
                         help="also the candidates measured for issue 23: the full JPEG "
                              "decode, the plain pipeline with the reduced one, prefetch_factor")

@@ -18,7 +18,14 @@ from skimage import data
 
 from stexture.imageio import JPEG_REDUCTIONS, decode_jpeg_reduced, jpeg_size
 from stexture.loader import crop_layers, make_loader
-from stexture.loader.train import crop_reduced, reduction_for, snap_box
+from stexture.loader.train import (
+    PlannedBatch,
+    compose_float,
+    compose_on_device,
+    crop_reduced,
+    reduction_for,
+    snap_box,
+)
 from stexture.shards.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -197,3 +204,19 @@ def test_mix_device_cpu_gives_the_batches_mixed_in_the_workers_exactly(jpeg_shar
     for (x0, y0, info0), (x1, y1, info1) in zip(in_workers, in_main, strict=True):
         assert info0["texture_key"] == info1["texture_key"]
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
+
+
+def test_the_float_path_takes_channels_last_planned_batches(jpeg_shards):
+    """What a GPU's ``mix_device`` runs (the float path), here on the CPU, on the planned
+    batches the workers send (channels last): the fused kernel's values within 1e-5."""
+    loader = make_loader(jpeg_shards, k=0.3, p_conflict=0.5, batch_size=4, image_size=16,
+                         seed=5, mix_device="cpu", texture_scale=0.5)
+    cpu = torch.device("cpu")
+    planned = list(torch.utils.data.DataLoader.__iter__(loader))
+    assert planned and all(isinstance(b, PlannedBatch) for b in planned)
+    for batch in planned:
+        assert batch.image.shape[1] == 3 and batch.image.stride()[1] == 1  # channels last
+        x0, y0 = compose_float(batch, loader.collate_fn, cpu)
+        x1, y1 = compose_on_device(batch, loader.collate_fn, cpu)  # the fused kernel
+        torch.testing.assert_close(x0, x1, rtol=0, atol=1e-5)
+        assert torch.equal(y0, y1)

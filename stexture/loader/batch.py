@@ -116,6 +116,13 @@ class Counters:
         return int(self.table[:, column].sum())
 
 
+def channels_last(batch: np.ndarray) -> torch.Tensor:
+    """uint8 ``B x H x W x C`` array -> ``B x C x H x W`` tensor in channels-last memory
+    format, without a copy (of a contiguous array): the main process composes it on the CPU
+    from the same bytes, and a device copy keeps the layout."""
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
+
+
 def to_chw(batch: np.ndarray) -> torch.Tensor:
     """uint8 ``B x H x W x C`` array -> ``B x C x H x W`` tensor."""
     return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).contiguous()

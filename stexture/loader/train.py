@@ -13,7 +13,14 @@ from ..imageio import JPEG_REDUCTIONS, decode_jpeg_reduced, jpeg_size
 from ..mixing import CueConflictMix, MixPlan, compose, compose_normalized
 from ..shards.format import DEFAULT_MAX_PIXELS, structure_field
 from ..shards.labels import SoftLabelReader, mix_soft_labels
-from .batch import CONFLICT_PAIRS, SAME_CLASS_PAIRS, Counters, Normalize, layer_view, to_chw
+from .batch import (
+    CONFLICT_PAIRS,
+    SAME_CLASS_PAIRS,
+    Counters,
+    Normalize,
+    channels_last,
+    layer_view,
+)
 from .crops import crop_layers, random_resized_crop_box
 from .index import Located, SampleReader, decode_image, decode_structure_of
 from .sampler import Ticket
@@ -221,7 +228,8 @@ class TrainCollate:
                                for it in items])
         images = layer_view(images, structures, self.view)
         if not self.mix_in_worker:
-            return PlannedBatch(to_chw(images), to_chw(structures), labels, plan, keys, soft)
+            return PlannedBatch(channels_last(images), channels_last(structures), labels,
+                                plan, keys, soft)
         x = torch.from_numpy(compose_normalized(
             images, structures, plan, alpha=self.mix.alpha,
             texture_scale=self.mix.texture_scale, scale=self.normalize.scale,
@@ -264,8 +272,8 @@ class TrainCollate:
 class PlannedBatch:
     """A batch the workers planned and the main process composes on ``mix_device``."""
 
-    image: torch.Tensor  # uint8 B x 3 x H x W
-    structure: torch.Tensor  # uint8 B x 3 x H x W
+    image: torch.Tensor  # uint8 B x 3 x H x W, channels last in memory (the workers' HWC)
+    structure: torch.Tensor  # uint8 B x 3 x H x W, likewise
     labels: torch.Tensor
     plan: MixPlan
     keys: list[str]
@@ -284,6 +292,12 @@ def compose_on_device(batch: PlannedBatch, collate: TrainCollate, device: torch.
     :func:`~stexture.mixing.compose`."""
     if device.type == "cpu":
         return _compose_on_cpu(batch, collate)
+    return compose_float(batch, collate, device)
+
+
+def compose_float(batch: PlannedBatch, collate: TrainCollate, device: torch.device) -> tuple:
+    """The float path of :func:`~stexture.mixing.compose` for a planned batch, on ``device``
+    (any memory layout of the layers)."""
     image = batch.image.to(device, non_blocking=True).float() / 255.0
     structure = batch.structure.to(device, non_blocking=True).float() / 255.0
     mix = collate.mix
