@@ -124,13 +124,16 @@ def test_the_loader_from_s3_gives_the_pixels_and_labels_of_the_local_folder(
     assert_same(batches(local_loader), batches(loader))
 
 
-def test_two_ranks_of_two_workers_read_every_sample_once_from_s3(s3_server, folders, tmp_path):
+@pytest.mark.parametrize("shuffle", [{"shuffle": "global"},
+                                     {"shuffle": "blocks", "shuffle_window": 2}])
+def test_two_ranks_of_two_workers_read_every_sample_once_from_s3(s3_server, folders, tmp_path,
+                                                                  shuffle):
     local, url = folders["offsets"]
     keys = []
     for rank in range(2):
         loader = remote_loader(s3_server, url, tmp_path, num_workers=2, rank=rank,
-                               world_size=2)
-        local_rank = make_loader(local, **LOADER, rank=rank, world_size=2)
+                               world_size=2, **shuffle)
+        local_rank = make_loader(local, **LOADER, rank=rank, world_size=2, **shuffle)
         got = batches(loader)
         assert_same(batches(local_rank), got)
         keys += [key for batch in got for key in batch[2]]
@@ -162,13 +165,16 @@ def _batch(batch: tuple) -> tuple:
     return x, y, info["key"], info["structure_cls"], info["texture_cls"]
 
 
+@pytest.mark.parametrize("shuffle", [{"shuffle": "global"},
+                                     {"shuffle": "blocks", "shuffle_window": 2}])
 def test_a_cache_smaller_than_the_split_evicts_and_keeps_the_epoch_exact(
-        s3_server, folders, tmp_path):
+        s3_server, folders, tmp_path, shuffle):
     local, url = folders["offsets"]
     sizes = [(local / s.name).stat().st_size for s in read_manifest(local).shards("train")]
     limit = 2 * max(sizes)  # a third of the split: each worker reads one shard at a time
-    expected = batches(make_loader(local, **LOADER))
-    loader = remote_loader(s3_server, url, tmp_path, num_workers=2, cache_limit=limit)
+    expected = batches(make_loader(local, **LOADER, **shuffle))
+    loader = remote_loader(s3_server, url, tmp_path, num_workers=2, cache_limit=limit,
+                           **shuffle)
     got = batches(loader)
     assert_same(expected, got)
     keys = [key for batch in got for key in batch[2]]
