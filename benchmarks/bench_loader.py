@@ -17,7 +17,9 @@ short epoch on a busy machine). A timed run is ``--epochs`` epochs. Every repeat
 pipelines, every other repeat in reverse order, so that load on a shared machine falls on
 all alike; the table gives the median samples/s and the median
 (and range) over repeats of each pipeline's rate over the plain pipeline's in the same
-repeat (paired ratios). ``--profile`` prints where the time of one sample goes instead:
+repeat (paired ratios), and the CPU time per sample of the main process and its workers
+(psutil) with the plain pipeline's over it: on a busy machine the rates swing with the
+other jobs, the CPU time much less. ``--profile`` prints where the time of one sample goes instead:
 the stages timed one by one on the built shards, and cProfile's top functions of an epoch
 at 0 workers.
 
@@ -45,6 +47,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 import torch
 import webdataset as wds
 from _common import machine_line, median_seconds, print_table
@@ -185,7 +188,7 @@ class PlainNormalize:
 
 
 def plain_loader(root: Path, batch_size: int, image_size: int, workers: int,
-                 reduced: bool = False) -> wds.WebLoader:
+                 reduced: bool = False, **options) -> wds.WebLoader:
     urls = sorted(str(p) for p in root.glob("train-*.tar"))
     dataset = (
         wds.WebDataset(urls, shardshuffle=False, empty_check=False)
@@ -196,7 +199,7 @@ def plain_loader(root: Path, batch_size: int, image_size: int, workers: int,
         .map(PlainNormalize())
     )
     return wds.WebLoader(dataset, batch_size=None, num_workers=workers,
-                         persistent_workers=workers > 0)
+                         persistent_workers=workers > 0, **options)
 
 
 def epoch_samples(loader) -> int:
@@ -333,6 +336,8 @@ def pipelines(root: Path, args: argparse.Namespace, candidates: bool, workers_ap
             root, args.batch_size, args.image_size, w, reduced=True)
         if workers_apply:  # DataLoader options that apply only with workers
             made["stexture, prefetch_factor=4"] = ours(prefetch_factor=4)
+            made["plain webdataset, prefetch_factor=4"] = lambda w: plain_loader(
+                root, args.batch_size, args.image_size, w, prefetch_factor=4)
     return made
 
 
@@ -347,19 +352,37 @@ def measure(root: Path, args: argparse.Namespace, workers: list[int]) -> list[li
         for loader in loaders.values():  # warm-up: imports, page cache, Numba
             epoch_samples(loader)
         rates: dict[str, list[float]] = {name: [] for name in loaders}
+        cpu: dict[str, list[float]] = {name: [] for name in loaders}
         for repeat in range(args.repeats):
             order = list(loaders.items())
             for name, loader in order[::-1] if repeat % 2 else order:
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), cpu_seconds()
                 count = sum(epoch_samples(loader) for _ in range(args.epochs))
                 rates[name].append(count / (time.perf_counter() - start))
-        plain = rates["plain webdataset"]
+                cpu[name].append((cpu_seconds() - start_cpu) / count)
+        plain, plain_cpu = rates["plain webdataset"], cpu["plain webdataset"]
         for name, got in rates.items():
             ratios = [r / p for r, p in zip(got, plain, strict=True)]
+            cpu_ratios = [p / c for c, p in zip(cpu[name], plain_cpu, strict=True)]
             rows.append([w, name, round(statistics.median(got)),
                          f"{statistics.median(ratios):.2f}x",
-                         f"{min(ratios):.2f}-{max(ratios):.2f}"])
+                         f"{min(ratios):.2f}-{max(ratios):.2f}",
+                         f"{1e3 * statistics.median(cpu[name]):.2f}",
+                         f"{statistics.median(cpu_ratios):.2f}x"])
     return rows
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its live children (the workers): what
+    the other jobs on a shared machine change least."""
+    me = psutil.Process()
+    times = [me.cpu_times()]
+    for child in me.children(recursive=True):
+        try:
+            times.append(child.cpu_times())
+        except psutil.NoSuchProcess:
+            pass
+    return sum(t.user + t.system for t in times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure(root, args, workers)
         print(f"{load_line()} at the end")
         print_table(["workers", "pipeline", "samples/s", "vs plain (median)",
-                     "vs plain (range)"], rows)
+                     "vs plain (range)", "CPU ms/sample", "vs plain (CPU)"], rows)
     return 0
 
 
