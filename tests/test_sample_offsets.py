@@ -3,12 +3,15 @@ the shards, read by the loaders instead of the shards' headers, resumed byte for
 checked against the shards when they are first read, and optional (older folders load by
 their headers)."""
 
+import gc
 import hashlib
 import io
 import json
+import pickle
 import shutil
 import tarfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,3 +297,74 @@ def test_long_and_non_ascii_keys_are_located_and_checked(tmp_path):
                                         (entries.samples[1]._replace(key="stühl_ol"),)), "o")
     with path.open("rb") as f, pytest.raises(SampleOffsetsError, match="stühl_ol.png"):
         wrong.verify(f.fileno(), str(path))
+
+
+def odd_first_shard(folder):
+    """``folder`` with its first train shard rewritten (as many samples, the same classes):
+    one sample without its ``json`` record, one with its members in reverse order."""
+    manifest = manifest_json(folder)
+    listed = manifest["splits"]["train"]["shards"][0]
+    path = folder / listed["name"]
+    with tarfile.open(path) as tar:  # the classes the manifest's count and index rely on
+        classes = [int(tar.extractfile(m).read()) for m in tar if m.name.endswith(".cls")]
+    image = encode_image(np.full((8, 8, 3), 90, np.uint8), "png")
+    samples = [encode_sample(f"odd_{i}", image, "png", np.full((8, 8, 3), 80, np.uint8), c, {})
+               for i, c in enumerate(classes)]
+    del samples[1]["json"]
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:  # not write_tar: its order
+        for i, sample in enumerate(samples):
+            key = sample.pop("__key__")
+            for field, payload in (reversed(sample.items()) if i == 2 else sample.items()):
+                info = tarfile.TarInfo(f"{key}.{field}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    listed["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    save_manifest(folder, manifest)
+    return folder
+
+
+def test_the_index_from_the_file_equals_the_header_scan_element_by_element(tmp_path):
+    older = odd_first_shard(make_shard_dir(tmp_path / "older", per_class=4, shard_size=5))
+    indexed = with_offsets(copy_of(older, tmp_path / "indexed"))
+    by_headers = locate_split(manifest_of(older), "train")
+    by_file = locate_split(manifest_of(indexed), "train")
+    scanned = [(key, list(fields.items()), cls) for p in sorted(older.glob("train-*.tar"))
+               for key, fields, cls in tarfile_scan(p)]  # independent: the standard library
+    assert len(by_headers) == len(by_file) == len(scanned) == 12
+    for a, b, (key, fields, cls) in zip(by_headers, by_file, scanned, strict=True):
+        # the same sample, fields in tar order (a dict compares without order: the lists do)
+        assert (a.key, a.cls, list(a.fields.items())) == (b.key, b.cls, list(b.fields.items()))
+        assert (a.key, a.cls, list(a.fields.items())) == (key, cls, fields)
+        assert (a.path, b.path) == (str(older / Path(a.path).name),
+                                    str(indexed / Path(a.path).name))
+        assert a.check is None and b.check is not None
+    assert "json" not in by_file[1].fields and list(by_file[2].fields)[0] == "json"
+    # the sequence as the loaders use it: negative items, slices, selection, pickling
+    assert by_file[-1] == list(by_file)[-1] and list(by_file[3:9:2]) == list(by_file)[3:9:2]
+    with pytest.raises(IndexError):
+        by_file[12]
+    assert by_file.sample_paths() == [s.path for s in by_file]
+    chosen = locate_split(manifest_of(indexed), "train", keys=[scanned[7][0], scanned[2][0]])
+    assert list(chosen) == [by_file[2], by_file[7]]  # manifest order
+    again = pickle.loads(pickle.dumps(by_file))
+    assert list(again) == list(by_file)
+    assert [s.check for s in again] == [s.check for s in by_file]
+
+
+def test_the_index_makes_no_object_per_sample(tmp_path):
+    """Located from the offsets file, a split's index is a few arrays: building it makes no
+    object per sample for the garbage collector to track (in a process that imported torch,
+    tens of thousands of them bring a full collection that costs more than the index)."""
+    folder = with_offsets(make_shard_dir(tmp_path / "many", per_class=100, val_per_class=1,
+                                         size=8, shard_size=50))
+    manifest = manifest_of(folder)
+    gc.collect()
+    gc.disable()  # this test's own process: to count, not to speed anything
+    try:
+        before = gc.get_count()[0]
+        index = locate_split(manifest, "train")
+        made = gc.get_count()[0] - before  # tracked objects made and still alive
+    finally:
+        gc.enable()
+    assert len(index) == 300 and index[0].check is not None
+    assert made < 100, made  # a header scan's index holds ~6 per sample

@@ -235,7 +235,7 @@ tile_size
     counters = Counters(num_workers)
     samples = locate_split(manifest, split, keys, remote=remote)
     sampler = EpochSampler(len(samples), batch_size=batch_size, seed=seed, shuffle=shuffle,
-                           shuffle_window=shuffle_window, shards=[s.path for s in samples],
+                           shuffle_window=shuffle_window, shards=samples.sample_paths(),
                            drop_last=drop_last, samples_per_epoch=samples_per_epoch,
                            rank=rank, world_size=world_size)
     if len(sampler) == 0:
@@ -246,7 +246,7 @@ tile_size
                          f"{manifest.root} is a URL (copy the folder with its labels-* "
                          "sidecar to local disk to train on stored labels)")
     soft = (SoftLabelReader(read_label_set(manifest, label_set), split,
-                            [sample.key for sample in samples]) if labels == "soft" else None)
+                            samples.keys) if labels == "soft" else None)
     if remote is None:
         dataset = TrainSet(samples, image_size=image_size, min_scale=min_scale, seed=seed,
                            counters=counters, soft=soft)

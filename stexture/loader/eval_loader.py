@@ -77,12 +77,12 @@ def make_eval_loader(
     if kind == "clean":
         donors = np.arange(len(samples))
     else:
-        donors = conflict_donors(np.array([s.cls for s in samples]), seed)
+        donors = conflict_donors(samples.classes, seed)
     dataset = EvalSet(samples, donors, image_size, Counters(num_workers),
                       with_structure=kind == "conflict" or view != "image")
     if remote is not None:  # through the shard cache, prefetched in the split's order
         remote.learn_sizes(samples)
-        dataset.reader = SampleReader(remote, plan=[sample.path for sample in samples])
+        dataset.reader = SampleReader(remote, plan=samples.sample_paths())
     collate = EvalCollate(manifest.num_classes, k if kind == "conflict" else 1.0, normalize,
                           kind == "conflict", image_size, view)
     worker_init_fn = _worker_init(dataloader_options)

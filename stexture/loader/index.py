@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import operator
 import os
 import posixpath
 import warnings
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +39,10 @@ from ..shards.format import (
 from ..shards.format.offsets import (
     SampleEntry,
     ShardCheck,
-    decode_offsets,
+    ShardColumns,
+    decode_offset_columns,
     entries_of,
+    member_fields,
     offsets_bound,
     offsets_record,
 )
@@ -47,7 +50,8 @@ from ..shards.format.offsets import (
 if TYPE_CHECKING:
     from .remote import RemoteShards
 
-__all__ = ["CorruptSampleWarning", "Located", "SampleReader", "locate_split", "manifest_of"]
+__all__ = ["CorruptSampleWarning", "Located", "SampleIndex", "SampleReader", "locate_split",
+           "manifest_of"]
 
 
 class CorruptSampleWarning(UserWarning):
@@ -67,6 +71,112 @@ class Located:
     check: ShardCheck | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
+class SampleIndex(Sequence[Located]):
+    """The samples of a split as columns: item ``i`` is the :class:`Located` of sample ``i``,
+    made when asked for.
+
+    A split of a million samples is a few arrays here, not a million objects: building it
+    makes no object per sample (so it brings no full garbage-collector pass over what the
+    process already holds, which after torch's import costs more than the index itself),
+    and a DataLoader worker receives the arrays.
+
+    Parameters
+    ----------
+    paths, checks : tuple
+        Per shard: its path (or URL) and the :class:`ShardCheck` a reader makes when it first
+        opens it (None: located from the shard's own headers).
+    shard : ndarray of int
+        Per sample: its shard's position in ``paths``.
+    keys : list of str
+    classes : ndarray of int
+        Per sample (-1: undecodable).
+    fields : tuple of str
+        The field names the member table's columns are of.
+    members : ndarray of int
+        Per sample a row of ``2 x len(fields)``: each field's offset and size (-1, -1 where
+        the sample lacks it).
+    """
+
+    def __init__(self, paths: tuple[str, ...], checks: tuple[ShardCheck | None, ...],
+                 shard: np.ndarray, keys: list[str], classes: np.ndarray,
+                 fields: tuple[str, ...], members: np.ndarray) -> None:
+        self.paths, self.checks, self.shard = paths, checks, shard
+        self.keys, self.classes, self.fields, self.members = keys, classes, fields, members
+
+    @classmethod
+    def of_columns(cls, paths: Sequence[str], checks: Sequence[ShardCheck | None],
+                   fields: tuple[str, ...], shards: Sequence[ShardColumns]) -> SampleIndex:
+        """The index of ``shards`` (an offsets file's, their paths and checks beside them)."""
+        counts = [len(shard.keys) for shard in shards]
+        keys = [key for shard in shards for key in shard.keys]
+        return cls(tuple(paths), tuple(checks),
+                   np.repeat(np.arange(len(counts), dtype=np.int64), counts), keys,
+                   _concatenate([s.classes for s in shards], (0,)), fields,
+                   _concatenate([s.members for s in shards], (0, 2 * len(fields))))
+
+    @classmethod
+    def of_entries(cls, paths: Sequence[str],
+                   entries: Sequence[Sequence[SampleEntry]]) -> SampleIndex:
+        """The index of the shards at ``paths`` from their headers' entries (no checks)."""
+        fields: dict[str, int] = {}
+        for shard in entries:
+            for sample in shard:
+                for field in sample.fields:
+                    fields.setdefault(field, len(fields))
+        width, flat = 2 * len(fields), []
+        for shard in entries:
+            for sample in shard:
+                row = [-1] * width
+                for field, (offset, size) in sample.fields.items():
+                    row[2 * fields[field]:2 * fields[field] + 2] = offset, size
+                flat += row
+        members = np.array(flat, dtype=np.int64).reshape(-1, width)
+        return cls(tuple(paths), (None,) * len(paths),
+                   np.repeat(np.arange(len(entries), dtype=np.int64), list(map(len, entries))),
+                   [sample.key for shard in entries for sample in shard],
+                   np.array([sample.cls for shard in entries for sample in shard],
+                            dtype=np.int64).reshape(-1), tuple(fields), members)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        i = operator.index(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} of {len(self)}")
+        shard = int(self.shard[i])
+        return Located(self.paths[shard], self.keys[i], int(self.classes[i]),
+                       member_fields(self.fields, self.members[i].tolist()), self.checks[shard])
+
+    def __iter__(self) -> Iterator[Located]:
+        return (self[i] for i in range(len(self)))
+
+    def take(self, indices: np.ndarray) -> SampleIndex:
+        """The samples at ``indices`` (positions), in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return SampleIndex(self.paths, self.checks, self.shard[indices],
+                           [self.keys[i] for i in indices.tolist()], self.classes[indices],
+                           self.fields, self.members[indices])
+
+    def sample_paths(self) -> list[str]:
+        """Each sample's shard path (one list; the strings are the shards')."""
+        return np.asarray(self.paths, dtype=object)[self.shard].tolist()
+
+    def with_paths(self, paths: Sequence[str]) -> SampleIndex:
+        """The same samples with their shards' paths replaced (e.g. a cached copy's by the
+        shard's URL)."""
+        return SampleIndex(tuple(paths), self.checks, self.shard, self.keys, self.classes,
+                           self.fields, self.members)
+
+
+def _concatenate(parts: list[np.ndarray], empty: tuple[int, ...]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(empty, dtype=np.int64)
+
+
 def manifest_of(source: str | Path | Manifest | ShardFolder) -> Manifest:
     """The manifest of a loader's ``source``: read from a path, or the one a
     :class:`~stexture.shards.folder.ShardFolder` (or a :class:`Manifest`) already holds."""
@@ -78,32 +188,32 @@ def _read_class(f: Any, offset: int, size: int) -> bytes:
     return os.pread(f.fileno(), min(size, 32), offset)
 
 
-def _located(path: str, entries: list[SampleEntry] | tuple[SampleEntry, ...],
-             info: ShardInfo, num_classes: int, check: ShardCheck | None = None,
-             source: str | None = None) -> list[Located]:
-    """The shard's samples as :class:`Located`, after the checks both ways of indexing make:
-    the count against the manifest and every class in range."""
-    if len(entries) != info.count:
-        raise ValueError(f"shard {path} holds {len(entries)} samples "
+def _check_shard(path: str, keys: list[str], classes: np.ndarray, info: ShardInfo,
+                 num_classes: int, source: str | None = None) -> None:
+    """The checks both ways of indexing make of a shard's samples: the count against the
+    manifest and every class in range."""
+    if len(keys) != info.count:
+        raise ValueError(f"shard {path} holds {len(keys)} samples "
                          f"{f'according to {source} ' if source else ''}but the manifest "
                          f"says {info.count}")
-    located = []
-    for entry in entries:
-        if entry.cls >= num_classes or entry.cls < -1:
-            raise ValueError(f"sample {entry.key!r} in {path} has class {entry.cls}, outside "
-                             f"the manifest's {num_classes} classes")
-        located.append(Located(path, entry.key, entry.cls, entry.fields, check))
-    return located
+    outside = (classes >= num_classes) | (classes < -1)
+    if outside.any():
+        row = int(np.argmax(outside))
+        raise ValueError(f"sample {keys[row]!r} in {path} has class {int(classes[row])}, "
+                         f"outside the manifest's {num_classes} classes")
 
 
-def _locate_shard(root: storage.Location, info: ShardInfo, num_classes: int) -> list[Located]:
+def _locate_shard(root: storage.Location, info: ShardInfo, num_classes: int
+                  ) -> list[SampleEntry]:
     """The fallback for a folder without an offsets file: the shard's tar headers read."""
     path = str(storage.join(root, info.name))
     with open(path, "rb") as f:
         # grouped as every reader groups: a key's members contiguous, no field twice
         entries = entries_of(tar_member_offsets(path),
                              lambda offset, size: _read_class(f, offset, size), path)
-    return _located(path, entries, info, num_classes)
+    _check_shard(path, [e.key for e in entries],
+                 np.array([e.cls for e in entries], dtype=np.int64), info, num_classes)
+    return entries
 
 
 def _read_offsets_file(manifest: Manifest, name: str, count: int) -> bytes | None:
@@ -120,12 +230,12 @@ def _read_offsets_file(manifest: Manifest, name: str, count: int) -> bytes | Non
 
 
 def _locate_by_offsets(manifest: Manifest, split: str, infos: list[ShardInfo]
-                       ) -> list[Located] | None:
+                       ) -> SampleIndex | None:
     """The samples of ``split`` from its offsets file (no shard read), or None when the
     manifest names none or it is absent (then the headers are read). ``ValueError`` naming
     the file when it is not the one the manifest records, or does not describe the
-    manifest's shards; each sample carries the :class:`ShardCheck` a reader makes when it
-    first opens the shard."""
+    manifest's shards; each shard carries the :class:`ShardCheck` a reader makes when it
+    first opens it."""
     where = str(storage.join(manifest.root, MANIFEST_NAME))
     record = offsets_record(manifest.raw, split, where)
     if record is None:
@@ -142,17 +252,16 @@ def _locate_by_offsets(manifest: Manifest, split: str, infos: list[ShardInfo]
                          "SHA-256 differs): it was changed or replaced after `stexture "
                          "decompose` wrote it; write the folder again, or remove the file "
                          "and its entry in manifest.json to read the shards' headers instead")
-    shards = decode_offsets(data, split, source)
+    fields, shards = decode_offset_columns(data, split, source)
     if [(s.name, s.sha256) for s in shards] != [(i.name, i.sha256) for i in infos]:
         raise ValueError(f"{source} describes other shards than the manifest lists for split "
                          f"{split!r} (names or SHA-256 differ): it belongs to another "
                          "version of the folder")
-    located = []
-    for shard, info in zip(shards, infos, strict=True):
-        path = str(storage.join(manifest.root, info.name))
-        located += _located(path, shard.samples, info, manifest.num_classes,
-                            ShardCheck.of(shard, source), source)
-    return located
+    paths = [str(storage.join(manifest.root, info.name)) for info in infos]
+    for path, shard, info in zip(paths, shards, infos, strict=True):
+        _check_shard(path, shard.keys, shard.classes, info, manifest.num_classes, source)
+    return SampleIndex.of_columns(paths, [shard.check(fields, source) for shard in shards],
+                                  fields, shards)
 
 
 def _missing_shards(manifest: Manifest, infos: list[ShardInfo]) -> list[str]:
@@ -174,47 +283,50 @@ def _missing_shards(manifest: Manifest, infos: list[ShardInfo]) -> list[str]:
 
 
 def _scan_shards(manifest: Manifest, infos: list[ShardInfo],
-                 remote: RemoteShards | None) -> list[Located]:
+                 remote: RemoteShards | None) -> SampleIndex:
     """The samples of ``infos`` from their tar headers: read in place, or for a folder at a
     URL from each shard's cached copy (fetched one by one into the cache; the samples keep
     the shard's URL as their path)."""
+    paths = [str(storage.join(manifest.root, info.name)) for info in infos]
     if not isinstance(manifest.root, str):
-        return [loc for info in infos
-                for loc in _locate_shard(manifest.root, info, manifest.num_classes)]
+        return SampleIndex.of_entries(paths, [
+            _locate_shard(manifest.root, info, manifest.num_classes) for info in infos])
     if remote is None:
         from .remote import RemoteShards
 
         remote = RemoteShards(manifest)
-    located = []
-    for info in infos:
-        url = str(storage.join(manifest.root, info.name))
+    entries = []
+    for url, info in zip(paths, infos, strict=True):
         ref = remote.ref(url)
         with remote.cache.pinned(ref.name, ref.sha256, ref.size) as path:
-            located += [dataclasses.replace(loc, path=url) for loc in
-                        _locate_shard(path.parent, info, manifest.num_classes)]
-    return located
+            entries.append(_locate_shard(path.parent, info, manifest.num_classes))
+    return SampleIndex.of_entries(paths, entries)
 
 
-def _check_unique_keys(samples: list[Located], split: str) -> None:
+def _check_unique_keys(samples: SampleIndex, split: str) -> None:
     """``ValueError`` naming both shards when a key is in two of them: one sample read twice
     (and possibly with two labels)."""
-    where: dict[str, str] = {}
-    for sample in samples:
-        other = where.setdefault(sample.key, sample.path)
-        if other != sample.path:
-            raise ValueError(f"sample {sample.key!r} of split {split!r} is in two shards, "
-                             f"{other} and {sample.path}; a key must be in one shard only")
+    first = dict(zip(samples.keys, samples.shard.tolist(), strict=True))
+    if len(first) == len(samples):
+        return
+    seen: dict[str, int] = {}
+    for key, shard in zip(samples.keys, samples.shard.tolist(), strict=True):
+        other = seen.setdefault(key, shard)
+        if other != shard:
+            raise ValueError(f"sample {key!r} of split {split!r} is in two shards, "
+                             f"{samples.paths[other]} and {samples.paths[shard]}; a key must "
+                             "be in one shard only")
 
 
 def locate_split(manifest: Manifest, split: str,
                  keys: Collection[str] | None = None, *,
-                 remote: RemoteShards | None = None) -> list[Located]:
+                 remote: RemoteShards | None = None) -> SampleIndex:
     """Every sample of ``split`` in manifest order (shard by shard, tar order within one), or
-    only those in ``keys``; clear errors for a missing shard, a count that disagrees with the
-    manifest, a class out of range, a key in two shards or whose members are not contiguous,
-    or keys not in the split. For a folder at a URL, ``remote`` holds the shard cache that a
-    folder without an offsets file fetches its shards into to read their headers (a
-    default one when None)."""
+    only those in ``keys``, as a :class:`SampleIndex` (a sequence of :class:`Located`);
+    clear errors for a missing shard, a count that disagrees with the manifest, a class out
+    of range, a key in two shards or whose members are not contiguous, or keys not in the
+    split. For a folder at a URL, ``remote`` holds the shard cache that a folder without an
+    offsets file fetches its shards into to read their headers (a default one when None)."""
     infos = manifest.shards(split)
     if not infos:
         raise ValueError(f"split {split!r} of {manifest.root} has no shards")
@@ -230,9 +342,10 @@ def locate_split(manifest: Manifest, split: str,
     if keys is None:
         return samples
     wanted = set(keys)
-    kept = [s for s in samples if s.key in wanted]
+    kept = samples.take(np.flatnonzero(np.fromiter(
+        (key in wanted for key in samples.keys), dtype=bool, count=len(samples))))
     if len(kept) != len(wanted):
-        absent = sorted(wanted - {s.key for s in kept})
+        absent = sorted(wanted - set(kept.keys))
         example = ", ".join(repr(k) for k in absent[:3])
         raise ValueError(f"{len(absent)} of the requested keys are not in split {split!r} of "
                          f"{manifest.root} (e.g. {example})")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from ..shards import storage
 from ..shards.cache import ShardCache, ShardRef
 from ..shards.folder import ShardFolder
 from ..shards.format import Manifest
-from .index import Located, SampleReader
+from .index import SampleIndex, SampleReader
 from .sampler import EpochSampler, Ticket
 from .train import Item, TrainSet
 
@@ -67,13 +67,13 @@ class RemoteShards:
                 self.refs[url] = ShardRef(info.name, info.sha256)
         self._planned: tuple[int, Any] | None = None  # (pid, what the plan was made for)
 
-    def learn_sizes(self, samples: Sequence[Located]) -> None:
+    def learn_sizes(self, samples: SampleIndex) -> None:
         """Take the shard sizes an offsets file recorded (each spares a request when the
         shard is fetched)."""
-        for sample in samples:
-            ref = self.refs.get(sample.path)
-            if sample.check is not None and ref is not None and ref.size is None:
-                self.refs[sample.path] = ShardRef(ref.name, ref.sha256, sample.check.size)
+        for path, check in zip(samples.paths, samples.checks, strict=True):
+            ref = self.refs.get(path)
+            if check is not None and ref is not None and ref.size is None:
+                self.refs[path] = ShardRef(ref.name, ref.sha256, check.size)
 
     def pin(self, url: str) -> Path:
         """The verified local copy of the shard at ``url``, kept from eviction until
@@ -158,7 +158,7 @@ class CachedTrainSet(TrainSet):
     cache, which prefetches the shards in it and spares each from eviction until its last
     sample is read (:meth:`RemoteShards.plan`)."""
 
-    def __init__(self, samples: list[Located], *, remote: RemoteShards, sampler: EpochSampler,
+    def __init__(self, samples: SampleIndex, *, remote: RemoteShards, sampler: EpochSampler,
                  **options: Any) -> None:
         super().__init__(samples, **options)
         self.remote = remote

@@ -57,13 +57,16 @@ __all__ = [
     "SampleEntry",
     "SampleOffsetsError",
     "ShardCheck",
+    "ShardColumns",
     "ShardEntries",
+    "decode_offset_columns",
     "decode_offsets",
     "encode_offsets",
     "entries_of",
     "offsets_bound",
     "offsets_name",
     "offsets_names",
+    "member_fields",
     "offsets_record",
     "parse_class",
     "scan_tar_bytes",
@@ -217,12 +220,11 @@ def _member_table(rows: Any, count: int, columns: int, shard: str, where: str) -
     return table.astype(np.int64).reshape(count, columns)
 
 
-def _fields_of(table: np.ndarray, fields: list[str], keys: list[str], size: int, shard: str,
-               where: str) -> list[dict[str, tuple[int, int]]]:
-    """Each sample's field -> (offset, size), its members in tar order; ``ValueError`` for a
-    member outside the shard (a member's data follows its 512-byte header) or a sample
-    without members. Checked and, in the usual case (every sample has every field, in the
-    same order), converted a shard at a time: start-up reads thousands of these."""
+def _check_members(table: np.ndarray, fields: list[str], keys: list[str], size: int,
+                   shard: str, where: str) -> None:
+    """``ValueError`` for a member outside the shard (a member's data follows its 512-byte
+    header) or a sample without members; checked a shard at a time, on the array (start-up
+    reads thousands of samples and makes no object per sample)."""
     offsets, sizes = table[:, 0::2], table[:, 1::2]
     absent = (offsets == -1) & (sizes == -1)
     inside = ((offsets >= _BLOCK) & (sizes >= 0) & (sizes <= MAX_MEMBER_BYTES)
@@ -237,15 +239,43 @@ def _fields_of(table: np.ndarray, fields: list[str], keys: list[str], size: int,
     if empty.any():
         raise _fail(where, f"sample {keys[int(np.argmax(empty))]!r} of shard {shard!r} has "
                            "no members")
-    if not absent.any() and (np.diff(offsets, axis=1) > 0).all():
-        return [dict(zip(fields, zip(o, s, strict=True), strict=True))
-                for o, s in zip(offsets.tolist(), sizes.tolist(), strict=True)]
-    return [{fields[c]: (int(offsets[r, c]), int(sizes[r, c]))
-             for c in sorted(np.nonzero(~absent[r])[0], key=lambda c: offsets[r, c])}
-            for r in range(len(keys))]
 
 
-def _decode_shard(entry: Any, fields: list[str], where: str) -> ShardEntries:
+def member_fields(fields: tuple[str, ...] | list[str], row: list[int]
+                  ) -> dict[str, tuple[int, int]]:
+    """A sample's field -> (offset, size) from its row of an offsets table (``fields[i]`` at
+    ``row[2i]``, ``row[2i + 1]``; -1, -1 where it lacks the field), in tar order (by offset),
+    as a header scan gives them."""
+    present = [(row[2 * c], row[2 * c + 1], field) for c, field in enumerate(fields)
+               if row[2 * c] != -1 or row[2 * c + 1] != -1]
+    present.sort()
+    return {field: (offset, size) for offset, size, field in present}
+
+
+@dataclass(frozen=True)
+class ShardColumns:
+    """A shard of an offsets file as columns: its keys, classes (int64) and member table
+    (int64, a row of ``2 x len(fields)`` per sample, as :func:`member_fields` reads it)."""
+
+    name: str
+    size: int
+    sha256: str
+    keys: list[str]
+    classes: np.ndarray
+    members: np.ndarray
+
+    def check(self, fields: tuple[str, ...], source: str) -> ShardCheck:
+        """The :class:`ShardCheck` of this shard (its first and last sample's first member)."""
+        ends = [0, len(self.keys) - 1] if self.keys else []
+        members = []
+        for row in ends:
+            field, (offset, size) = next(iter(
+                member_fields(fields, self.members[row].tolist()).items()))
+            members.append((f"{self.keys[row]}.{field}", offset, size))
+        return ShardCheck(source, self.size, tuple(dict.fromkeys(members)))
+
+
+def _decode_shard(entry: Any, fields: list[str], where: str) -> ShardColumns:
     if not isinstance(entry, dict):
         raise _fail(where, "a shard entry is not an object")
     name = check_member_file_name(entry.get("name"), where)
@@ -263,16 +293,21 @@ def _decode_shard(entry: Any, fields: list[str], where: str) -> ShardEntries:
         raise _fail(where, f"shard {name!r} has a class that is not an integer")
     if len(set(keys)) != len(keys):
         raise _fail(where, f"shard {name!r} lists a key twice")
+    try:
+        codes = np.array(classes, dtype=np.int64)
+    except OverflowError:
+        raise _fail(where, f"shard {name!r} has a class out of range") from None
     table = _member_table(rows, len(keys), 2 * len(fields), name, where)
-    samples = tuple(map(SampleEntry, keys, classes,
-                        _fields_of(table, fields, keys, size, name, where)))
-    return ShardEntries(name, size, sha256, samples)
+    _check_members(table, fields, keys, size, name, where)
+    return ShardColumns(name, size, sha256, keys, codes, table)
 
 
-def decode_offsets(data: bytes, split: str, where: str) -> list[ShardEntries]:
-    """The shards of an offsets file's bytes, in file order; ``ValueError`` naming ``where``
-    for anything but an offsets file of ``split`` of this version whose members all lie
-    inside their shard."""
+def decode_offset_columns(data: bytes, split: str, where: str
+                          ) -> tuple[tuple[str, ...], list[ShardColumns]]:
+    """The field names and the shards (as columns, in file order) of an offsets file's
+    bytes; ``ValueError`` naming ``where`` for anything but an offsets file of ``split`` of
+    this version whose members all lie inside their shard. No object per sample: what a
+    loader's start-up reads."""
     try:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -288,7 +323,17 @@ def decode_offsets(data: bytes, split: str, where: str) -> list[ShardEntries]:
     if (not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields)
             or len(set(fields)) != len(fields) or not isinstance(shards, list)):
         raise _fail(where, "it needs a list of distinct field names and a list of shards")
-    return [_decode_shard(entry, fields, where) for entry in shards]
+    return tuple(fields), [_decode_shard(entry, fields, where) for entry in shards]
+
+
+def decode_offsets(data: bytes, split: str, where: str) -> list[ShardEntries]:
+    """The shards of an offsets file's bytes, in file order, a :class:`SampleEntry` per
+    sample (:func:`decode_offset_columns`, with its checks, made into entries)."""
+    fields, shards = decode_offset_columns(data, split, where)
+    return [ShardEntries(shard.name, shard.size, shard.sha256, tuple(
+        SampleEntry(key, cls, member_fields(fields, row)) for key, cls, row in
+        zip(shard.keys, shard.classes.tolist(), shard.members.tolist(), strict=True)))
+        for shard in shards]
 
 
 def _header_before(fd: int, offset: int) -> bytes:
