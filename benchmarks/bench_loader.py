@@ -257,6 +257,11 @@ def stage_costs(root: Path, batch_size: int, image_size: int, samples: int = 64
     rng = np.random.default_rng(0)
     boxes = [random_resized_crop_box(256, 256, rng, 0.35) for _ in located]
     pairs = list(zip(images, boxes, strict=True))
+    # crops that take the 1/2 scale: at least 2 * image_size on each side, on its grid
+    wide = [(im, snap_box((0, 0, 192 + 32 * (i % 3), 200 + 24 * (i % 3)), 2))
+            for i, im in enumerate(images)]
+    halves = [(decode_jpeg_reduced(r["jpg"], 2, 10**8), box)
+              for r, (_, box) in zip(raws, wide, strict=True)]
     crops = [crop_layers((im,), b, image_size, True)[0] for im, b in pairs]
     normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
     n = batch_size
@@ -276,8 +281,16 @@ def stage_costs(root: Path, batch_size: int, image_size: int, samples: int = 64
         ["decode the JPEG (decode_rgb)", per_sample(lambda r: decode_rgb(r["jpg"]), raws)],
         ["decode the structure (decode_structure)", per_sample(
             lambda r: decode_structure(r[STRUCTURE_FIELD]), raws)],
-        ["crop, resize, flip one layer", per_sample(
+        ["crop, resize, flip one layer (the loader's random boxes)", per_sample(
             lambda t: crop_layers((t[0],), t[1], image_size, True), pairs)],
+        ["crop, resize, flip one layer (crop 192-256 px)", per_sample(
+            lambda t: crop_layers((t[0],), t[1], image_size, True), wide)],
+        ["decode the JPEG at 1/2 scale (decode_jpeg_reduced)", per_sample(
+            lambda r: decode_jpeg_reduced(r["jpg"], 2, 10**8), raws)],
+        ["crop the 1/2-scale image: resize, flip (crop 192-256 px)", per_sample(
+            lambda t: crop_reduced(t[0], t[1], 2, image_size, True, reduced=True), halves)],
+        ["crop a full layer via a 2x2 block mean: resize, flip (crop 192-256 px)", per_sample(
+            lambda t: crop_reduced(t[0], t[1], 2, image_size, True), wide)],
         ["stack a batch's crops (per sample)", per_sample(
             lambda _: np.stack([crops[i % len(crops)] for i in range(n)]), [0], n)],
         ["compose + normalise, fused kernel (per sample)", per_sample(

@@ -247,12 +247,24 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
-    if colorspace != "YCbCr":
-        return None
-    # an APP1 EXIF segment sits before the frame header, in the first 64 KiB
-    if data.find(b"Exif\x00\x00", 0, 1 << 16) >= 0:
+    if colorspace != "YCbCr" or _may_have_exif(data):
         return None
     return height, width
+
+
+def _may_have_exif(data: bytes) -> bool:
+    """Whether a JPEG has an APP1 EXIF segment before its scan, walking the marker segments
+    (a handful; a scan of the whole file cost more than the header itself). Anything the
+    walk does not understand counts as maybe."""
+    i = 2  # after SOI
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xDA:  # start of scan: no EXIF before it
+            return False
+        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+            return True
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return True
 
 
 def decode_jpeg_reduced(data: bytes, factor: int, max_pixels: int) -> np.ndarray:

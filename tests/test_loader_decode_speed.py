@@ -84,7 +84,10 @@ def test_reduced_decode_refuses_what_it_cannot_do():
     with pytest.raises(ValueError):
         decode_jpeg_reduced(stored[:200], 2, 10**8)
     assert jpeg_size(encode_image(photo("coffee", 64), "png")) is None
-    assert jpeg_size(b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00" + stored[2:]) is None
+    exif = b"\xff\xe1\x00\x10Exif\x00\x00" + bytes(8)  # an APP1 segment of 16 bytes
+    assert jpeg_size(stored[:2] + exif + stored[2:]) is None
+    assert jpeg_size(stored[:2] + b"\xff\xe1\x00\x10Other\x00" + bytes(8) + stored[2:]) == (
+        64, 64)
 
 
 def test_reduction_and_snapped_box():
