@@ -130,7 +130,7 @@ class SampleIndex(Sequence[Located]):
                 for field, (offset, size) in sample.fields.items():
                     row[2 * fields[field]:2 * fields[field] + 2] = offset, size
                 flat += row
-        members = np.array(flat, dtype=np.int64).reshape(-1, width)
+        members = np.array(flat, dtype=np.int64).reshape(sum(map(len, entries)), width)
         return cls(tuple(paths), (None,) * len(paths),
                    np.repeat(np.arange(len(entries), dtype=np.int64), list(map(len, entries))),
                    [sample.key for shard in entries for sample in shard],
