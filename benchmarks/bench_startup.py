@@ -9,10 +9,11 @@ stexture's own writer (:func:`~stexture.shards.format.encode_sample`,
 temporary folder. The "header scan" folder holds the same shards (hard links) with a
 manifest that names no offsets file, as an older folder's. Each measurement runs in a fresh
 Python process, timed after its imports, as a training script starts (in a long-lived
-process the figure depends on what earlier work left to the garbage collector, which makes
-one full pass over every object while the index is built). Runs alternate between the two
-folders so that load on a shared machine hits both alike; each row gives the median of the
-repeats.
+process the figure depends on what earlier work left to the garbage collector: an index
+built of one Python object per sample, as the header scan's was before the columnar
+``SampleIndex``, can set off one full pass over every object of torch and numba). Runs
+alternate between the two folders so that load on a shared machine hits both alike; each
+row gives the median of the repeats.
 The shards are in the page cache after the first run (warm), so the header scan's figure
 is its best case: from a cold disk or object storage it reads (or fetches) every shard.
 

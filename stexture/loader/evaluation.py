@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ class EvalSet(torch.utils.data.Dataset):
     """Item ``i`` pairs sample ``i``'s structure with the texture of ``donors[i]`` (itself for
     the clean set, whose structure layer is then not needed: its texture is 0)."""
 
-    def __init__(self, samples: list[Located], donors: np.ndarray, image_size: int,
+    def __init__(self, samples: Sequence[Located], donors: np.ndarray, image_size: int,
                  counters: Counters, with_structure: bool) -> None:
         self.samples = samples
         self.donors = donors

@@ -3,6 +3,7 @@ batch of them into cue-conflict samples."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -63,7 +64,7 @@ class TrainSet(torch.utils.data.Dataset):
     #: decode a JPEG at 1/2, 1/4 or 1/8 scale when its crop allows (see the class docstring)
     reduced_decode = True
 
-    def __init__(self, samples: list[Located], *, image_size: int, min_scale: float,
+    def __init__(self, samples: Sequence[Located], *, image_size: int, min_scale: float,
                  seed: int, counters: Counters, soft: SoftLabelReader | None = None) -> None:
         self.samples = samples
         self.soft = soft
