@@ -284,7 +284,8 @@ def decode_jpeg_reduced(data: bytes, factor: int, max_pixels: int) -> np.ndarray
         raise ValueError(f"factor must be one of {JPEG_REDUCTIONS}, got {factor!r}")
     height, width, _, _ = simplejpeg.decode_jpeg_header(data)
     if height * width > max_pixels:
-        raise ValueError(f"{width}x{height} pixels is over the limit of {max_pixels}")
+        raise ValueError(f"too many pixels: {width}x{height} declared, over the limit of "
+                         f"{max_pixels}")
     want = (-(-height // factor), -(-width // factor))
     pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=want[0],
                                     min_width=want[1])
