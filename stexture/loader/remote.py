@@ -14,12 +14,12 @@ the split's shards in order.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..shards import storage
@@ -122,34 +122,26 @@ class RemoteShards:
         return {"cache": self.cache, "refs": self.refs, "_planned": None}
 
 
-def process_order(sampler: EpochSampler, epoch: int) -> list[Ticket]:
-    """The tickets of ``epoch`` that this process will read, in order: this rank's share of
-    the epoch, and of it (in a DataLoader worker) the batches this worker gets, every
-    ``num_workers``-th from its id (a DataLoader hands its workers batches in turn).
+def process_order(sampler: EpochSampler, epoch: int) -> np.ndarray:
+    """The sample indices of ``epoch`` that this process will read, in order: this rank's
+    share of the epoch (:meth:`~.sampler.EpochSampler.rank_order`), and of it (in a
+    DataLoader worker) the batches this worker gets, every ``num_workers``-th from its id
+    (a DataLoader hands its workers batches in turn, from worker 0 each epoch).
 
-    Worked out from a copy of the sampler as it stands here: in a worker, the sampler as it
-    was when the workers started (so its upcoming epoch and start slot are the ones the
-    main process runs, a resumed epoch included); in the main process, the running epoch.
-    A later epoch of persistent workers starts at slot 0. A plan that is off costs speed
-    (a shard fetched when needed), never correctness.
+    Read from the sampler as it stands in this process: in a worker, the sampler as it was
+    when the workers started (so its upcoming epoch and start slot are the ones the main
+    process runs, a resumed epoch included, laid out for the world size it was saved with);
+    in the main process, the running epoch. A later epoch of persistent workers starts at
+    slot 0. A plan that is off costs speed (a shard fetched when needed), never correctness.
     """
-    upcoming, upcoming_start = sampler.upcoming()
-    running = sampler.running
-    if upcoming == epoch:  # a worker's copy, made before the epoch began
-        start = upcoming_start
-    elif running is not None and running[0] == epoch:  # the main process, in the epoch
-        start = running[1]
-    else:
-        start = 0
-    mine = copy.deepcopy(sampler)
-    mine.resume_at(epoch, start)
-    tickets = list(mine)
+    order = sampler.rank_order(epoch=epoch)
+    size = sampler.batch_size
+    if sampler.drop_last:  # the DataLoader drops a short last batch too
+        order = order[:len(order) // size * size]
     worker = torch.utils.data.get_worker_info()
     if worker is None or worker.num_workers <= 1:
-        return tickets
-    size = sampler.batch_size
-    return [ticket for i, ticket in enumerate(tickets)
-            if (i // size) % worker.num_workers == worker.id]
+        return order
+    return order[(np.arange(len(order)) // size) % worker.num_workers == worker.id]
 
 
 class CachedTrainSet(TrainSet):
@@ -170,8 +162,9 @@ class CachedTrainSet(TrainSet):
             try:
                 order = process_order(self.sampler, ticket.epoch)
             except Exception:  # noqa: BLE001 - a plan is an optimisation: read without one
-                order = []
-            self.remote.plan((self.samples[t.index].path for t in order), ticket.epoch)
+                order = np.empty(0, np.int64)
+            paths, shard = self.samples.paths, self.samples.shard
+            self.remote.plan((paths[i] for i in shard[order].tolist()), ticket.epoch)
         return super().__getitem__(ticket)
 
 

@@ -401,23 +401,31 @@ class EpochSampler(DistributedSampler):
             yield Ticket(int(order[slot]), epoch, slot)
         self._in_progress = False
 
-    def rank_order(self, *, rank: int | None = None, world_size: int | None = None
-                   ) -> np.ndarray:
+    def rank_order(self, *, rank: int | None = None, world_size: int | None = None,
+                   epoch: int | None = None) -> np.ndarray:
         """The sample indices this rank reads, in order, in the epoch in progress (an
         iteration started and not run out), else in the one the next iteration runs, from
         where that run starts. ``rank`` / ``world_size``: another rank's (default: this
-        process's, resolved now)."""
+        process's, resolved now). ``epoch``: that epoch's run instead, the one in progress or
+        next if it is either (a resumed one from its slot, in the order laid out for the
+        world size it was saved with), else a fresh run of it from slot 0 (a later epoch of
+        persistent DataLoader workers, whose copy of the sampler stays as it was)."""
         check_ranks(rank, world_size)
         explicit = rank is not None
         if not explicit:
             rank, world_size = self._rank, self._world_size
         found_rank, found_world = resolve_ranks(rank, world_size)
-        if self._in_progress and self.running is not None:
-            epoch, start, world = self.running
+        running = self.running if self._in_progress else None
+        if running is not None and epoch in (None, running[0]):
+            epoch, start, world = running
             order_world = self.order_world
             found_world = found_world if explicit else world
         else:
-            epoch, start, order_world = self._next_run(found_world)
+            upcoming, start, order_world = self._next_run(found_world)
+            if epoch is not None and epoch != upcoming:  # not the next run: a fresh one
+                start = 0
+                order_world = found_world if self.shuffle == "blocks" else None
+            epoch = upcoming if epoch is None else epoch
         end = start + self.per_rank(found_world, start) * found_world
         order = self.epoch_order(epoch, end, order_world)
         return order[self.rank_slots(start, end, found_rank, found_world)]
