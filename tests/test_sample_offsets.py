@@ -7,6 +7,7 @@ import gc
 import hashlib
 import io
 import json
+import os
 import pickle
 import shutil
 import tarfile
@@ -276,6 +277,32 @@ def test_older_folders_load_by_their_headers(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         locate_split(manifest_of(older), "train")  # an older folder is no reason to warn
+
+
+def test_an_offsets_file_or_manifest_that_is_no_regular_file_is_refused(written, tmp_path):
+    # a FIFO by the offsets file's name is not a missing file: refused, named, before a
+    # byte is read (a read would block), rather than quietly falling back to the headers
+    folder = copy_of(written / "out", tmp_path / "fifo")
+    offsets = folder / offsets_name("train")
+    offsets.unlink()
+    os.mkfifo(offsets)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "missing: reading the headers" warning either
+        with pytest.raises(OSError, match=r"train.offsets.json: a FIFO, not a regular file"):
+            locate_split(manifest_of(folder), "train")
+    offsets.unlink()
+    offsets.mkdir()
+    with pytest.raises(OSError, match=r"train.offsets.json: a folder, not a regular file"):
+        locate_split(manifest_of(folder), "train")
+    # the manifest read the same way: a FIFO is named, a missing one said to be missing
+    manifest = folder / MANIFEST_NAME
+    manifest.unlink()
+    with pytest.raises(FileNotFoundError, match=r"no manifest.json in .*fifo: is it a "
+                                                r"directory written by `stexture decompose`"):
+        manifest_of(folder)
+    os.mkfifo(manifest)
+    with pytest.raises(OSError, match=r"manifest.json: a FIFO, not a regular file"):
+        manifest_of(folder)
 
 
 def test_long_and_non_ascii_keys_are_located_and_checked(tmp_path):

@@ -28,7 +28,7 @@ def shards(tmp_path_factory):
 def reads(monkeypatch):
     """How often each of the folder's own files is opened for reading."""
     counts = {MANIFEST_NAME: 0, INDEX_NAME: 0}
-    real_open, real_read_text = builtins.open, Path.read_text
+    real_open, real_read_text, real_os_open = builtins.open, Path.read_text, os.open
 
     def count(path) -> None:
         name = os.path.basename(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else ""
@@ -43,7 +43,12 @@ def reads(monkeypatch):
         count(self)
         return real_read_text(self, *args, **kwargs)
 
+    def spy_os_open(file, *args, **kwargs):  # storage.open_read: checked before reading
+        count(file)
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
     monkeypatch.setattr(Path, "read_text", spy_read_text)
     return counts
 

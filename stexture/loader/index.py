@@ -36,6 +36,7 @@ from ..shards.format import (
     structure_field,
     tar_member_offsets,
 )
+from ..shards.format.manifest import read_beside
 from ..shards.format.offsets import (
     SampleEntry,
     ShardCheck,
@@ -217,14 +218,12 @@ def _locate_shard(root: storage.Location, info: ShardInfo, num_classes: int
 
 
 def _read_offsets_file(manifest: Manifest, name: str, count: int) -> bytes | None:
-    """The bytes of the offsets file ``name`` beside the manifest; None when it is absent."""
-    root = manifest.root
+    """The bytes of the offsets file ``name`` beside the manifest, read as the manifest was
+    (:func:`~stexture.shards.format.manifest.read_beside`); None when it is absent. One that
+    is there but not a regular file (a FIFO, a device) is an ``OSError`` naming it, not a
+    missing file: the headers are read only when it is truly gone."""
     try:
-        if isinstance(root, str):  # a URL: read as the manifest was, with its options
-            from ..shards.format.manifest import read_beside
-
-            return read_beside(root, name, manifest.storage_options, offsets_bound(count))
-        return storage.read_bytes(storage.join(root, name), offsets_bound(count))
+        return read_beside(manifest.root, name, manifest.storage_options, offsets_bound(count))
     except FileNotFoundError:
         return None
 

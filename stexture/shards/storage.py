@@ -179,9 +179,26 @@ def read_bytes(loc: Location, max_bytes: int | None = None) -> bytes:
     """The whole file, a regular one of at most ``max_bytes`` (see :func:`open_read`);
     ``OSError`` (e.g. ``FileNotFoundError``) when it cannot be read."""
     with open_read(loc, max_bytes) as f:
-        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        if max_bytes is None:
+            data = f.read()
+        else:
+            # read(n) allocates n bytes at once: ask for the declared size (within the
+            # limit) and one byte more, and for the rest of the limit only if it grew
+            want = min(_declared_size(f, max_bytes), max_bytes) + 1
+            data = f.read(want)
+            if len(data) == want <= max_bytes:
+                data += f.read(max_bytes + 1 - want)
     _check_size(loc, len(data), max_bytes)  # it grew while it was read
     return data
+
+
+def _declared_size(f: IO[bytes], default: int) -> int:
+    """The size an open file declares: a local file's ``fstat``, an fsspec file's ``size``."""
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        size = getattr(f, "size", None)
+        return int(size) if isinstance(size, int) else default
 
 
 def sha256_of(loc: Location) -> str:

@@ -229,20 +229,17 @@ def read_beside(root: storage.Location, name: str, storage_options: dict[str, An
                 max_bytes: int) -> bytes:
     """The bytes of file ``name`` of the shard folder ``root`` (at most ``max_bytes``):
     ``FileNotFoundError`` saying it is not a folder ``stexture decompose`` wrote when it is
-    missing; for a URL, the storage's errors turned into messages naming the URL (see
+    missing; a local one that is not a regular file (a FIFO, a device, a folder) refused
+    with an ``OSError`` naming what it is, before a byte is read (:func:`storage.read_bytes`);
+    for a URL, the storage's errors turned into messages naming the URL (see
     :func:`read_manifest`), transient ones tried :data:`_REMOTE_TRIES` times first."""
     loc = storage.join(root, name)
     if isinstance(loc, Path):
-        if not loc.is_file():
+        try:
+            return storage.read_bytes(loc, max_bytes)
+        except (FileNotFoundError, NotADirectoryError):
             raise FileNotFoundError(f"no {name} in {root}: is it a directory written by "
-                                    "`stexture decompose`?")
-        with open(loc, "rb") as f:  # a regular file (is_file): no FIFO that blocks
-            size = os.fstat(f.fileno()).st_size
-            # read(n) allocates n bytes at once: n is the declared size, not the limit
-            data = f.read(size + 1) if size <= max_bytes else b""
-        if size > max_bytes or len(data) > max_bytes:
-            raise OSError(f"{loc}: over the limit of {max_bytes} bytes for this file")
-        return data
+                                    "`stexture decompose`?") from None
     from ..cache.client import open_filesystem
 
     fs, path = open_filesystem(loc, storage_options)
