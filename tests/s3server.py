@@ -9,11 +9,18 @@ busy machine), so readiness is polled by making the bucket and writing one objec
 takes over 10 s to end it, so :meth:`SeaweedServer.stop` waits a short grace period and then
 sends SIGKILL, by PID (never by name); the server is also started so that the kernel kills
 it when the test process dies, so no ``weed`` outlives a killed pytest.
+
+The gateway checks credentials like a cloud store does: it is given an identity
+configuration (``-s3.config``) with one access key, so a wrong key or secret is refused
+(``SignatureDoesNotMatch``, ``Forbidden``) and anonymous requests are denied, and the tests
+can assert what a user with refused credentials sees. (Without a configuration SeaweedFS
+takes any key.)
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import random
 import shutil
@@ -36,6 +43,8 @@ _PORT_RANGE = (20000, 55535 - 1)  # so that port + 10000 stays a valid port
 _READY_SECONDS = 90.0
 _GRACE_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+ACCESS_KEY = "stexture-test"  # the one identity the gateway accepts
+SECRET_KEY = "stexture-test"
 
 
 def find_weed() -> str | None:
@@ -106,16 +115,15 @@ class SeaweedServer:
 
     @property
     def storage_options(self) -> dict[str, Any]:
-        """fsspec/s3fs options that reach this server (SeaweedFS without an IAM
-        configuration takes any access key)."""
-        return {"key": "stexture-test", "secret": "stexture-test",
+        """fsspec/s3fs options that reach this server with the identity it accepts."""
+        return {"key": ACCESS_KEY, "secret": SECRET_KEY,
                 "client_kwargs": {"endpoint_url": self.endpoint}}
 
     @property
     def env(self) -> dict[str, str]:
         """The environment a command line (or botocore) reaches this server with."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "stexture-test",
-                "AWS_SECRET_ACCESS_KEY": "stexture-test", "AWS_REGION": "us-east-1"}
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1"}
 
     def url(self, *parts: str) -> str:
         """``s3://BUCKET/part/part``."""
@@ -147,6 +155,15 @@ class SeaweedServer:
                 self.stop()
         raise RuntimeError("SeaweedFS did not start: " + " | ".join(errors))
 
+    def _write_identities(self) -> Path:
+        """The gateway's identity configuration: one key with every action."""
+        path = self.folder / "s3-identities.json"
+        identity = {"name": "stexture-test",
+                    "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        path.write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
+        return path
+
     def _start_once(self, bucket: str) -> None:
         s3, master, volume, filer = free_ports(4)
         data = self.folder / f"data-{s3}"
@@ -156,7 +173,7 @@ class SeaweedServer:
         command = [self.weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-s3",
                    f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
                    f"-filer.port={filer}", "-master.telemetry=false", "-s3.port.iceberg=0",
-                   "-s3.port.lance=0"]
+                   "-s3.port.lance=0", f"-s3.config={self._write_identities()}"]
         # weed writes its logs to $TMPDIR, and the sockets it can be told about beside
         # them: a short folder of its own (a socket path holds at most 107 bytes), removed
         # at stop; the sockets it cannot be told about go to /tmp, removed by name at stop
