@@ -14,6 +14,7 @@ from shardfactory import make_shard_dir
 from stexture.loader import make_loader
 
 SIZE = 12
+BLOCKS = {"shuffle": "blocks", "shuffle_window": 2}  # 2 of the 6 shards open at a time
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +116,12 @@ class _Recorder:
         return Module()
 
 
-def test_lightning_trains_two_epochs_in_new_orders_and_resumes_epoch_one(shards, tmp_path):
+@pytest.mark.parametrize("shuffle", [{}, BLOCKS], ids=["global", "blocks"])
+def test_lightning_trains_two_epochs_in_new_orders_and_resumes_epoch_one(shards, tmp_path,
+                                                                         shuffle):
     lightning = pytest.importorskip("lightning.pytorch")
-    options = {"k": 0.5, "batch_size": 4, "image_size": 8, "with_info": True, "seed": 5}
+    options = {"k": 0.5, "batch_size": 4, "image_size": 8, "with_info": True, "seed": 5,
+               **shuffle}
     common = {"accelerator": "cpu", "devices": 1, "logger": False, "default_root_dir": tmp_path,
               "enable_progress_bar": False, "enable_model_summary": False}
     first: dict[int, list[str]] = {}

@@ -1,9 +1,10 @@
 """The training loader inside the wrappers trainers put around it: accelerate's default
 ``prepare`` on 2 processes, a resume at another world size (2 -> 1 and 1 -> 2 ranks, gloo,
 2 workers), Ray Train's ``prepare_data_loader`` on 2 workers, and Ignite (a resumed run, and
-``deterministic=True``). Every test checks that an epoch is the split exactly, each sample
-once, through the wrapper, and where a run resumes, that the pixels are those of an
-uninterrupted run."""
+``deterministic=True``); Ray and Ignite with the global shuffle and with
+``shuffle="blocks"`` (accelerate with blocks: ``test_shuffle_blocks.py``). Every test checks
+that an epoch is the split exactly, each sample once, through the wrapper, and where a run
+resumes, that the pixels are those of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # 4 classes x 16: 64 train samples; batches of 4 are 16 an epoch on one rank, 8 on each of 2
 OPTIONS = {"k": 0.5, "batch_size": 4, "image_size": 8, "with_info": True, "seed": 7}
 HEAD = 3  # batches consumed before a state is saved
+BLOCKS = {"shuffle": "blocks", "shuffle_window": 2}  # 2 of the 8 shards open at a time
 
 
 @pytest.fixture(scope="module")
@@ -234,14 +236,15 @@ def _ray_loop(config: dict) -> None:
     import ray.train.torch
 
     rank = ray.train.get_context().get_world_rank()
-    train = make_loader(config["root"], **OPTIONS)
+    options = {**OPTIONS, **config["shuffle"]}
+    train = make_loader(config["root"], **options)
     loader = ray.train.torch.prepare_data_loader(train)
     epochs = []
     for epoch in (0, 1):
         loader.sampler.set_epoch(epoch)
         epochs.append(batches(loader, HEAD if epoch == 1 else None))
     state = train.state_dict()  # after HEAD consumed batches; Ray has fetched one more
-    fresh = make_loader(config["root"], **OPTIONS)
+    fresh = make_loader(config["root"], **options)
     fresh.load_state_dict(state)
     rest = batches(ray.train.torch.prepare_data_loader(fresh))
     torch.save({"epochs": epochs, "state": state, "rest": rest},
@@ -249,7 +252,9 @@ def _ray_loop(config: dict) -> None:
 
 
 @pytest.mark.usefixtures("ray_cluster")
-def test_ray_train_two_workers_epochs_and_a_state_of_consumed_batches(shards, tmp_path):
+@pytest.mark.parametrize("shuffle", [{}, BLOCKS], ids=["global", "blocks"])
+def test_ray_train_two_workers_epochs_and_a_state_of_consumed_batches(shards, tmp_path,
+                                                                      shuffle):
     """TorchTrainer, 2 workers, prepare_data_loader(make_loader(...)): the epoch set through
     loader.sampler, each sample once an epoch across workers, and a state that counts the
     batches consumed (not the one Ray fetched ahead): the resumed epoch misses nothing."""
@@ -260,7 +265,8 @@ def test_ray_train_two_workers_epochs_and_a_state_of_consumed_batches(shards, tm
     # Ray's workers cannot import this test module: send its loop by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     trainer = TorchTrainer(
-        _ray_loop, train_loop_config={"root": str(shards), "out": str(tmp_path)},
+        _ray_loop, train_loop_config={"root": str(shards), "out": str(tmp_path),
+                                      "shuffle": shuffle},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=RunConfig(storage_path=str(tmp_path / "ray"), name="loader"))
     trainer.fit()
@@ -270,7 +276,7 @@ def test_ray_train_two_workers_epochs_and_a_state_of_consumed_batches(shards, tm
     for r, run in enumerate(runs):
         assert (run["state"]["epoch"], run["state"]["batches"]) == (1, HEAD)
         assert run["state"]["position"] == HEAD * 4 * 2
-        expected = make_loader(shards, **OPTIONS, rank=r, world_size=2)
+        expected = make_loader(shards, **OPTIONS, **shuffle, rank=r, world_size=2)
         expected.set_epoch(1)
         assert_same_batches(run["epochs"][1] + run["rest"], batches(expected))
     assert sorted(flat_keys([r["epochs"][1] + r["rest"] for r in runs])) == keys
@@ -280,11 +286,11 @@ def test_ray_train_two_workers_epochs_and_a_state_of_consumed_batches(shards, tm
 # --------------------------------------------------------------------------- Ignite
 
 
-def _ignite_run(engine_class, root, *, state=None, stop_at=None, max_epochs=3):
+def _ignite_run(engine_class, root, shuffle, *, state=None, stop_at=None, max_epochs=3):
     """Per Ignite epoch (1-based) the (keys, x) of its batches; and the engine's state."""
     from ignite.engine import Events
 
-    loader = make_loader(root, **OPTIONS)
+    loader = make_loader(root, **OPTIONS, **shuffle)
     seen: dict[int, list] = {}
 
     def step(engine, batch):
@@ -302,8 +308,10 @@ def _ignite_run(engine_class, root, *, state=None, stop_at=None, max_epochs=3):
     return seen, engine.state_dict()
 
 
+@pytest.mark.parametrize("shuffle", [{}, BLOCKS], ids=["global", "blocks"])
 @pytest.mark.parametrize("deterministic", [False, True])
-def test_ignite_sets_the_epoch_and_resumes_a_checkpoint_mid_epoch(shards, deterministic):
+def test_ignite_sets_the_epoch_and_resumes_a_checkpoint_mid_epoch(shards, deterministic,
+                                                                  shuffle):
     """Ignite (Engine, and DeterministicEngine, which rebuilds the loader around a
     ReproducibleBatchSampler of its batch_sampler): the loader's epoch_started handler gives
     every epoch its own order, each sample once; a run resumed from the engine's state after
@@ -312,13 +320,13 @@ def test_ignite_sets_the_epoch_and_resumes_a_checkpoint_mid_epoch(shards, determ
 
     engine_class = DeterministicEngine if deterministic else Engine
     keys = split_keys(shards)
-    full, _ = _ignite_run(engine_class, shards)
+    full, _ = _ignite_run(engine_class, shards, shuffle)
     for epoch in (1, 2, 3):  # Ignite counts epochs from 1, the loader from 0
         assert sorted(flat_keys([full[epoch]])) == keys
-        assert_same_batches(full[epoch], reference(shards, epoch - 1))
-    head, checkpoint = _ignite_run(engine_class, shards, stop_at=16 + HEAD)
+        assert_same_batches(full[epoch], reference(shards, epoch - 1, **shuffle))
+    head, checkpoint = _ignite_run(engine_class, shards, shuffle, stop_at=16 + HEAD)
     assert checkpoint["iteration"] == 16 + HEAD and len(head[2]) == HEAD
-    rest, _ = _ignite_run(engine_class, shards, state=checkpoint)
+    rest, _ = _ignite_run(engine_class, shards, shuffle, state=checkpoint)
     assert sorted(rest) == [2, 3]
     assert_same_batches(head[2] + rest[2], full[2])
     assert_same_batches(rest[3], full[3])
