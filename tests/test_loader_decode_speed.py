@@ -16,7 +16,7 @@ import pytest
 import torch
 from skimage import data
 
-from stexture.imageio import JPEG_REDUCTIONS, decode_jpeg_reduced, jpeg_size
+from stexture.imageio import JPEG_REDUCTIONS, decode_jpeg_reduced, decode_jpeg_whole, jpeg_size
 from stexture.loader import crop_layers, make_loader
 from stexture.loader.train import (
     PlannedBatch,
@@ -88,6 +88,20 @@ def test_reduced_decode_refuses_what_it_cannot_do():
     assert jpeg_size(stored[:2] + exif + stored[2:]) is None
     assert jpeg_size(stored[:2] + b"\xff\xe1\x00\x10Other\x00" + bytes(8) + stored[2:]) == (
         64, 64)
+
+
+@pytest.mark.parametrize("quality", [60, 95])
+def test_the_whole_jpeg_decode_gives_decode_rgbs_pixels(quality):
+    # the training set decodes a crop that allows no reduction this way (no Pillow header
+    # parse): the very pixels of decode_rgb, and the same refusals
+    for name in PHOTOS:
+        for side in (64, 77):
+            stored = encode_image(photo(name, side), "jpg", quality)
+            assert np.array_equal(decode_jpeg_whole(stored, 10**8), decode_rgb(stored))
+    with pytest.raises(ValueError, match="too many pixels: 77x77 declared, over the limit"):
+        decode_jpeg_whole(stored, 77 * 77 - 1)
+    with pytest.raises(ValueError):
+        decode_jpeg_whole(stored[:200], 10**8)
 
 
 def test_reduction_and_snapped_box():

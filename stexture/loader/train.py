@@ -3,14 +3,14 @@ batch of them into cue-conflict samples."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 
-from ..imageio import JPEG_REDUCTIONS, decode_jpeg_reduced, jpeg_size
+from ..imageio import JPEG_REDUCTIONS, decode_jpeg_reduced, decode_jpeg_whole, jpeg_size
 from ..mixing import CueConflictMix, MixPlan, compose, compose_normalized
 from ..shards.format import DEFAULT_MAX_PIXELS, structure_field
 from ..shards.labels import SoftLabelReader, mix_soft_labels
@@ -96,8 +96,8 @@ class TrainSet(torch.utils.data.Dataset):
                 box = snap_box(box, factor)
                 image, field = _decode_reduced(raw, factor), structure_field(raw)
                 shape = (*shape, 3)
-            elif image_is_pending(shape):
-                image, field = decode_image(raw)
+            elif image_is_pending(shape):  # a colour JPEG whose header was read above
+                image, field = _decode_whole(raw), structure_field(raw)
                 shape = image.shape
         except ValueError as exc:
             self.counters.skip(sample.path, exc)
@@ -155,11 +155,23 @@ def crop_reduced(layer: np.ndarray, box: tuple[int, int, int, int], factor: int,
 
 
 def _decode_reduced(raw: dict, factor: int) -> np.ndarray:
+    """The sample's JPEG at ``1/factor``; ``ValueError`` naming the sample as
+    :func:`~.index.decode_image` does."""
+    return _decode_jpeg(raw, lambda data: decode_jpeg_reduced(data, factor, DEFAULT_MAX_PIXELS))
+
+
+def _decode_whole(raw: dict) -> np.ndarray:
+    """The sample's colour JPEG decoded whole, the pixels of :func:`~.index.decode_image`
+    without Pillow's second read of a header :func:`~stexture.imageio.jpeg_size` read."""
+    return _decode_jpeg(raw, lambda data: decode_jpeg_whole(data, DEFAULT_MAX_PIXELS))
+
+
+def _decode_jpeg(raw: dict, decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
     key = raw.get("__key__", "<no key>")
     if "cls" not in raw:
         raise ValueError(f"sample {key!r} lacks a field (has {sorted(raw)})")
     try:
-        return decode_jpeg_reduced(raw["jpg"], factor, DEFAULT_MAX_PIXELS)
+        return decode(raw["jpg"])
     except ValueError as exc:
         raise ValueError(f"sample {key!r} cannot be decoded: {exc}") from exc
 
