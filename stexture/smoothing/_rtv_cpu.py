@@ -419,8 +419,140 @@ def _pcg(x, b, ex, ey, diag, n_stripes, pinv, ly, fw, bw, tol, max_iter, r, z, p
     return max_iter
 
 
-def _rtv_image(image, lam, sigma, sharpness, n_iter, tol, max_cg_iter, iterations=None):
-    """RTV of one ``(H, W, C)`` float32 image; appends CG iteration counts to ``iterations``.
+# --- the coarse-grid correction before each re-weighted solve --------------------------------
+#
+# From the second outer iteration on, each solve starts from the previous one's S (warm
+# start); what CG then removes slowly is the smooth part of the change, which MIC(0)
+# barely reaches. One correction on a grid of 2 x 2 aggregates before the CG removes most
+# of it: solve the restricted residual equation on the coarse grid (loosely: it is only a
+# start) and add its bilinear interpolation to S. The coarse system keeps the fine one's
+# form, 1 + L_c, an edge weight of L_c being the mean of the two fine edges that cross its
+# aggregate boundary divided by 4 (so that both discretise the same continuous operator:
+# a coarse difference spans twice the distance). Figures in benchmarks/README.md
+# ("A coarse-grid start for the re-weighted solves").
+
+_COARSE_TOL = 0.1  # relative residual of the coarse solve
+_COARSE_MIN_SIDE = 32  # images with a shorter side skip the correction
+_COARSE_FROM = 1  # first outer iteration (0-based) that gets the correction
+
+
+@njit(parallel=True, cache=True)
+def _coarse_weights(ex, ey, exc, eyc):
+    """Edge weights of the 2 x 2-aggregate grid (padded like the fine ones): the mean of
+    the fine edges crossing each aggregate boundary, over 4; zero past the last column/row."""
+    h = ex.shape[0] - 2
+    w = ex.shape[1] - 2
+    hc = exc.shape[0] - 2
+    wc = exc.shape[1] - 2
+    quarter = np.float32(0.25)
+    half = np.float32(0.5)
+    for ic in prange(hc):
+        i0 = 2 * ic + 1  # first fine padded row of the aggregate row
+        two_rows = 2 * ic + 1 < h
+        for jc in range(wc):
+            j0 = 2 * jc + 1
+            two_cols = 2 * jc + 1 < w
+            if jc + 1 < wc:
+                s = ex[i0, j0 + 1] + ex[i0 + 1, j0 + 1] if two_rows else 2 * ex[i0, j0 + 1]
+                exc[ic + 1, jc + 1] = half * s * quarter
+            else:
+                exc[ic + 1, jc + 1] = np.float32(0.0)
+            if ic + 1 < hc:
+                s = ey[i0 + 1, j0] + ey[i0 + 1, j0 + 1] if two_cols else 2 * ey[i0 + 1, j0]
+                eyc[ic + 1, jc + 1] = half * s * quarter
+            else:
+                eyc[ic + 1, jc + 1] = np.float32(0.0)
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def _restrict(r, rc):
+    """``rc`` = the mean of ``r`` over each 2 x 2 aggregate (fewer pixels at an odd edge)."""
+    n_ch = r.shape[0]
+    h = r.shape[1] - 2
+    w = r.shape[2] - 2
+    hc = rc.shape[1] - 2
+    wc = rc.shape[2] - 2
+    full = w // 2  # aggregates with two columns
+    for ic in prange(hc):
+        i0 = 2 * ic + 1
+        two_rows = 2 * ic + 1 < h
+        for c in range(n_ch):
+            top = r[c, i0]
+            bottom = r[c, i0 + 1] if two_rows else r[c, i0]  # a lone row counts twice
+            out = rc[c, ic + 1]
+            for jc in range(full):
+                out[jc + 1] = np.float32(0.25) * (top[2 * jc + 1] + top[2 * jc + 2]
+                                       + bottom[2 * jc + 1] + bottom[2 * jc + 2])
+            if wc > full:  # an odd width: the last aggregate has one column
+                out[wc] = np.float32(0.5) * (top[w] + bottom[w])
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def _prolong_add(xc, x):
+    """``x += `` the bilinear interpolation of ``xc`` (pixel centres aligned, the coarse
+    border value held beyond the border): weights 3/4 and 1/4 along each axis, first down
+    the columns into a row buffer, then along it."""
+    n_ch = x.shape[0]
+    h = x.shape[1] - 2
+    w = x.shape[2] - 2
+    hc = xc.shape[1] - 2
+    wc = xc.shape[2] - 2
+    near = np.float32(0.75)
+    far = np.float32(0.25)
+    for i in prange(h):
+        ic = i // 2
+        # the other coarse row: above for an even fine row, below for an odd one
+        io = min(max(ic - 1 if i % 2 == 0 else ic + 1, 0), hc - 1)
+        # the blended coarse row, its border values repeated once on each side
+        row = np.empty(wc + 2, np.float32)
+        for c in range(n_ch):
+            for jc in range(wc):
+                row[jc + 1] = near * xc[c, ic + 1, jc + 1] + far * xc[c, io + 1, jc + 1]
+            row[0] = row[1]
+            row[wc + 1] = row[wc]
+            out = x[c, i + 1]
+            # fine column 2 jc leans west, 2 jc + 1 east
+            for jc in range(w // 2):
+                centre = near * row[jc + 1]
+                out[2 * jc + 1] += centre + far * row[jc]
+                out[2 * jc + 2] += centre + far * row[jc + 2]
+            if w % 2:
+                out[w] += near * row[wc] + far * row[wc - 1]
+
+
+class _CoarseGrid:
+    """The coarse grid's arrays for one image size, allocated once per image."""
+
+    def __init__(self, n_ch: int, h: int, w: int):
+        hc, wc = (h + 1) // 2, (w + 1) // 2
+        self.x, self.b, self.r, self.z, self.p, self.p_old, self.q = (
+            np.zeros((n_ch, hc + 2, wc + 2), np.float32) for _ in range(7))
+        self.ex, self.ey, self.diag, self.pinv, self.ly, self.fw, self.bw = (
+            np.zeros((hc + 2, wc + 2), np.float32) for _ in range(7))
+        self.partial = np.empty(2 * hc, np.float64)
+        self.n_stripes = max(1, hc // _STRIPE_ROWS)
+
+    def correct(self, x, b, ex, ey, diag, r, partial, tol, max_iter):
+        """Add to ``x`` the interpolated coarse solution of ``A e = b - A x``; returns the
+        coarse CG iteration count."""
+        _residual(x, b, ex, ey, diag, r, partial)
+        _restrict(r, self.b)
+        _coarse_weights(ex, ey, self.ex, self.ey)
+        _mic_factor(self.ex, self.ey, self.n_stripes, np.float32(_MIC_TAU), self.diag,
+                    self.pinv, self.ly, self.fw, self.bw)
+        for array in (self.x, self.p, self.p_old, self.q):
+            array.fill(0.0)
+        count = _pcg(self.x, self.b, self.ex, self.ey, self.diag, self.n_stripes, self.pinv,
+                     self.ly, self.fw, self.bw, tol, max_iter, self.r, self.z, self.p,
+                     self.p_old, self.q, self.partial)
+        _prolong_add(self.x, x)
+        return count
+
+
+def _rtv_image(image, lam, sigma, sharpness, n_iter, tol, max_cg_iter, iterations=None,
+               coarse_iterations=None):
+    """RTV of one ``(H, W, C)`` float32 image; appends CG iteration counts to ``iterations``
+    (and the coarse-grid corrections' to ``coarse_iterations``).
 
     ``tol`` may also be a sequence of ``n_iter`` tolerances, one per outer iteration: how
     ``benchmarks/bench_rtv_tolerance.py`` measures looser solves in early outer iterations
@@ -437,13 +569,18 @@ def _rtv_image(image, lam, sigma, sharpness, n_iter, tol, max_cg_iter, iteration
     ex, ey, diag, pinv, ly, fw, bw = (np.zeros((h + 2, w + 2), np.float32) for _ in range(7))
     partial = np.empty(2 * h, np.float64)
     n_stripes = max(1, h // _STRIPE_ROWS)
-    for sigma_t, tol_t in zip(sigma_schedule(sigma, n_iter), tols, strict=True):
+    coarse = _CoarseGrid(n_ch, h, w) if min(h, w) >= _COARSE_MIN_SIDE else None
+    for t, (sigma_t, tol_t) in enumerate(zip(sigma_schedule(sigma, n_iter), tols, strict=True)):
         taps = gaussian_taps(sigma_t).astype(np.float32)
         _blur_rows(x, taps, rows)
         _blur_cols(rows, taps, blurred)
         _edge_weights(x, blurred, np.float32(sharpness), np.float32(GRADIENT_EPS),
                       np.float32(lam / 2.0), ex, ey)
         _mic_factor(ex, ey, n_stripes, np.float32(_MIC_TAU), diag, pinv, ly, fw, bw)
+        if coarse is not None and t >= _COARSE_FROM:
+            count = coarse.correct(x, b, ex, ey, diag, r, partial, _COARSE_TOL, max_cg_iter)
+            if coarse_iterations is not None:
+                coarse_iterations.append(count)
         for array in (p, p_old, q):
             array.fill(0.0)
         count = _pcg(x, b, ex, ey, diag, n_stripes, pinv, ly, fw, bw, tol_t, max_cg_iter,
