@@ -216,6 +216,12 @@ def test_uint8_kernel_and_float_path_both_equal_the_definition(mode, layout, alp
                               texture_scale=texture_scale, scale=scale, shift=shift)
     wanted = expected.transpose(0, 3, 1, 2) * scale[:, None, None] + shift[:, None, None]
     np.testing.assert_allclose(fast, wanted, rtol=1e-6, atol=1e-4)
+    out = np.full(fast.shape, np.nan, np.float32)  # a worker's shared batch, say
+    assert compose_normalized(images, structures, plan, alpha=alpha, texture_scale=texture_scale,
+                              scale=scale, shift=shift, out=out) is out
+    assert np.array_equal(out, fast)
+    with pytest.raises(ValueError, match="out must be C-contiguous float32"):
+        compose_normalized(images, structures, plan, scale=scale, shift=shift, out=out[1:])
     chw = [torch.from_numpy(a).permute(0, 3, 1, 2).double() / 255 for a in (images, structures)]
     slow = compose(chw[1], chw[0] - chw[1], plan, alpha=alpha, texture_scale=texture_scale)
     np.testing.assert_allclose(slow.numpy() * 255, expected.transpose(0, 3, 1, 2), atol=1e-9)

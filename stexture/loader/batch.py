@@ -116,6 +116,17 @@ class Counters:
         return int(self.table[:, column].sum())
 
 
+def worker_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor of ``shape``: in a DataLoader worker in shared memory
+    (as torch's ``default_collate`` allocates a worker's batch), so that handing it to the
+    main process is no copy of it (a 64 x 3 x 96 x 96 batch: 7 MB, ~1.5 ms); elsewhere in
+    ordinary memory."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    storage = torch.UntypedStorage._new_shared(4 * math.prod(shape))
+    return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
+
+
 def channels_last(batch: np.ndarray) -> torch.Tensor:
     """uint8 ``B x H x W x C`` array -> ``B x C x H x W`` tensor in channels-last memory
     format, without a copy (of a contiguous array): the main process composes it on the CPU

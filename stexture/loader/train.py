@@ -21,6 +21,7 @@ from .batch import (
     Normalize,
     channels_last,
     layer_view,
+    worker_batch,
 )
 from .crops import crop_layers, random_resized_crop_box
 from .index import Located, SampleReader, decode_image, decode_structure_of
@@ -243,10 +244,10 @@ class TrainCollate:
         if not self.mix_in_worker:
             return PlannedBatch(channels_last(images), channels_last(structures), labels,
                                 plan, keys, soft)
-        x = torch.from_numpy(compose_normalized(
-            images, structures, plan, alpha=self.mix.alpha,
-            texture_scale=self.mix.texture_scale, scale=self.normalize.scale,
-            shift=self.normalize.shift))
+        x = worker_batch((len(plan), images.shape[3], *images.shape[1:3]))
+        compose_normalized(images, structures, plan, alpha=self.mix.alpha,
+                           texture_scale=self.mix.texture_scale, scale=self.normalize.scale,
+                           shift=self.normalize.shift, out=x.numpy())
         return self.finish(x, labels, plan, keys, soft)
 
     def finish(self, x: torch.Tensor, labels: torch.Tensor, plan: MixPlan,

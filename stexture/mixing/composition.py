@@ -170,13 +170,11 @@ def _tiled_row(out, image_a, structure_a, image_b, structure_b, tiles, tile_size
 
 @njit(cache=True)
 def _compose_normalized_kernel(images, structures, structure_index, texture_index, is_conflict,
-                               tiles, tile_size, own_weight, donor_weight, scale, shift):
+                               tiles, tile_size, own_weight, donor_weight, scale, shift, out):
     # a row of one kind at a time, so that the common rows (originals, aligned composites)
     # run branch-free loops over whole output planes (~1.6x faster than one loop with the
     # branches inside; the same float32 operations, so the same values)
     rows = structure_index.shape[0]
-    _, height, width, channels = images.shape
-    out = np.empty((rows, channels, height, width), np.float32)
     for r in range(rows):
         a, b = structure_index[r], texture_index[r]
         if not is_conflict[r]:
@@ -192,19 +190,29 @@ def _compose_normalized_kernel(images, structures, structure_index, texture_inde
 
 def compose_normalized(images: np.ndarray, structures: np.ndarray, plan: MixPlan, *,
                        alpha: float = 1.0, texture_scale: float = 1.0,
-                       scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+                       scale: np.ndarray, shift: np.ndarray,
+                       out: np.ndarray | None = None) -> np.ndarray:
     """:func:`compose` on uint8 ``B x H x W x C`` layers, normalised: float32 ``R x C x H x W``
     with ``x[r, c] = scale[c] * (255 * compose(...)[r, c]) + shift[c]``.
 
     The CPU fast path of the loader: composing, normalising and the HWC -> CHW transpose in
     one pass, several times cheaper than the tensor ops. With ``alpha = texture_scale = 1`` a
     composite is the exact integer ``clip(s_a + i_b - s_b, 0, 255)`` before scaling.
-    ``structures`` rows that no composite uses may hold anything.
+    ``structures`` rows that no composite uses may hold anything. ``out``: a C-contiguous
+    float32 ``R x C x H x W`` array to write into (e.g. a worker's shared memory), returned.
     """
-    tiles = np.zeros((len(plan), 1), np.int64) if plan.tiles is None else plan.tiles.numpy()
-    return _compose_normalized_kernel(
+    rows, (_, height, width, channels) = len(plan), images.shape
+    if out is None:
+        out = np.empty((rows, channels, height, width), np.float32)
+    elif (out.shape != (rows, channels, height, width) or out.dtype != np.float32
+          or not out.flags.c_contiguous):
+        raise ValueError(f"out must be C-contiguous float32 of shape "
+                         f"{(rows, channels, height, width)}, got {out.dtype} {out.shape}")
+    tiles = np.zeros((rows, 1), np.int64) if plan.tiles is None else plan.tiles.numpy()
+    _compose_normalized_kernel(
         np.ascontiguousarray(images), np.ascontiguousarray(structures),
         plan.structure_index.numpy(), plan.texture_index.numpy(), plan.is_conflict.numpy(),
         np.ascontiguousarray(tiles), plan.tile_size if plan.tiles is not None else 0,
         np.float32(1.0 - alpha), np.float32(alpha * texture_scale),
-        np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(shift, np.float32))
+        np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(shift, np.float32), out)
+    return out
