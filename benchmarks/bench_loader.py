@@ -54,7 +54,7 @@ from _common import machine_line, median_seconds, print_table
 from skimage import data
 
 from stexture import decompose
-from stexture.imageio import decode_jpeg_reduced, jpeg_size
+from stexture.imageio import decode_jpeg_reduced, decode_jpeg_whole, jpeg_size
 from stexture.loader import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -279,6 +279,9 @@ def stage_costs(root: Path, batch_size: int, image_size: int, samples: int = 64
                                   g.integers(2)))(np.random.default_rng([0, 0, i])),
             range(len(located)))],
         ["decode the JPEG (decode_rgb)", per_sample(lambda r: decode_rgb(r["jpg"]), raws)],
+        ["read the JPEG's header (jpeg_size)", per_sample(lambda r: jpeg_size(r["jpg"]), raws)],
+        ["decode the JPEG whole, its header read (decode_jpeg_whole)", per_sample(
+            lambda r: decode_jpeg_whole(r["jpg"], 10**8), raws)],
         ["decode the structure (decode_structure)", per_sample(
             lambda r: decode_structure(r[STRUCTURE_FIELD]), raws)],
         ["crop, resize, flip one layer (the loader's random boxes)", per_sample(
