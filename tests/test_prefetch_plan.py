@@ -2,17 +2,16 @@
 DataLoader worker (and the main process without workers) the shards planned for an epoch are
 the shards of the samples that process served, in order of first use, also for a resumed
 epoch at another world size (blocks shuffle: the order laid out for the saved world size)
-and for a later epoch of persistent workers. A folder at a ``memory://`` URL (fsspec's
-in-process store, which forked workers inherit) goes through the same cache as one on S3,
-without a server."""
+and for a later epoch of persistent workers. The folder is on a real S3 server (SeaweedFS,
+the session fixture ``s3_server``), read through the shard cache as users read it."""
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections import defaultdict
 
-import fsspec
 import pytest
 from shardfactory import make_shard_dir
 
@@ -23,13 +22,12 @@ OPTIONS = {"k": 0.7, "batch_size": 2, "image_size": 16, "with_info": True, "seed
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory):
-    """24 training samples in 6 shards of 4, at a ``memory://`` URL."""
+def url(s3_server, tmp_path_factory):
+    """24 training samples in 6 shards of 4, uploaded to the S3 server: their URL."""
     root = make_shard_dir(tmp_path_factory.mktemp("plan") / "shards", per_class=8, size=24)
-    memory = fsspec.filesystem("memory")
-    memory.put(f"{root}/", "/stexture-plan/shards", recursive=True)
-    yield "memory://stexture-plan/shards"
-    memory.rm("/stexture-plan", recursive=True)
+    prefix = f"plan-{uuid.uuid4().hex[:8]}"
+    s3_server.filesystem().put(f"{root}/", f"{s3_server.bucket}/{prefix}", recursive=True)
+    return s3_server.url(prefix)
 
 
 @pytest.fixture
@@ -81,17 +79,18 @@ def assert_planned_as_served(found: dict, processes: int) -> None:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_each_process_plans_the_shards_it_serves(url, log, workers, tmp_path):
+def test_each_process_plans_the_shards_it_serves(s3_server, url, log, workers, tmp_path):
     loader = make_loader(url, **OPTIONS, rank=1, world_size=2, num_workers=workers,
-                         cache_dir=tmp_path / "cache")
+                         cache_dir=tmp_path / "cache",
+                         storage_options=s3_server.storage_options)
     served = [k for _, _, info in loader for k in info["key"]]
     assert len(served) == 12
     assert_planned_as_served(log(), max(workers, 1))
 
 
-def test_a_resume_at_another_world_size_plans_the_saved_layout(url, log, tmp_path):
+def test_a_resume_at_another_world_size_plans_the_saved_layout(s3_server, url, log, tmp_path):
     options = {**OPTIONS, "shuffle": "blocks", "shuffle_window": 2,
-               "cache_dir": tmp_path / "cache"}
+               "cache_dir": tmp_path / "cache", "storage_options": s3_server.storage_options}
     head = []  # two batches on each of 2 ranks (their states are the same)
     for rank in (0, 1):
         loader = make_loader(url, **options, rank=rank, world_size=2)
@@ -111,9 +110,10 @@ def test_a_resume_at_another_world_size_plans_the_saved_layout(url, log, tmp_pat
     assert len(served) == 18 and len(set(served + head)) == 24
 
 
-def test_persistent_workers_plan_each_later_epoch_afresh(url, log, tmp_path):
+def test_persistent_workers_plan_each_later_epoch_afresh(s3_server, url, log, tmp_path):
     loader = make_loader(url, **OPTIONS, shuffle="blocks", rank=0, world_size=1,
-                         num_workers=2, persistent_workers=True, cache_dir=tmp_path / "c")
+                         num_workers=2, persistent_workers=True, cache_dir=tmp_path / "c",
+                         storage_options=s3_server.storage_options)
     for epoch in range(2):
         loader.set_epoch(epoch)
         assert len([k for _, _, info in loader for k in info["key"]]) == 24
