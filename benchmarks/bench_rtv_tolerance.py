@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the CPU preconditioner's fill-in weight for this run (a "
                              "candidate; default: the shipped one)")
     parser.add_argument("--no-coarse", action="store_true",
-                        help="solve without the coarse-grid start of the re-weighted "
-                             "solves (the kernel before it)")
+                        help="solve without the coarse-grid starts of the outer "
+                             "iterations' solves (the kernel before them)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="folder for the exact structures (reused across runs)")
     parser.add_argument("--detail", action="store_true", help="print every image's PSNR")
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         from stexture.smoothing import _rtv_cpu
 
         _rtv_cpu._COARSE_FROM = 1 << 30  # no outer iteration reaches it
+        _rtv_cpu._FIRST_COARSE_TOL = 0.0
     rtv = METHODS["rtv"]
     scores: dict[object, list[tuple[float, str, int]]] = {tol: [] for tol in args.tols}
     seconds = dict.fromkeys(args.tols, 0.0)

@@ -431,12 +431,16 @@ def _pcg(x, b, ex, ey, diag, n_stripes, pinv, ly, fw, bw, tol, max_iter, r, z, p
 # start) and add its bilinear interpolation to S. The coarse system keeps the fine one's
 # form, 1 + L_c, an edge weight of L_c being the mean of the two fine edges that cross its
 # aggregate boundary divided by 4 (so that both discretise the same continuous operator:
-# a coarse difference spans twice the distance). Figures in benchmarks/README.md
+# a coarse difference spans twice the distance). The first outer iteration has no
+# previous S: its error from the input is texture plus a smooth part, so it starts from
+# the interpolated coarse solution alone (nested iteration; the fine CG then restores the
+# edges), solved tighter since it is the whole start. Figures in benchmarks/README.md
 # ("A coarse-grid start for the re-weighted solves").
 
 _COARSE_TOL = 0.1  # relative residual of the coarse solve
 _COARSE_MIN_SIDE = 32  # images with a shorter side skip the correction
 _COARSE_FROM = 1  # first outer iteration (0-based) that gets the correction
+_FIRST_COARSE_TOL = 0.03  # the first outer iteration's coarse solve (0: start from the input)
 
 
 @njit(parallel=True, cache=True)
@@ -566,7 +570,7 @@ def _rtv_image(image, lam, sigma, sharpness, n_iter, tol, max_cg_iter, iteration
     h, w, n_ch = image.shape
     b = np.zeros((n_ch, h + 2, w + 2), np.float32)
     b[:, 1:-1, 1:-1] = image.transpose(2, 0, 1)
-    x = b.copy()  # the input is the warm start of the first outer iteration
+    x = b.copy()  # the first edge weights' S; the first start where no coarse grid is used
     r, z, p, p_old, q = (np.zeros_like(b) for _ in range(5))
     rows, blurred = (np.empty((n_ch, h, w), np.float32) for _ in range(2))
     ex, ey, diag, pinv, ly, fw, bw = (np.zeros((h + 2, w + 2), np.float32) for _ in range(7))
@@ -580,7 +584,13 @@ def _rtv_image(image, lam, sigma, sharpness, n_iter, tol, max_cg_iter, iteration
         _edge_weights(x, blurred, np.float32(sharpness), np.float32(GRADIENT_EPS),
                       np.float32(lam / 2.0), ex, ey)
         _mic_factor(ex, ey, n_stripes, np.float32(_MIC_TAU), diag, pinv, ly, fw, bw)
-        if coarse is not None and t >= _COARSE_FROM:
+        if coarse is not None and t == 0 and _FIRST_COARSE_TOL:
+            x.fill(0.0)  # the first solve starts from the coarse solution alone
+            count = coarse.correct(x, b, ex, ey, diag, r, partial, _FIRST_COARSE_TOL,
+                                   max_cg_iter)
+            if coarse_iterations is not None:
+                coarse_iterations.append(count)
+        elif coarse is not None and t >= _COARSE_FROM:
             count = coarse.correct(x, b, ex, ey, diag, r, partial, _COARSE_TOL, max_cg_iter)
             if coarse_iterations is not None:
                 coarse_iterations.append(count)
