@@ -47,6 +47,7 @@ __all__ = [
     "decode_jpeg_reduced",
     "decode_jpeg_whole",
     "decode_rgb_bytes",
+    "decode_with_opencv",
     "image_size",
     "jpeg_size",
     "pillow_pixel_limit",
@@ -306,6 +307,12 @@ def decode_jpeg_whole(data: bytes, max_pixels: int) -> np.ndarray:
         The header over ``max_pixels`` (checked before decoding), or corrupt data.
     """
     _jpeg_header_within(data, max_pixels)
+    return decode_with_opencv(data)
+
+
+def decode_with_opencv(data: bytes) -> np.ndarray:
+    """8-bit RGB pixels of stored image bytes decoded by OpenCV, whose size the caller has
+    checked from the header already; ``ValueError`` for bytes OpenCV cannot decode."""
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
     except cv2.error as exc:  # OpenCV's own limits: a ValueError like any corrupt layer

@@ -13,13 +13,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import zstandard
 from numba import njit, types
 from PIL import Image
 
-from ...imageio import ImageReadError, image_size
+from ...imageio import ImageReadError, decode_with_opencv, image_size
 
 IMAGE_FIELDS = ("jpg", "png")
 STRUCTURE_FIELD = "structure.dzst"
@@ -216,13 +215,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         if exc.reason == "too_many_pixels":
             raise
         raise ValueError(f"not a decodable image ({exc})") from None
-    try:
-        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
-    except cv2.error as exc:  # OpenCV's own limits: a ValueError like any corrupt layer
-        raise ValueError(f"not a decodable image ({exc})") from None
-    if pixels is None:
-        raise ValueError("not a decodable image")
-    return pixels
+    return decode_with_opencv(data)
 
 
 def encode_sample(
