@@ -91,6 +91,17 @@ def test_power_at_matches_simulation_and_the_seeds_for_power():
     assert power_at(diff, 0.0, 3) == 1.0
 
 
+@pytest.mark.parametrize("n", [3, 6, 11])
+def test_power_is_a_probability_rising_to_one_for_large_effects(n):
+    # effects of 1 to 40 sd reach noncentralities where scipy's nct.cdf gives NaN
+    from stexture.training.stats import power_at
+
+    powers = [power_at(effect * 1.21, 1.21, n) for effect in np.linspace(0.0, 40.0, 161)]
+    assert all(0.0 <= p <= 1.0 for p in powers)
+    assert powers == sorted(powers) and powers[-1] == pytest.approx(1.0)
+    assert powers[0] == pytest.approx(0.05, abs=1e-6)  # no effect: the test's level
+
+
 def test_the_sweep_comparison_powers_the_claims_effect_not_the_observed_one():
     from stexture.training.report import TARGET_EFFECT, compare_to_vanilla
     from stexture.training.stats import power_at

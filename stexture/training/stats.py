@@ -108,7 +108,10 @@ def _power(effect: float, n: int, confidence: float) -> float:
     df = n - 1
     crit = st.t.ppf(0.5 + confidence / 2, df)
     nc = effect * math.sqrt(n)
-    return float(st.nct.sf(crit, df, nc) + st.nct.cdf(-crit, df, nc))
+    # the lower tail P(T_nc < -crit) taken as P(T_-nc > crit): scipy's nct.cdf returns NaN
+    # there for some noncentralities above ~10 (SciPy 1.17), which made a large effect's
+    # power NaN
+    return float(st.nct.sf(crit, df, nc) + st.nct.sf(crit, df, -nc))
 
 
 def power_at(diff: float, sd: float, n: int, confidence: float = 0.95) -> float | None:
