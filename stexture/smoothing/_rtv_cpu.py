@@ -556,6 +556,18 @@ class _CoarseGrid:
         return count
 
 
+def _coarse_start(t: int) -> tuple[float, bool] | None:
+    """The coarse solve before outer iteration ``t`` (0-based): its tolerance and whether S
+    starts from zero (the nested start of the first iteration); None for no coarse-grid
+    start. The constants are read at each call: ``benchmarks/bench_rtv_tolerance.py``
+    switches the start off through them."""
+    if t == 0 and _FIRST_COARSE_TOL:
+        return _FIRST_COARSE_TOL, True
+    if t >= _COARSE_FROM:
+        return _COARSE_TOL, False
+    return None
+
+
 def _rtv_image(image, lam, sigma, sharpness, n_iter, tol, max_cg_iter, iterations=None,
                coarse_iterations=None):
     """RTV of one ``(H, W, C)`` float32 image; appends CG iteration counts to ``iterations``
@@ -584,14 +596,12 @@ def _rtv_image(image, lam, sigma, sharpness, n_iter, tol, max_cg_iter, iteration
         _edge_weights(x, blurred, np.float32(sharpness), np.float32(GRADIENT_EPS),
                       np.float32(lam / 2.0), ex, ey)
         _mic_factor(ex, ey, n_stripes, np.float32(_MIC_TAU), diag, pinv, ly, fw, bw)
-        if coarse is not None and t == 0 and _FIRST_COARSE_TOL:
-            x.fill(0.0)  # the first solve starts from the coarse solution alone
-            count = coarse.correct(x, b, ex, ey, diag, r, partial, _FIRST_COARSE_TOL,
-                                   max_cg_iter)
-            if coarse_iterations is not None:
-                coarse_iterations.append(count)
-        elif coarse is not None and t >= _COARSE_FROM:
-            count = coarse.correct(x, b, ex, ey, diag, r, partial, _COARSE_TOL, max_cg_iter)
+        start = _coarse_start(t) if coarse is not None else None
+        if start is not None:
+            coarse_tol, from_zero = start
+            if from_zero:
+                x.fill(0.0)  # the first solve starts from the coarse solution alone
+            count = coarse.correct(x, b, ex, ey, diag, r, partial, coarse_tol, max_cg_iter)
             if coarse_iterations is not None:
                 coarse_iterations.append(count)
         for array in (p, p_old, q):
