@@ -46,6 +46,14 @@ def test_an_arm_subset_trains_its_runs_and_what_they_are_made_of():
     replace = SweepConfig(k_values=[0.8], seeds=[0], baseline=True)
     assert _names("replace", replace, set(arms.ARMS)) == ["vanilla-seed0", "k0.8-seed0"]
 
+    # the student at 40%: its cross-fitted teachers, not the 40% layer models (their own arms)
+    at40 = SweepConfig(k_values=[0.8], seeds=[2], baseline=False, ensemble=False,
+                       student="teachers", train_fraction=0.4)
+    assert _names("teachers40", at40, {"teachers@40%"}) == [
+        "structure-fold0-seed2", "structure-fold1-seed2", "texture-fold0-seed2",
+        "texture-fold1-seed2", "k0.8-seed2"]
+    assert _names("teachers40", at40, {"structure@40%"}) == ["structure-seed2"]
+
 
 def test_arms_are_checked_by_name():
     assert arms.parse_arms(None) is None

@@ -24,6 +24,11 @@ def test_the_claim_run_parses_gpu_and_probe_and_its_modules_import():
                           cwd=run.REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--probe" in done.stdout and "--scale" in done.stdout
+    # a registered student k must be one the full runs train
+    bad = subprocess.run([sys.executable, "-m", "experiments.furniture_claim.run",
+                          "--student-k", "0.3", "--report-only"],
+                         cwd=run.REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--student-k must be one of" in bad.stderr
 
 
 def test_the_split_study_tables_every_method_at_a_size(capsys):

@@ -322,26 +322,33 @@ def run_arms(scale: Scale, dirs: dict[str, Path], out: Path, device: str, seeds:
             train_fn = options.pop("train_fn", None)  # how the oracle arm runs, not a setting
             offset = options.pop("seed_offset", 0)
             config = _sweep_config(scale, seeds=[seed + offset], **options)
-            planned = plan_runs(config, builtin=train_fn is None)
-            runs = _needed(name, planned, set(ARMS) if arms is None else arms)
-            if runs == planned:
-                stexture.sweep(dirs["train"], config, out=out / f"sweep-{name}",
-                               train_fn=train_fn, **_run_options(scale, device))
-            elif runs:
-                _run_some(dirs["train"], config, out / f"sweep-{name}", train_fn, runs,
-                          scale, device)
+            _train_sweep(name, config, train_fn, scale, dirs, out, device, arms)
+
+
+def _train_sweep(name: str, config: SweepConfig, train_fn: Any, scale: Scale,
+                 dirs: dict[str, Path], out: Path, device: str, arms: set[str] | None
+                 ) -> None:
+    """Train the runs of the sweep ``name`` that ``arms`` need (all when None) into
+    ``out/sweep-NAME``: as a whole sweep when they are all of its runs."""
+    planned = plan_runs(config, builtin=train_fn is None)
+    runs = _needed(name, planned, set(ARMS) if arms is None else arms)
+    if runs == planned:
+        stexture.sweep(dirs["train"], config, out=out / f"sweep-{name}", train_fn=train_fn,
+                       **_run_options(scale, device))
+    elif runs:
+        _run_some(dirs["train"], config, out / f"sweep-{name}", train_fn, runs, scale, device)
 
 
 def run_student_at_40(scale: Scale, dirs: dict[str, Path], out: Path, device: str,
-                      seeds: list[int], k: float) -> None:
-    """The student's 40% arm at the full runs' best k (known once every seed's full student
-    runs are done), with its teachers trained on the same 40%."""
+                      seeds: list[int], k: float, arms: set[str] | None = None) -> None:
+    """The student's 40% arm at ``k`` (the full runs' best, known once every seed's full
+    student runs are done, or the registered one), with its cross-fitted teachers trained
+    on the same 40%; the 40% layer models only when ``arms`` asks for them."""
     for seed in seeds:
         config = _sweep_config(scale, k_values=[k], seeds=[seed], baseline=False,
                                ensemble=False, student="teachers", temperature=TEMPERATURE,
                                train_fraction=0.4)
-        stexture.sweep(dirs["train"], config, out=out / "sweep-teachers40",
-                       **_run_options(scale, device))
+        _train_sweep("teachers40", config, None, scale, dirs, out, device, arms)
 
 
 def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
@@ -421,19 +428,22 @@ def parse_arms(text: str | None) -> set[str] | None:
 
 
 def run_phase(phase: str, scale: Scale, dirs: dict[str, Path], out: Path, device: str,
-              seeds: list[int], arms: set[str] | None = None) -> None:
-    """Train the runs of ``phase`` (only those of ``arms`` and what they need, if given)."""
+              seeds: list[int], arms: set[str] | None = None,
+              student_k: float | None = None) -> None:
+    """Train the runs of ``phase`` (only those of ``arms`` and what they need, if given);
+    the later phases' student at ``student_k`` (registered) or else at the full runs' best.
+    """
     if phase == "full":
         run_arms(scale, dirs, out, device, seeds, arms)
         return
     if arms is not None and not arms & set(PHASE_ARMS[phase]):
         return
-    k = best_teacher_k(out, list(range(scale.seeds)))
+    k = student_k if student_k is not None else best_teacher_k(out, list(range(scale.seeds)))
     if k is None:
         raise SystemExit(f"phase {phase} needs every seed's full student runs: run the full "
-                         "phase first")
+                         "phase first, or fix the student's k (--student-k)")
     if phase == "40":
-        run_student_at_40(scale, dirs, out, device, seeds, k)
+        run_student_at_40(scale, dirs, out, device, seeds, k, arms)
     else:
         run_student_at_posthoc_temperature(scale, dirs, out, device, seeds, k)
 

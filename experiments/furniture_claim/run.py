@@ -88,6 +88,7 @@ from experiments.furniture_claim.arms import (  # noqa: E402
     P_CONFLICT,
     PHASES,
     SCALES,
+    TEACHER_KS,
     TEMPERATURE,
     TEST_SPLITS,
     K,
@@ -122,7 +123,8 @@ def run_in_processes(phase: str, args: argparse.Namespace, out: Path, seeds: lis
             "--out", str(out.resolve()),
             "--device", args.device, "--phase", phase,
             "--threads", str(args.threads or 1)]
-    for flag in ("model", "epochs", "per_class", "test_per_class", "seeds", "size", "arms"):
+    for flag in ("model", "epochs", "per_class", "test_per_class", "seeds", "size", "arms",
+                 "student_k"):
         value = getattr(args, flag)
         if value is not None:
             base += [f"--{flag.replace('_', '-')}", str(value)]
@@ -157,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train only these arms (comma-separated, e.g. "
                         "vanilla,structure,texture for the calibration) and what they need; "
                         "default all")
+    parser.add_argument("--student-k", type=float, default=None,
+                        help="the two-teacher student's k for the 40%% arm and the verdicts, "
+                        "fixed in a registration (one of the grid "
+                        f"{', '.join(map(str, TEACHER_KS))}); default: the k with the best "
+                        "mean clean validation accuracy of the full runs")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs finished so far")
     parser.add_argument("--jobs", type=int, default=1,
@@ -182,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         arms = parse_arms(args.arms)
     except ValueError as error:
         parser.error(str(error))
+    if args.student_k is not None and args.student_k not in TEACHER_KS:
+        parser.error(f"--student-k must be one of the student's grid {list(TEACHER_KS)} "
+                     f"(the full runs train those), got {args.student_k:g}")
     overrides = {"model": args.model, "epochs": args.epochs, "per_class": args.per_class,
                  "test_per_class": args.test_per_class, "seeds": args.seeds,
                  "size": args.size}
@@ -198,16 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     seeds = (list(range(scale.seeds)) if args.only_seeds is None
              else [int(seed) for seed in args.only_seeds.split(",")])
     if args.phase is not None:  # a child of --jobs
-        run_phase(args.phase, scale, dirs, out, args.device, seeds, arms)
+        run_phase(args.phase, scale, dirs, out, args.device, seeds, arms, args.student_k)
         return 0
     if not args.report_only:
         for phase in PHASES:
             if args.jobs == 1:
-                run_phase(phase, scale, dirs, out, args.device, seeds, arms)
+                run_phase(phase, scale, dirs, out, args.device, seeds, arms, args.student_k)
             else:
                 run_in_processes(phase, args, out, seeds)
     records = collect_runs(out, dirs, data, scale, args.device)
-    best_k = best_teacher_k(out, seeds)
+    best_k = args.student_k if args.student_k is not None else best_teacher_k(out, seeds)
     manifest = read_manifest(dirs["train"])
     counts = {f: len(stratified_subset(manifest, f)) for f in (1.0, 0.4)}
     tests = {split: read_manifest(dirs[split]).count("train") for split in TEST_SPLITS}
@@ -224,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{minutes:.0f} min for this invocation.", "",
         "Mean ± sd over seeds; differences in points with 95% intervals, paired by seed.", "",
         claim_table(records), "",
-        f"The two-teacher student's best k on clean validation (mean over seeds): "
-        f"{'n/a' if best_k is None else f'{best_k:g}'}; teacher temperature {TEMPERATURE:g}.",
+        f"The two-teacher student's k: {'n/a' if best_k is None else f'{best_k:g}'} "
+        f"({'registered' if args.student_k is not None else 'best mean clean validation'}); "
+        f"teacher temperature {TEMPERATURE:g}.",
         "",
         "Comparisons (pre-registered in the README unless marked post hoc):",
         *verdicts(records, best_k), "",
