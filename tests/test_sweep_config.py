@@ -21,7 +21,7 @@ SETTINGS_KEYS = [
     "weight_decay", "optimizer", "warmup_fraction", "label_smoothing", "patience",
     "p_conflict", "pairing", "min_scale", "mode", "alpha", "texture_layout", "tile_size",
     "aux_bn", "student", "temperature", "match_steps", "balance_classes", "init_weights",
-]
+]  # (hard_weight, labels and label_set are recorded only when set: older folders resume)
 
 
 def _config_parser():

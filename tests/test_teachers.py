@@ -92,11 +92,15 @@ def test_targets_come_from_the_teachers_on_the_layers_of_the_same_crop(shards, w
         loader.set_epoch(2)
     assert len(got) == len(targets) == len(reference[0])
     with torch.no_grad():
-        for (x, y), (xi, _, _), (xs, _, _), (xt, _, _) in zip(got, *reference, strict=True):
+        for (x, y, info), (xi, yi, info_i), (xs, _, _), (xt, _, _) in zip(got, *reference,
+                                                                         strict=True):
             expected = 0.7 * torch.softmax(structure_teacher(xs) / 2, 1) \
                 + 0.3 * torch.softmax(texture_teacher(xt) / 2, 1)
             torch.testing.assert_close(x, xi, rtol=0, atol=0)
             torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
+            # the true classes, for the distillation loss's hard term
+            assert info["key"] == info_i["key"]
+            assert info["label"].tolist() == yi.argmax(1).tolist()
 
 
 def test_loaders_that_draw_other_samples_are_refused(shards):
@@ -113,7 +117,7 @@ def test_distillation_loss_against_a_hand_computation():
     for z = (1, 0), p = (0.7, 0.3), T = 2, w = 0.25, class 0."""
     from math import exp, log
 
-    from stexture.training.teachers import distillation_loss
+    from stexture.training.losses import distillation_loss
 
     z, p, tau, w = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.7, 0.3]]), 2.0, 0.25
     q = [exp(0.5) / (exp(0.5) + 1), 1 / (exp(0.5) + 1)]  # softmax(z / 2)
@@ -136,26 +140,42 @@ def test_distillation_loss_against_a_hand_computation():
         distillation_loss(z, p, torch.tensor([0]), hard_weight=1.5)
 
 
-def test_hard_weight_targets_are_hintons_loss_at_temperature_one(shards):
-    """The trainer's CE against (1 - w) y_teachers + w onehot equals distillation_loss at
-    T = 1; another temperature with a hard term is refused."""
-    import torch.nn.functional as F
+def test_fit_learns_a_teachers_batch_by_hintons_loss(shards):
+    """With TrainConfig(temperature=T, hard_weight=w), fit's loss on the teachers' batch is
+    (1 - w) T^2 CE(y, softmax(z / T)) + w CE(class, softmax(z)), computed here with numpy from
+    the student's logits; at T = 1, w = 0 it is the plain soft-target cross-entropy; a hard
+    term without the classes in the batch is a clear error."""
+    import copy
 
-    from stexture.training.teachers import distillation_loss
+    from stexture.training import TrainConfig, fit
 
-    plain = TeacherTargets(*views(shards), *teachers(), k=0.6)
-    hard = TeacherTargets(*views(shards), *teachers(), k=0.6, hard_weight=0.3)
-    student = build_model("small", 3).eval()
-    labels = views(shards)[0]
-    with torch.no_grad():
-        for (x, y_soft), (_, y_mixed), (_, onehot, _) in zip(plain, hard, labels, strict=True):
-            z = student(x)
-            torch.testing.assert_close(y_mixed, 0.7 * y_soft + 0.3 * onehot)
-            trainer_loss = F.cross_entropy(z, y_mixed)
-            hinton = distillation_loss(z, y_soft, onehot.argmax(1), 1.0, hard_weight=0.3)
-            torch.testing.assert_close(trainer_loss, hinton, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="temperature != 1"):
-        TeacherTargets(*views(shards), *teachers(), k=0.6, temperature=4.0, hard_weight=0.3)
+    one_batch = views(shards, samples_per_epoch=4)
+    batch = next(iter(TeacherTargets(*one_batch, *teachers(), k=0.6, temperature=2.0)))
+    x, y, info = batch
+    torch.manual_seed(1)
+    student = build_model("small", 3)
+    with torch.no_grad():  # the logits fit's only step sees: train mode, initial weights
+        z = copy.deepcopy(student).train()(x).double().numpy()
+    p, labels = y.double().numpy(), info["label"].numpy()
+    log_q = np.log(softmax(z / 2.0))
+    log_hard = np.log(softmax(z))[np.arange(len(z)), labels]
+    expected = {(2.0, 0.3): 0.7 * 4 * -(p * log_q).sum(1).mean() + 0.3 * -log_hard.mean(),
+                (1.0, 0.0): -(p * np.log(softmax(z))).sum(1).mean()}
+    for (tau, w), want in expected.items():
+        config = TrainConfig(epochs=1, patience=None, temperature=tau, hard_weight=w)
+        result = fit(copy.deepcopy(student), [batch], None, config)
+        assert result.history[0]["train_loss"] == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match=r"info\['label'\]"):
+        fit(copy.deepcopy(student), [(x, y)], None,
+            TrainConfig(epochs=1, patience=None, hard_weight=0.3))
+    for bad, message in (({"temperature": 0.0}, "temperature"),
+                         ({"hard_weight": 1.5}, "hard_weight"),
+                         ({"temperature": 2.0, "label_smoothing": 0.1}, "label_smoothing")):
+        with pytest.raises(ValueError, match=message):
+            fit(copy.deepcopy(student), [batch], None, TrainConfig(epochs=1, **bad))
+    with pytest.raises(ValueError, match="class_weights"):
+        fit(copy.deepcopy(student), [batch], None, TrainConfig(epochs=1, hard_weight=0.3),
+            class_weights=torch.ones(3))
 
 
 class _Constant(torch.nn.Module):
@@ -191,7 +211,7 @@ def test_cross_fitted_targets_come_from_the_teachers_of_the_samples_fold(shards)
                              [_Constant(1), _Constant(1)], k=0.8, folds=folds)
     seen = set()
     labels = views(shards)[0]
-    for (_, y), (_, _, info) in zip(targets, labels, strict=True):
+    for (_, y, _), (_, _, info) in zip(targets, labels, strict=True):
         for key, row in zip(info["key"], y, strict=True):
             c = 0 if folds[key] == 0 else 2
             expected = torch.zeros(3)
@@ -248,6 +268,12 @@ def test_a_sweep_student_learns_the_blend_of_its_seeds_saved_teachers(shards, tm
     sweep(shards, config, out=out, device="cpu", log=None)
     state = SweepState(read_manifest(shards), None, config, out, "cpu", 0, None,
                        lambda line: None)
+    # the students learn by distillation at the sweep's temperature; their teachers do not
+    trainers = {kind: config.train_config(0, student=state.is_student(Run(kind, k, 0)))
+                for kind, k in (("k", 0.3), ("structure-fold0", None))}
+    assert (trainers["k"].temperature, trainers["structure-fold0"].temperature) == (2.0, 1.0)
+    assert "hard_weight" not in config.to_settings(shards)  # recorded only when set
+    assert replace(config, hard_weight=0.3).to_settings(shards)["hard_weight"] == 0.3
     folds = state.teacher_folds()
     assert sorted(folds) == sorted(k for c in state.shards.keys_by_class("train").values()
                                    for k in c) and set(folds.values()) == {0, 1}
@@ -256,7 +282,7 @@ def test_a_sweep_student_learns_the_blend_of_its_seeds_saved_teachers(shards, tm
         assert trained_on == {key for key, f in folds.items() if f != fold}
     targets = state.train_loader(Run("k", 0.3, 0))
     targets.set_epoch(0)
-    x, y = next(iter(targets))
+    x, y, _ = next(iter(targets))
     loaded = {}
     for kind in ("structure", "texture"):
         for fold in (0, 1):
@@ -290,6 +316,10 @@ def test_a_student_without_its_teacher_fails_with_the_teachers_name(shards, tmp_
     ({"student": "oracle"}, "unknown student"),
     ({"student": "teachers", "temperature": 0.0}, "temperature"),
     ({"student": "teachers", "aux_bn": True}, "no aux_bn"),
+    ({"hard_weight": 0.3}, "with student='teachers'"),
+    ({"student": "teachers", "hard_weight": -0.1}, "hard_weight"),
+    ({"student": "teachers", "temperature": 4.0, "balance_classes": True}, "balance_classes"),
+    ({"student": "teachers", "hard_weight": 0.3, "label_smoothing": 0.1}, "label_smoothing"),
 ])
 def test_bad_student_settings_fail_before_training(shards, tmp_path, options, message):
     with pytest.raises(ValueError, match=message):

@@ -42,6 +42,7 @@ PUBLIC_MODULES = (
     "stexture.shards.cache",
     "stexture.training",
     "stexture.training.teachers",
+    "stexture.training.losses",
     "stexture.training.stats",
     "stexture.datasets",
     "stexture.imageio",

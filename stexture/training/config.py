@@ -28,8 +28,8 @@ from typing import Any
 from ..loader.crops import check_min_scale
 from ..loader.dataloader import LABEL_KINDS
 from ..mixing import MixConfig
+from .losses import check_hard_weight, check_temperature
 from .models import MODELS
-from .teachers import check_temperature
 from .trainer import OPTIMIZERS, TrainConfig
 
 __all__ = ["DEFAULT_K_VALUES", "RUN_GRID", "STUDENTS", "SweepConfig", "check_train_fraction",
@@ -41,7 +41,7 @@ DEFAULT_K_VALUES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 RUN_GRID = ("k_values", "seeds", "matched_baseline", "baseline", "ensemble")
 # fields added after sweep.json existed, with their defaults: recorded only when they differ,
 # and read as the default when absent, so that a sweep folder of an earlier version resumes
-_RECORDED_WHEN_SET = {"labels": "hard", "label_set": None}
+_RECORDED_WHEN_SET = {"labels": "hard", "label_set": None, "hard_weight": 0.0}
 _TEACHERS_TRAIN_BUILTIN = ("student='teachers' trains its students and their teachers with "
                            "the built-in trainer on clean images: no aux_bn, no train_fn")
 
@@ -206,7 +206,11 @@ class SweepConfig:
         "distil k * teacher_s + (1 - k) * teacher_t into a model of the original images",
         choices=STUDENTS)
     temperature: float = _setting(
-        1.0, "softmax temperature of the teachers (--student teachers)")
+        1.0, "softmax temperature of the teachers (--student teachers); the students "
+        "learn as Hinton et al. distil: softmax(z / T) against the targets, times T^2")
+    hard_weight: float = _setting(
+        0.0, "with --student teachers: the weight w of the students' hard-label term, "
+        "(1 - w) T^2 CE(teachers, softmax(z / T)) + w CE(class, softmax(z))")
     labels: str = _setting(
         "hard", "soft: the k runs train on originals against k * s + (1 - k) * t from the "
         "label maps `stexture label` stored beside the shards", choices=LABEL_KINDS)
@@ -245,6 +249,14 @@ class SweepConfig:
             raise ValueError(f"unknown student {self.student!r}; expected one of "
                              f"{', '.join(STUDENTS)}")
         check_temperature(self.temperature)
+        check_hard_weight(self.hard_weight)
+        if self.hard_weight > 0 and self.student != "teachers":
+            raise ValueError("hard_weight is the teachers' students' hard-label term: use it "
+                             "with student='teachers'")
+        student = self.train_config(seed=0, student=self.student == "teachers")
+        if student.distils and self.balance_classes:
+            raise ValueError("balance_classes weights the plain cross-entropy, not the "
+                             "students' distillation loss (temperature != 1 or hard_weight > 0)")
         if self.labels not in LABEL_KINDS:
             raise ValueError(f"unknown labels {self.labels!r}; expected one of "
                              f"{', '.join(LABEL_KINDS)}")
@@ -259,7 +271,7 @@ class SweepConfig:
         if self.matched_baseline and self.mode != "add":
             raise ValueError("matched_baseline needs mode='add' (in replace mode vanilla "
                              "already sees as many images as the cue-conflict runs)")
-        self.train_config(seed=0).validate()
+        student.validate()
         check_train_fraction(self.train_fraction)
         _ = self.mix  # the loader's mixing settings, checked where they are defined
         check_min_scale(self.min_scale)
@@ -290,12 +302,16 @@ class SweepConfig:
         """The seeds: ``0 .. seeds-1`` for a count, else the seeds given."""
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
-    def train_config(self, seed: int) -> TrainConfig:
-        """The built-in trainer's settings for a run of ``seed``."""
+    def train_config(self, seed: int, student: bool = False) -> TrainConfig:
+        """The built-in trainer's settings for a run of ``seed``; ``student``: a k run of
+        ``student="teachers"``, which learns by distillation (``temperature``,
+        ``hard_weight``)."""
+        distil = dict(temperature=self.temperature, hard_weight=self.hard_weight) if student \
+            else {}
         return TrainConfig(epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
                            optimizer=self.optimizer, warmup_fraction=self.warmup_fraction,
                            label_smoothing=self.label_smoothing, patience=self.patience,
-                           seed=seed)
+                           seed=seed, **distil)
 
     def run_grid(self) -> dict[str, Any]:
         """The run-grid fields (:data:`RUN_GRID`) with their values."""

@@ -210,6 +210,10 @@ class SweepState:
             return self.val_loaders
         return {"clean": self._val_loader("clean", view=layer_of(run.kind))}
 
+    def is_student(self, run: Run) -> bool:
+        """Whether ``run`` learns from teachers (a k run of ``student="teachers"``)."""
+        return run.kind == "k" and self.config.student == "teachers"
+
     def run_dir(self, run: Run) -> Path:
         return self.out / "runs" / run.name
 
@@ -342,7 +346,7 @@ class SweepState:
         epoch_log = (lambda m: self.log(f"  {run.name} {m}")) if self.verbose else None
         val_loaders = self.val_loaders_of(run)
         trained = fit(model, self.train_loader(run), val_loaders["clean"],
-                      self.config.train_config(run.seed),
+                      self.config.train_config(run.seed, student=self.is_student(run)),
                       device=self.device, class_weights=self.class_weights,
                       checkpoint_path=checkpoint, log=epoch_log)
         metrics = (evaluate(model, val_loaders, self.device)

@@ -61,8 +61,9 @@ from ._soft_labels_teachers import (
     _teachers_of,
 )
 from .crossfit import DEFAULT_FOLDS, FOLD_RULE, check_folds
+from .losses import check_temperature
 from .models import MODELS
-from .teachers import check_temperature, load_teacher, module_digest
+from .teachers import load_teacher, module_digest
 from .trainer import Log, TrainConfig, resolve_torch_device
 
 __all__ = ["DEFAULT_GRID", "DEFAULT_TOPK_FROM", "default_input_size", "label_shards"]

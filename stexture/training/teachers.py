@@ -17,15 +17,12 @@ where ``S(x)`` is the structure layer and ``X(x)`` the texture layer of the same
 the same samples with the same crops (the loader's contract: crops depend on the seed, the
 epoch and the slot, never on the view); the keys are checked batch by batch.
 
-Distillation as Hinton et al. define it (:func:`distillation_loss`): the soft term is the
-cross-entropy between the teachers' softened targets and ``softmax(z / tau)`` of the
-student's logits ``z``, multiplied by ``tau^2`` (the soft term's gradients scale as
-``1 / tau^2``; the factor keeps its share fixed when ``tau`` changes), plus an optional hard
-term, the cross-entropy with the true labels at temperature 1, in a weighted average:
-``(1 - w) tau^2 CE(y_soft, softmax(z / tau)) + w CE(onehot, softmax(z))``. At ``tau = 1``
-this is the built-in trainer's soft-target cross-entropy against
-``(1 - w) y_soft + w onehot`` (cross-entropy is linear in the target), which is what
-:class:`TeacherTargets` yields with ``hard_weight``.
+The student learns them as Hinton et al. define distillation
+(:func:`stexture.training.losses.distillation_loss`, which :func:`stexture.training.fit`
+applies with ``TrainConfig(temperature=tau, hard_weight=w)``): the cross-entropy between the
+softened targets and ``softmax(z / tau)`` of the student's logits ``z``, times ``tau^2``,
+plus an optional hard term with the true classes, which :class:`TeacherTargets` passes on in
+each batch's ``info["label"]``.
 
 Cross-fitting (``folds``): a teacher that trained on an image labels it with what it
 memorised (close to one-hot), not with what it predicts on new images. With a key -> fold
@@ -42,19 +39,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .losses import check_temperature
 from .models import ResNet, build_model
 from .trainer import resolve_torch_device
 
-__all__ = ["TeacherTargets", "check_temperature", "dense_logits", "distillation_loss",
-           "label_maps", "load_teacher", "module_digest", "teacher_targets"]
+__all__ = ["TeacherTargets", "dense_logits", "label_maps", "load_teacher", "module_digest",
+           "teacher_targets"]
 
 
 def teacher_targets(structure_logits: torch.Tensor, texture_logits: torch.Tensor, k: float,
@@ -69,54 +67,6 @@ def teacher_targets(structure_logits: torch.Tensor, texture_logits: torch.Tensor
     return k * structure + (1.0 - k) * texture
 
 
-def distillation_loss(student_logits: torch.Tensor, soft_targets: torch.Tensor,
-                      labels: torch.Tensor | None = None, temperature: float = 1.0,
-                      hard_weight: float = 0.0) -> torch.Tensor:
-    """Hinton et al.'s distillation loss, the batch mean of
-    ``(1 - w) * tau^2 * CE(soft_targets, softmax(z / tau)) + w * CE(onehot(labels), softmax(z))``.
-
-    Parameters
-    ----------
-    student_logits : tensor B x C
-        The student's logits ``z``.
-    soft_targets : tensor B x C
-        The teachers' targets at temperature ``tau`` (:func:`teacher_targets`), rows
-        summing to 1.
-    labels : int64 tensor B, optional
-        The true classes; needed when ``hard_weight > 0``.
-    temperature : float
-        ``tau`` > 0, the temperature the targets were softened with.
-    hard_weight : float
-        ``w`` in [0, 1], the weight of the hard-label term (Hinton et al. found a
-        considerably lower weight than the soft term's best).
-
-    Returns
-    -------
-    tensor
-        The scalar loss.
-    """
-    check_temperature(temperature)
-    if not 0.0 <= hard_weight <= 1.0:  # NaN fails too
-        raise ValueError(f"hard_weight must lie in [0, 1], got {hard_weight}")
-    if student_logits.shape != soft_targets.shape or student_logits.ndim != 2:
-        raise ValueError(f"logits and targets must both be B x C, got "
-                         f"{tuple(student_logits.shape)} and {tuple(soft_targets.shape)}")
-    logits = student_logits.float()
-    soft = -(soft_targets.float() * F.log_softmax(logits / temperature, dim=1)).sum(1).mean()
-    loss = (1.0 - hard_weight) * temperature ** 2 * soft
-    if hard_weight > 0:
-        if labels is None:
-            raise ValueError("hard_weight > 0 needs the true labels")
-        loss = loss + hard_weight * F.cross_entropy(logits, labels)
-    return loss
-
-
-def check_temperature(temperature: float) -> None:
-    """``ValueError`` unless the teachers' softmax temperature is a finite number > 0."""
-    if not 0.0 < temperature < math.inf:  # NaN fails too
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-
-
 def _check_k_and_temperature(k: float, temperature: float) -> None:
     if not 0.0 <= k <= 1.0:  # NaN fails too
         raise ValueError(f"k must lie in [0, 1], got {k}")
@@ -124,9 +74,9 @@ def _check_k_and_temperature(k: float, temperature: float) -> None:
 
 
 class TeacherTargets:
-    """Training batches ``(x, y)``: ``x`` the original images of ``images``, ``y`` the
+    """Training batches ``(x, y, info)``: ``x`` the original images of ``images``, ``y`` the
     teachers' blend (:func:`teacher_targets`) on the structure and texture layers of the
-    same crops.
+    same crops, ``info`` their ``"key"`` and true class (``"label"``, int64).
 
     Parameters
     ----------
@@ -145,26 +95,14 @@ class TeacherTargets:
         Cross-fitting: each sample is labelled by the teachers of its fold
         (:func:`stexture.training.crossfit.assign_folds`); a key it does not place is an
         error. Without it, one teacher pair labels every sample.
-    hard_weight : float
-        ``w`` in [0, 1]: the targets become ``(1 - w) y_teachers + w onehot(class)``, Hinton
-        et al.'s hard-label term, exact for the built-in trainer's cross-entropy at
-        ``temperature=1`` (at another temperature the soft term needs the student's logits
-        divided by it and the factor ``tau^2``: :func:`distillation_loss`, so that is an
-        error here).
     """
 
     def __init__(self, images: Iterable, structures: Iterable, textures: Iterable,
                  structure_teacher: nn.Module | Sequence[nn.Module],
                  texture_teacher: nn.Module | Sequence[nn.Module], k: float,
                  temperature: float = 1.0, device: str | torch.device = "cpu", *,
-                 folds: Mapping[str, int] | None = None, hard_weight: float = 0.0) -> None:
+                 folds: Mapping[str, int] | None = None) -> None:
         _check_k_and_temperature(k, temperature)
-        if not 0.0 <= hard_weight <= 1.0:
-            raise ValueError(f"hard_weight must lie in [0, 1], got {hard_weight}")
-        if hard_weight > 0 and temperature != 1.0:
-            raise ValueError("a hard-label term at temperature != 1 needs the student's "
-                             "logits (distillation_loss), not blended targets; use "
-                             "temperature=1 or hard_weight=0")
         self.loaders = (images, structures, textures)
         lengths = {len(loader) for loader in self.loaders}
         if len(lengths) != 1:
@@ -186,7 +124,6 @@ class TeacherTargets:
         self.folds = folds
         self.k = k
         self.temperature = temperature
-        self.hard_weight = hard_weight
 
     def __len__(self) -> int:
         return len(self.loaders[0])
@@ -220,20 +157,18 @@ class TeacherTargets:
             targets[pick.to(blend.device)] = blend
         return targets
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
         for (x, y, info), (xs, _, info_s), (xt, _, info_t) in zip(*self.loaders, strict=True):
             if not info["key"] == info_s["key"] == info_t["key"]:
                 raise RuntimeError("the image, structure and texture loaders drew different "
                                    "samples: build them with the same seed, keys and sizes")
             targets = self._targets(xs, xt, info["key"])
-            if self.hard_weight > 0:  # Hinton's hard term; exact at temperature 1
-                targets = ((1 - self.hard_weight) * targets
-                           + self.hard_weight * y.to(targets.device, targets.dtype))
-            yield x, targets
+            # the true classes, for the distillation loss's hard term (TrainConfig.hard_weight)
+            yield x, targets, {"key": info["key"], "label": y.argmax(1)}
 
     def __repr__(self) -> str:
         return (f"TeacherTargets(k={self.k}, temperature={self.temperature}, "
-                f"hard_weight={self.hard_weight}, folds={len(self.teachers)}, "
+                f"folds={len(self.teachers)}, "
                 f"batches={len(self)})")
 
 

@@ -8,7 +8,9 @@ The loss is the cross-entropy against probability targets,
 with ``y`` the loader's soft label ``k * onehot(s) + (1 - k) * onehot(t)``, ``eps`` the label
 smoothing and ``w`` optional class weights (``torch.nn.functional.cross_entropy`` with
 probability targets computes exactly this). For ``y`` that weights two classes this equals
-Li et al.'s (ICLR 2021) ``k * CE(s) + (1 - k) * CE(t)``.
+Li et al.'s (ICLR 2021) ``k * CE(s) + (1 - k) * CE(t)``. With ``temperature != 1`` or
+``hard_weight > 0`` (a student of teachers' targets) it is Hinton et al.'s distillation loss
+instead (:func:`stexture.training.losses.distillation_loss`).
 
 The learning rate rises linearly from ``lr / warmup_steps`` to ``lr`` over the first
 ``warmup_fraction`` of all steps and then follows half a cosine down to 0 (Loshchilov &
@@ -33,6 +35,7 @@ from torch import nn
 
 from .._device import DEVICES, CudaUnavailableError
 from .aux_bn import has_aux_bn, route
+from .losses import check_hard_weight, check_temperature, distillation_loss
 from .metrics import accuracy, cue_conflict_metrics, per_class_accuracy
 
 __all__ = [
@@ -104,6 +107,17 @@ class TrainConfig:
     # same weights for the same seed without it (tested); it cost 17% of the training
     # throughput here (benchmarks/bench_trainer.py), so it is for models that need it.
     deterministic_algorithms: bool = False
+    # distillation (Hinton et al., stexture.training.losses): targets softened at
+    # ``temperature`` are compared with softmax(logits / temperature), the term scaled by
+    # temperature^2; ``hard_weight`` adds that share of the cross-entropy with the true
+    # classes, which batches carry as (x, y, info) with info["label"] (TeacherTargets does)
+    temperature: float = 1.0
+    hard_weight: float = 0.0
+
+    @property
+    def distils(self) -> bool:
+        """Whether the loss is the distillation loss (not plain soft-target cross-entropy)."""
+        return self.temperature != 1.0 or self.hard_weight > 0.0
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -123,6 +137,11 @@ class TrainConfig:
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 (or None for no early stopping), "
                              f"got {self.patience}")
+        check_temperature(self.temperature)
+        check_hard_weight(self.hard_weight)
+        if self.distils and self.label_smoothing > 0:
+            raise ValueError("label_smoothing applies to the plain cross-entropy, not to the "
+                             "distillation loss (temperature != 1 or hard_weight > 0)")
 
 
 @dataclass
@@ -225,7 +244,7 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     weight: torch.Tensor | None,
-    label_smoothing: float,
+    config: TrainConfig,
     device: torch.device,
 ) -> tuple[float, int]:
     """One pass over ``loader``: (sum of the batch losses, steps). Stops early, with a
@@ -242,7 +261,7 @@ def _train_epoch(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda), \
                 _routing(model, batch) if dual else nullcontext():
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=label_smoothing)
+        loss = _batch_loss(logits.float(), y, batch, weight, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -252,6 +271,21 @@ def _train_epoch(
         if steps % check_every == 0 and not torch.isfinite(loss_sum):
             break
     return float(loss_sum), steps
+
+
+def _batch_loss(logits: torch.Tensor, y: torch.Tensor, batch: Sequence[Any],
+                weight: torch.Tensor | None, config: TrainConfig) -> torch.Tensor:
+    """The soft-target cross-entropy of the module docstring, or with ``config.distils``
+    the distillation loss, its hard term on the batch's ``info["label"]``."""
+    if not config.distils:
+        return F.cross_entropy(logits, y, weight=weight, label_smoothing=config.label_smoothing)
+    labels = None
+    if config.hard_weight > 0:
+        if len(batch) < 3 or "label" not in batch[2]:
+            raise ValueError("hard_weight > 0 needs batches (x, y, info) with the true classes "
+                             "in info['label'] (TeacherTargets yields them)")
+        labels = batch[2]["label"].to(logits.device)
+    return distillation_loss(logits, y, labels, config.temperature, config.hard_weight)
 
 
 def _routing(model: nn.Module, batch: Sequence[Any]):
@@ -303,6 +337,9 @@ def fit(
     model.to(device)
     if on_cuda:
         model.to(memory_format=torch.channels_last)
+    if class_weights is not None and config.distils:
+        raise ValueError("class_weights apply to the plain cross-entropy, not to the "
+                         "distillation loss (temperature != 1 or hard_weight > 0)")
     weight = None if class_weights is None else class_weights.to(device, torch.float32)
     optimizer = _make_optimizer(model, config)
     warmup_steps = max(1, round(config.warmup_fraction * total_steps))
@@ -322,7 +359,7 @@ def fit(
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
             loss_sum, steps = _train_epoch(model, train_loader, optimizer, scheduler, weight,
-                                           config.label_smoothing, device)
+                                           config, device)
             if not math.isfinite(loss_sum):
                 status = "diverged"
                 reason = (f"training loss became {loss_sum} in epoch {epoch + 1} "
