@@ -53,6 +53,14 @@ def test_an_arm_subset_trains_its_runs_and_what_they_are_made_of():
         "structure-fold0-seed2", "structure-fold1-seed2", "texture-fold0-seed2",
         "texture-fold1-seed2", "k0.8-seed2"]
     assert _names("teachers40", at40, {"structure@40%"}) == ["structure-seed2"]
+    # a post-hoc student: its teachers (linked from the full run) and itself, with a hard term
+    distil, suffix = arms.POSTHOC_STUDENTS["teachers-hard"]
+    hard = SweepConfig(k_values=[0.8], seeds=[1], baseline=False, ensemble=False,
+                       student="teachers", **distil)
+    assert _names("teachers-hard", hard, {f"teachers-k0.8-{suffix}"}) == [
+        "structure-fold0-seed1", "structure-fold1-seed1", "texture-fold0-seed1",
+        "texture-fold1-seed1", "k0.8-seed1"]
+    assert hard.train_config(1, student=True).hard_weight == arms.POSTHOC_HARD_WEIGHT > 0
 
 
 def test_arms_are_checked_by_name():

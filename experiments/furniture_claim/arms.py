@@ -46,6 +46,14 @@ P_CONFLICT = 0.5
 TEACHER_KS = (0.5, 0.8)  # the two-teacher student's k grid
 TEMPERATURE = 1.0  # of the teachers' softmax
 POSTHOC_TEMPERATURE = 4.0  # a softer distillation, tried after the complete run
+POSTHOC_HARD_WEIGHT = 0.5  # Hinton's hard-label term, tried after the 64 px arms' run
+#: The post-hoc students (each in its own sweep folder, from the full runs' teachers): the
+#: distillation settings of each and the suffix of its arm's name.
+POSTHOC_STUDENTS = {
+    "teachers-posthoc": (dict(temperature=POSTHOC_TEMPERATURE), f"T{POSTHOC_TEMPERATURE:g}"),
+    "teachers-hard": (dict(temperature=TEMPERATURE, hard_weight=POSTHOC_HARD_WEIGHT),
+                      f"w{POSTHOC_HARD_WEIGHT:g}"),
+}
 SEVERITY = 3  # of the five corruptions, on the clean test split
 TEST_SPLITS = ("test", "test_shifted")
 SECOND_SEED = 1000  # added to a seed for the second model of the two-vanilla ensemble
@@ -362,8 +370,8 @@ def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
         return "vanilla@40%" if kind == "vanilla" else "add-k0.8@40%"
     if sweep == "teachers40":
         return "teachers@40%" if kind == "k" else f"{kind}@40%"
-    if sweep == "teachers-posthoc":
-        return f"teachers-k{result['k']:g}-T{POSTHOC_TEMPERATURE:g}" if kind == "k" else None
+    if sweep in POSTHOC_STUDENTS:
+        return f"teachers-k{result['k']:g}-{POSTHOC_STUDENTS[sweep][1]}" if kind == "k" else None
     if kind in ("vanilla", "vanilla-matched", "structure", "texture"):
         return kind
     if sweep == "teachers":
@@ -379,11 +387,12 @@ ARMS = ("vanilla", "vanilla-matched", "replace-k0.8", "add-k0.8", "add-k0", "add
         "add-ensemble-k0+k1", "oracle-k0.8", "oracle-k1", "oracle-onehot", "structure",
         "texture", "layers-ensemble", "vanilla-second", "vanilla-ensemble",
         *(f"teachers-k{k:g}" for k in TEACHER_KS),
-        *(f"teachers-k{k:g}-T{POSTHOC_TEMPERATURE:g}" for k in TEACHER_KS),
+        *(f"teachers-k{k:g}-{suffix}" for _, suffix in POSTHOC_STUDENTS.values()
+          for k in TEACHER_KS),
         "vanilla@40%", "add-k0.8@40%", "structure@40%", "texture@40%", "layers-ensemble@40%",
         "teachers@40%")
 SWEEPS = ("replace", "add", "oracle", "oracle-onehot", "vanilla2", "40", "teachers",
-          "teachers40", "teachers-posthoc")
+          "teachers40", *POSTHOC_STUDENTS)
 
 
 def probe(scale: Scale, dirs: dict[str, Path], device: str) -> None:
@@ -412,8 +421,8 @@ PHASES = ("full", "40", "posthoc")
 
 #: the arms each later phase trains (every other trained arm is the full phase's)
 PHASE_ARMS = {"40": ("teachers@40%", "structure@40%", "texture@40%"),
-              "posthoc": tuple(f"teachers-k{k:g}-T{POSTHOC_TEMPERATURE:g}"
-                               for k in TEACHER_KS)}
+              "posthoc": tuple(f"teachers-k{k:g}-{suffix}"
+                               for _, suffix in POSTHOC_STUDENTS.values() for k in TEACHER_KS)}
 
 
 def parse_arms(text: str | None) -> set[str] | None:
@@ -445,24 +454,27 @@ def run_phase(phase: str, scale: Scale, dirs: dict[str, Path], out: Path, device
     if phase == "40":
         run_student_at_40(scale, dirs, out, device, seeds, k, arms)
     else:
-        run_student_at_posthoc_temperature(scale, dirs, out, device, seeds, k)
+        run_posthoc_students(scale, dirs, out, device, seeds, k, arms)
 
 
-def run_student_at_posthoc_temperature(scale: Scale, dirs: dict[str, Path], out: Path,
-                                       device: str, seeds: list[int], k: float) -> None:
-    """Added after the complete run (the layer ensemble beat the student it taught): the
-    student at the best k distilled at ``POSTHOC_TEMPERATURE`` from the *same* teachers (their
-    finished runs are linked into the new sweep folder, which then trains only students)."""
-    folder = out / "sweep-teachers-posthoc"
-    for seed in seeds:
-        for kind in (*LAYER_KINDS, *FOLD_KINDS):
-            source = out / "sweep-teachers" / "runs" / f"{kind}-seed{seed}"
-            target = folder / "runs" / source.name
-            target.mkdir(parents=True, exist_ok=True)
-            for name in ("result.json", "best.pt"):
-                if not (target / name).exists():
-                    os.link(source / name, target / name)
-        config = _sweep_config(scale, k_values=[k], seeds=[seed], baseline=False,
-                               ensemble=False, student="teachers",
-                               temperature=POSTHOC_TEMPERATURE)
-        stexture.sweep(dirs["train"], config, out=folder, **_run_options(scale, device))
+def run_posthoc_students(scale: Scale, dirs: dict[str, Path], out: Path, device: str,
+                         seeds: list[int], k: float, arms: set[str] | None = None) -> None:
+    """Added after runs that asked for them (:data:`POSTHOC_STUDENTS`; only those of
+    ``arms`` when given): the student at ``k`` distilled with other settings from the *same*
+    cross-fitted teachers (their finished runs are linked into the new sweep folder, which
+    then trains only students)."""
+    for sweep, (distil, suffix) in POSTHOC_STUDENTS.items():
+        if arms is not None and f"teachers-k{k:g}-{suffix}" not in arms:
+            continue
+        folder = out / f"sweep-{sweep}"
+        for seed in seeds:
+            for kind in FOLD_KINDS:
+                source = out / "sweep-teachers" / "runs" / f"{kind}-seed{seed}"
+                target = folder / "runs" / source.name
+                target.mkdir(parents=True, exist_ok=True)
+                for name in ("result.json", "best.pt"):
+                    if not (target / name).exists():
+                        os.link(source / name, target / name)
+            config = _sweep_config(scale, k_values=[k], seeds=[seed], baseline=False,
+                                   ensemble=False, student="teachers", **distil)
+            _train_sweep(sweep, config, None, scale, dirs, out, device, arms)

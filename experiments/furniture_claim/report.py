@@ -10,6 +10,7 @@ import numpy as np
 from experiments.furniture_claim.arms import (
     ARMS,
     COMPUTE_MATCH,
+    POSTHOC_HARD_WEIGHT,
     POSTHOC_TEMPERATURE,
     SEVERITY,
 )
@@ -128,6 +129,12 @@ PREREGISTERED = (
      "vanilla", "test"),
     ("post hoc: student at temperature 4 vs at temperature 1 (its k), clean test",
      "TEACHERS_BEST_T", "TEACHERS_BEST", "test"),
+    # added after the 64 px arms' run (its cross-fitted student fell far below vanilla)
+    (f"post hoc: student with a hard-label term (w {POSTHOC_HARD_WEIGHT:g}) vs vanilla, "
+     "clean test",
+     "TEACHERS_BEST_W", "vanilla", "test"),
+    ("post hoc: student with a hard-label term vs without (its k), clean test",
+     "TEACHERS_BEST_W", "TEACHERS_BEST", "test"),
     ("post hoc: ensemble of the add-mode k=0 and k=1 models vs vanilla, clean test",
      "add-ensemble-k0+k1", "vanilla", "test"),
     ("post hoc: the k=0 + k=1 ensemble vs compute-matched vanilla, clean test",
@@ -138,12 +145,13 @@ PREREGISTERED = (
 def verdicts(records: list[dict], best_k: float | None) -> list[str]:
     lines = []
     for label, arm, reference, metric in PREREGISTERED:
-        if {"TEACHERS_BEST", "TEACHERS_BEST_T"} & {arm, reference}:
+        if {"TEACHERS_BEST", "TEACHERS_BEST_T", "TEACHERS_BEST_W"} & {arm, reference}:
             if best_k is None:
                 lines.append(f"- {label}: the student runs are not finished")
                 continue
             names = {"TEACHERS_BEST": f"teachers-k{best_k:g}",
-                     "TEACHERS_BEST_T": f"teachers-k{best_k:g}-T{POSTHOC_TEMPERATURE:g}"}
+                     "TEACHERS_BEST_T": f"teachers-k{best_k:g}-T{POSTHOC_TEMPERATURE:g}",
+                     "TEACHERS_BEST_W": f"teachers-k{best_k:g}-w{POSTHOC_HARD_WEIGHT:g}"}
             arm, reference = (names.get(name, name) for name in (arm, reference))
             label = label.replace("its k", f"its k = {best_k:g}")
         if not all(any(r["arm"] == name for r in records) for name in (arm, reference)):
