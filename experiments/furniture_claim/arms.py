@@ -55,6 +55,14 @@ POSTHOC_STUDENTS = {
                       f"w{POSTHOC_HARD_WEIGHT:g}"),
 }
 SEVERITY = 3  # of the five corruptions, on the clean test split
+
+
+def student_arm(k: float, posthoc: str | None = None) -> str:
+    """The arm name of the two-teacher student at ``k``; ``posthoc``: a sweep of
+    :data:`POSTHOC_STUDENTS` (that student's distillation settings)."""
+    return f"teachers-k{k:g}" + ("" if posthoc is None else f"-{POSTHOC_STUDENTS[posthoc][1]}")
+
+
 TEST_SPLITS = ("test", "test_shifted")
 SECOND_SEED = 1000  # added to a seed for the second model of the two-vanilla ensemble
 
@@ -371,11 +379,11 @@ def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
     if sweep == "teachers40":
         return "teachers@40%" if kind == "k" else f"{kind}@40%"
     if sweep in POSTHOC_STUDENTS:
-        return f"teachers-k{result['k']:g}-{POSTHOC_STUDENTS[sweep][1]}" if kind == "k" else None
+        return student_arm(result["k"], sweep) if kind == "k" else None
     if kind in ("vanilla", "vanilla-matched", "structure", "texture"):
         return kind
     if sweep == "teachers":
-        return f"teachers-k{result['k']:g}"
+        return student_arm(result["k"])
     if sweep == "add":
         return "add-ensemble-k0+k1" if kind == "ensemble" else f"add-k{result['k']:g}"
     if sweep == "oracle":
@@ -386,9 +394,8 @@ def _arm_name(sweep: str, result: dict[str, Any]) -> str | None:
 ARMS = ("vanilla", "vanilla-matched", "replace-k0.8", "add-k0.8", "add-k0", "add-k1",
         "add-ensemble-k0+k1", "oracle-k0.8", "oracle-k1", "oracle-onehot", "structure",
         "texture", "layers-ensemble", "vanilla-second", "vanilla-ensemble",
-        *(f"teachers-k{k:g}" for k in TEACHER_KS),
-        *(f"teachers-k{k:g}-{suffix}" for _, suffix in POSTHOC_STUDENTS.values()
-          for k in TEACHER_KS),
+        *(student_arm(k) for k in TEACHER_KS),
+        *(student_arm(k, sweep) for sweep in POSTHOC_STUDENTS for k in TEACHER_KS),
         "vanilla@40%", "add-k0.8@40%", "structure@40%", "texture@40%", "layers-ensemble@40%",
         "teachers@40%")
 SWEEPS = ("replace", "add", "oracle", "oracle-onehot", "vanilla2", "40", "teachers",
@@ -421,8 +428,8 @@ PHASES = ("full", "40", "posthoc")
 
 #: the arms each later phase trains (every other trained arm is the full phase's)
 PHASE_ARMS = {"40": ("teachers@40%", "structure@40%", "texture@40%"),
-              "posthoc": tuple(f"teachers-k{k:g}-{suffix}"
-                               for _, suffix in POSTHOC_STUDENTS.values() for k in TEACHER_KS)}
+              "posthoc": tuple(student_arm(k, sweep)
+                               for sweep in POSTHOC_STUDENTS for k in TEACHER_KS)}
 
 
 def parse_arms(text: str | None) -> set[str] | None:
@@ -463,8 +470,8 @@ def run_posthoc_students(scale: Scale, dirs: dict[str, Path], out: Path, device:
     ``arms`` when given): the student at ``k`` distilled with other settings from the *same*
     cross-fitted teachers (their finished runs are linked into the new sweep folder, which
     then trains only students)."""
-    for sweep, (distil, suffix) in POSTHOC_STUDENTS.items():
-        if arms is not None and f"teachers-k{k:g}-{suffix}" not in arms:
+    for sweep, (distil, _) in POSTHOC_STUDENTS.items():
+        if arms is not None and student_arm(k, sweep) not in arms:
             continue
         folder = out / f"sweep-{sweep}"
         for seed in seeds:

@@ -11,8 +11,8 @@ from experiments.furniture_claim.arms import (
     ARMS,
     COMPUTE_MATCH,
     POSTHOC_HARD_WEIGHT,
-    POSTHOC_TEMPERATURE,
     SEVERITY,
+    student_arm,
 )
 from stexture.training.report import compare_to_vanilla
 
@@ -149,9 +149,9 @@ def verdicts(records: list[dict], best_k: float | None) -> list[str]:
             if best_k is None:
                 lines.append(f"- {label}: the student runs are not finished")
                 continue
-            names = {"TEACHERS_BEST": f"teachers-k{best_k:g}",
-                     "TEACHERS_BEST_T": f"teachers-k{best_k:g}-T{POSTHOC_TEMPERATURE:g}",
-                     "TEACHERS_BEST_W": f"teachers-k{best_k:g}-w{POSTHOC_HARD_WEIGHT:g}"}
+            names = {"TEACHERS_BEST": student_arm(best_k),
+                     "TEACHERS_BEST_T": student_arm(best_k, "teachers-posthoc"),
+                     "TEACHERS_BEST_W": student_arm(best_k, "teachers-hard")}
             arm, reference = (names.get(name, name) for name in (arm, reference))
             label = label.replace("its k", f"its k = {best_k:g}")
         if not all(any(r["arm"] == name for r in records) for name in (arm, reference)):

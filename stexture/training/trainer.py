@@ -326,6 +326,9 @@ def fit(
     """
     config = config or TrainConfig()
     config.validate()
+    if class_weights is not None and config.distils:
+        raise ValueError("class_weights apply to the plain cross-entropy, not to the "
+                         "distillation loss (temperature != 1 or hard_weight > 0)")
     device = resolve_torch_device(device) if isinstance(device, str) else device
     log = log or (lambda message: None)
     steps_per_epoch = _loader_length(train_loader)
@@ -337,9 +340,6 @@ def fit(
     model.to(device)
     if on_cuda:
         model.to(memory_format=torch.channels_last)
-    if class_weights is not None and config.distils:
-        raise ValueError("class_weights apply to the plain cross-entropy, not to the "
-                         "distillation loss (temperature != 1 or hard_weight > 0)")
     weight = None if class_weights is None else class_weights.to(device, torch.float32)
     optimizer = _make_optimizer(model, config)
     warmup_steps = max(1, round(config.warmup_fraction * total_steps))
